@@ -1,0 +1,19 @@
+//! Domain types and logic of the sweep runner, free of libtorch and of gRPC so
+//! that every process (trainer, worker, coordinator, sweepctl) shares them.
+//!
+//! # Layout
+//! - [`config`]: the experiment config (YAML), its validation and deep merge.
+//! - [`sweep`]: a sweep spec (base config × variants × seeds) and its expansion
+//!   into jobs with stable ids.
+//! - [`metrics`]: per-epoch and final metrics of one run, as `metrics.json` holds them.
+//! - [`tensorboard`]: a minimal TensorBoard event-file writer (TFRecord framing).
+//! - [`results`]: mean ± std across seeds, Welch's t-test against the baseline,
+//!   and the table in its terminal, Markdown, CSV and JSON forms.
+//! - [`names`]: validation of names that become path components.
+
+pub mod config;
+pub mod metrics;
+pub mod names;
+pub mod results;
+pub mod sweep;
+pub mod tensorboard;

@@ -1,0 +1,638 @@
+//! The answer a sweep exists to give: per variant, how well it did across seeds
+//! and whether its difference to the baseline is more than seed noise.
+//!
+//! One number per seed hides how much of a difference is luck, so every metric
+//! is reported as mean ± sample standard deviation (n−1) across seeds, and each
+//! variant's test accuracy is compared to the baseline's with Welch's t-test,
+//! which does not assume the two variants are equally noisy. The same table
+//! renders for the terminal, as Markdown for reports, as CSV for spreadsheets
+//! and as JSON for programs.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::str::FromStr;
+
+use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+/// Shown wherever a number does not apply (a std of one seed, the baseline's
+/// own delta, ...).
+const NOT_APPLICABLE: &str = "—";
+
+/// The final numbers of one finished run (one seed of one variant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    pub variant: String,
+    pub seed: u64,
+    /// Test accuracy of the best checkpoint, a fraction in [0, 1].
+    pub test_acc: f64,
+    /// Best validation accuracy, a fraction in [0, 1].
+    pub best_val_acc: f64,
+    pub best_epoch: u32,
+    pub train_seconds: f64,
+}
+
+/// Mean and sample standard deviation of one metric across seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeanStd {
+    pub mean: f64,
+    /// Sample standard deviation (divisor n−1); `None` for fewer than two
+    /// values, where it is undefined rather than zero.
+    pub std: Option<f64>,
+}
+
+impl MeanStd {
+    /// Summarizes `values`; `None` when there are none.
+    pub fn of(values: &[f64]) -> Option<Self> {
+        let (mean, variance) = mean_and_variance(values)?;
+        Some(MeanStd {
+            mean,
+            std: variance.map(f64::sqrt),
+        })
+    }
+}
+
+/// Mean and sample variance (n−1); the variance is `None` below two values.
+fn mean_and_variance(values: &[f64]) -> Option<(f64, Option<f64>)> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    // Two passes rather than the sum-of-squares shortcut: accuracies agree to
+    // many digits across seeds, and the shortcut would cancel them away.
+    let variance = (values.len() >= 2)
+        .then(|| values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0));
+    Some((mean, variance))
+}
+
+/// Result of Welch's unequal-variances t-test.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WelchTest {
+    /// t statistic of mean(a) − mean(b).
+    pub t: f64,
+    /// Welch–Satterthwaite degrees of freedom.
+    pub df: f64,
+    /// Two-sided p-value.
+    pub p_value: f64,
+}
+
+/// Welch's t-test of the means of `a` and `b`.
+///
+/// `None` when either sample has fewer than two values (no variance estimate)
+/// or when both have zero variance. In the latter case the statistic is 0/0 or
+/// ±∞; rather than claim p = 0 from, say, a deterministic model that ignores the
+/// seed, we report no test: the data cannot tell noise from effect.
+pub fn welch_t_test(a: &[f64], b: &[f64]) -> Option<WelchTest> {
+    let (mean_a, var_a) = mean_and_variance(a)?;
+    let (mean_b, var_b) = mean_and_variance(b)?;
+    let (var_a, var_b) = (var_a?, var_b?);
+    let (n_a, n_b) = (a.len() as f64, b.len() as f64);
+    let (se2_a, se2_b) = (var_a / n_a, var_b / n_b);
+    let se2 = se2_a + se2_b;
+    if se2 <= 0.0 || !se2.is_finite() {
+        return None;
+    }
+    let t = (mean_a - mean_b) / se2.sqrt();
+    let df = se2.powi(2) / (se2_a.powi(2) / (n_a - 1.0) + se2_b.powi(2) / (n_b - 1.0));
+    // `sf` rather than `1 - cdf` keeps tiny p-values from rounding to zero.
+    let dist = StudentsT::new(0.0, 1.0, df).ok()?;
+    let p_value = (2.0 * dist.sf(t.abs())).min(1.0);
+    p_value.is_finite().then_some(WelchTest { t, df, p_value })
+}
+
+/// One row of the results table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantSummary {
+    pub variant: String,
+    /// Number of finished seeds.
+    pub n: usize,
+    pub test_acc: MeanStd,
+    pub best_val_acc: MeanStd,
+    pub best_epoch: MeanStd,
+    pub train_seconds: MeanStd,
+    /// Mean test accuracy minus the baseline's (a difference of fractions);
+    /// `None` for the baseline itself or while the baseline has no results.
+    pub delta_test_acc: Option<f64>,
+    /// Two-sided Welch's t-test of test accuracy against the baseline; `None`
+    /// where [`welch_t_test`] gives no test, and for the baseline itself.
+    pub p_value: Option<f64>,
+}
+
+/// Everything a sweep's results report shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultsTable {
+    pub sweep: String,
+    pub baseline: String,
+    /// The baseline first (when it has results), then the others by name.
+    pub variants: Vec<VariantSummary>,
+    /// Jobs not finished yet, so a partial table says so.
+    pub pending: usize,
+}
+
+/// Output format of [`ResultsTable::render`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Box-drawn table for the terminal.
+    Table,
+    Markdown,
+    Csv,
+    Json,
+}
+
+impl Format {
+    /// Names accepted by [`FromStr`], for help texts.
+    pub const NAMES: [&str; 5] = ["table", "md", "markdown", "csv", "json"];
+
+    /// File extension for a results file in this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Table => "txt",
+            Format::Markdown => "md",
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// An output format name that is none of [`Format::NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format {0:?}: expected one of table, md, markdown, csv, json")]
+pub struct UnknownFormat(pub String);
+
+impl FromStr for Format {
+    type Err = UnknownFormat;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "table" => Ok(Format::Table),
+            "md" | "markdown" => Ok(Format::Markdown),
+            "csv" => Ok(Format::Csv),
+            "json" => Ok(Format::Json),
+            _ => Err(UnknownFormat(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Table => "table",
+            Format::Markdown => "markdown",
+            Format::Csv => "csv",
+            Format::Json => "json",
+        })
+    }
+}
+
+/// Builds the results table from the finished runs of a sweep.
+///
+/// `outcomes` holds one entry per finished job; `pending` counts the jobs that
+/// have none yet. Within a variant, outcomes are taken in seed order so that the
+/// numbers do not change in their last bits with the order jobs finished in.
+pub fn summarize(
+    sweep: &str,
+    baseline: &str,
+    outcomes: &[RunOutcome],
+    pending: usize,
+) -> ResultsTable {
+    let mut by_variant: BTreeMap<&str, Vec<&RunOutcome>> = BTreeMap::new();
+    for outcome in outcomes {
+        by_variant
+            .entry(outcome.variant.as_str())
+            .or_default()
+            .push(outcome);
+    }
+    for runs in by_variant.values_mut() {
+        runs.sort_by_key(|r| r.seed);
+    }
+    let baseline_acc: Option<Vec<f64>> = by_variant
+        .get(baseline)
+        .map(|runs| runs.iter().map(|r| r.test_acc).collect());
+
+    // The BTreeMap already orders by name; only the baseline moves to the top.
+    let (base, others): (Vec<_>, Vec<_>) =
+        by_variant.iter().partition(|(name, _)| **name == baseline);
+    let variants = base
+        .into_iter()
+        .chain(others)
+        .filter_map(|(name, runs)| {
+            let compare_to = baseline_acc.as_deref().filter(|_| *name != baseline);
+            summarize_variant(name, runs, compare_to)
+        })
+        .collect();
+    ResultsTable {
+        sweep: sweep.to_string(),
+        baseline: baseline.to_string(),
+        variants,
+        pending,
+    }
+}
+
+fn summarize_variant(
+    name: &str,
+    runs: &[&RunOutcome],
+    baseline_acc: Option<&[f64]>,
+) -> Option<VariantSummary> {
+    let column =
+        |f: fn(&RunOutcome) -> f64| MeanStd::of(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
+    let test_acc_values: Vec<f64> = runs.iter().map(|r| r.test_acc).collect();
+    let test_acc = MeanStd::of(&test_acc_values)?;
+    let baseline_mean = baseline_acc.and_then(MeanStd::of).map(|m| m.mean);
+    Some(VariantSummary {
+        variant: name.to_string(),
+        n: runs.len(),
+        test_acc,
+        best_val_acc: column(|r| r.best_val_acc)?,
+        best_epoch: column(|r| f64::from(r.best_epoch))?,
+        train_seconds: column(|r| r.train_seconds)?,
+        delta_test_acc: baseline_mean.map(|b| test_acc.mean - b),
+        p_value: baseline_acc
+            .and_then(|b| welch_t_test(&test_acc_values, b))
+            .map(|w| w.p_value),
+    })
+}
+
+impl ResultsTable {
+    /// Renders the table; every format ends with a newline.
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Table => self.render_text(false),
+            Format::Markdown => self.render_text(true),
+            Format::Csv => self.render_csv(),
+            Format::Json => {
+                // Plain structs of strings and numbers: serde_json cannot fail
+                // on them (NaN becomes null).
+                let mut json =
+                    serde_json::to_string_pretty(self).expect("ResultsTable serializes to JSON");
+                json.push('\n');
+                json
+            }
+        }
+    }
+
+    fn render_text(&self, markdown: bool) -> String {
+        let mut table = Table::new();
+        table
+            .load_style(if markdown {
+                presets::ASCII_MARKDOWN
+            } else {
+                presets::UTF8_FULL_CONDENSED
+            })
+            // Never measure the terminal: the same table everywhere, and in tests.
+            .set_content_arrangement(ContentArrangement::Disabled)
+            .force_no_tty()
+            .set_header(vec![
+                "variant",
+                "n",
+                "test acc %",
+                "Δ test (pp)",
+                "p",
+                "best val acc %",
+                "best epoch",
+                "train time (s)",
+            ]);
+        for v in &self.variants {
+            let name = if markdown {
+                v.variant.replace('|', "\\|")
+            } else {
+                v.variant.clone()
+            };
+            table.add_row(vec![
+                name,
+                v.n.to_string(),
+                mean_std(v.test_acc, 100.0, 2),
+                v.delta_test_acc.map_or_else(
+                    || NOT_APPLICABLE.to_string(),
+                    |d| format!("{:+.2}", d * 100.0),
+                ),
+                v.p_value
+                    .map_or_else(|| NOT_APPLICABLE.to_string(), format_p),
+                mean_std(v.best_val_acc, 100.0, 2),
+                mean_std(v.best_epoch, 1.0, 1),
+                mean_std(v.train_seconds, 1.0, 1),
+            ]);
+        }
+        for column in table.column_iter_mut().skip(1) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+
+        let mut out = String::new();
+        if self.variants.is_empty() {
+            let _ = writeln!(out, "Sweep {}: no finished runs yet.", self.sweep);
+        } else {
+            let _ = writeln!(out, "{table}");
+            // A blank line keeps Markdown from reading the notes as table rows.
+            if markdown {
+                out.push('\n');
+            }
+            let _ = writeln!(
+                out,
+                "Sweep {}: mean ± sample std (n−1) over seeds; Δ: test acc minus baseline {}, in \
+                 points; p: two-sided Welch's t-test vs the baseline; {NOT_APPLICABLE}: n/a.",
+                self.sweep, self.baseline
+            );
+            if !self.variants.iter().any(|v| v.variant == self.baseline) {
+                let _ = writeln!(
+                    out,
+                    "The baseline {:?} has no finished runs yet.",
+                    self.baseline
+                );
+            }
+        }
+        match self.pending {
+            0 => {}
+            1 => out.push_str("1 job still pending.\n"),
+            n => {
+                let _ = writeln!(out, "{n} jobs still pending.");
+            }
+        }
+        out
+    }
+
+    fn render_csv(&self) -> String {
+        let mut out = String::from(
+            "variant,is_baseline,n,test_acc_mean,test_acc_std,best_val_acc_mean,best_val_acc_std,\
+             best_epoch_mean,best_epoch_std,train_seconds_mean,train_seconds_std,delta_test_acc,p_value\n",
+        );
+        let opt = |x: Option<f64>| x.map(|x| x.to_string()).unwrap_or_default();
+        for v in &self.variants {
+            let mut cells = vec![
+                csv_field(&v.variant),
+                (v.variant == self.baseline).to_string(),
+                v.n.to_string(),
+            ];
+            for m in [v.test_acc, v.best_val_acc, v.best_epoch, v.train_seconds] {
+                cells.push(m.mean.to_string());
+                cells.push(opt(m.std));
+            }
+            cells.push(opt(v.delta_test_acc));
+            cells.push(opt(v.p_value));
+            out.push_str(&cells.join(","));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `97.82 ± 0.11` after scaling by `scale`, with `—` for an undefined std.
+fn mean_std(m: MeanStd, scale: f64, decimals: usize) -> String {
+    let std = m.std.map_or_else(
+        || NOT_APPLICABLE.to_string(),
+        |s| format!("{:.decimals$}", s * scale),
+    );
+    format!("{:.decimals$} ± {std}", m.mean * scale)
+}
+
+fn format_p(p: f64) -> String {
+    if p < 0.001 {
+        "<0.001".to_string()
+    } else {
+        format!("{p:.3}")
+    }
+}
+
+/// Quotes a CSV field when it holds a separator, a quote or a line break (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    fn outcome(variant: &str, seed: u64, test_acc: f64) -> RunOutcome {
+        RunOutcome {
+            variant: variant.to_string(),
+            seed,
+            test_acc,
+            best_val_acc: test_acc + 0.001,
+            best_epoch: 10 + seed as u32,
+            train_seconds: 60.0 + seed as f64,
+        }
+    }
+
+    fn sample_outcomes() -> Vec<RunOutcome> {
+        vec![
+            outcome("wide", 1, 0.985),
+            outcome("baseline", 2, 0.979),
+            outcome("deep", 1, 0.981),
+            outcome("baseline", 1, 0.977),
+            outcome("wide", 2, 0.987),
+            outcome("baseline", 3, 0.978),
+            outcome("wide", 3, 0.986),
+            outcome("alone", 1, 0.970),
+        ]
+    }
+
+    #[test]
+    fn mean_and_sample_std_by_hand() {
+        // mean 5, squared deviations 9+1+1+9 = 20, / (4−1) → std √(20/3).
+        let m = MeanStd::of(&[2.0, 4.0, 6.0, 8.0]).unwrap();
+        assert_eq!(m.mean, 5.0);
+        assert!(close(m.std.unwrap(), (20.0f64 / 3.0).sqrt(), 1e-12));
+
+        let one = MeanStd::of(&[0.97]).unwrap();
+        assert_eq!(
+            one,
+            MeanStd {
+                mean: 0.97,
+                std: None
+            }
+        );
+        assert_eq!(MeanStd::of(&[]), None);
+    }
+
+    #[test]
+    fn welch_matches_reference() {
+        // The example of Wikipedia's "Welch's t-test" article; reference values
+        // from scipy.stats.ttest_ind(a, b, equal_var=False) and the
+        // Welch–Satterthwaite formula.
+        let a = [
+            27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7,
+            21.4,
+        ];
+        let b = [
+            27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5,
+            24.4,
+        ];
+        let w = welch_t_test(&a, &b).unwrap();
+        assert!(close(w.t, T_REF, 1e-9), "{w:?}");
+        assert!(close(w.df, DF_REF, 1e-9), "{w:?}");
+        assert!(close(w.p_value, P_REF, 1e-9), "{w:?}");
+        // Symmetric in the order of the samples, apart from the sign of t.
+        let back = welch_t_test(&b, &a).unwrap();
+        assert!(close(back.t, -w.t, 1e-12) && close(back.p_value, w.p_value, 1e-12));
+    }
+
+    // scipy 1.x: ttest_ind(a, b, equal_var=False) → statistic, df, pvalue.
+    const T_REF: f64 = -2.455356398286006;
+    const DF_REF: f64 = 24.988529290231416;
+    const P_REF: f64 = 0.021378001462866992;
+
+    #[test]
+    fn welch_degenerate_cases() {
+        assert_eq!(welch_t_test(&[0.9], &[0.8, 0.85]), None, "n < 2");
+        assert_eq!(
+            welch_t_test(&[0.9, 0.9], &[0.8, 0.8]),
+            None,
+            "both variances zero, means differ"
+        );
+        assert_eq!(
+            welch_t_test(&[0.9, 0.9], &[0.9, 0.9]),
+            None,
+            "both variances zero, means equal"
+        );
+        // One side without variance still gives a test, with df = n_other − 1
+        // (scipy: t = 6.928203230275528, p = 0.020204102886728657).
+        let w = welch_t_test(&[0.9, 0.9, 0.9], &[0.8, 0.82, 0.84]).unwrap();
+        assert!(close(w.df, 2.0, 1e-9), "{w:?}");
+        assert!(close(w.t, 6.928203230275528, 1e-6), "{w:?}");
+        assert!(close(w.p_value, 0.020204102886728657, 1e-6), "{w:?}");
+    }
+
+    #[test]
+    fn baseline_first_then_by_name() {
+        let table = summarize("s", "baseline", &sample_outcomes(), 2);
+        let names: Vec<&str> = table.variants.iter().map(|v| v.variant.as_str()).collect();
+        assert_eq!(names, ["baseline", "alone", "deep", "wide"]);
+
+        let base = &table.variants[0];
+        assert_eq!(base.n, 3);
+        assert!(close(base.test_acc.mean, 0.978, 1e-12));
+        assert!(close(base.test_acc.std.unwrap(), 0.001, 1e-12));
+        assert!(close(base.best_epoch.mean, 12.0, 1e-12));
+        assert_eq!((base.delta_test_acc, base.p_value), (None, None));
+
+        let wide = &table.variants[3];
+        assert!(close(wide.delta_test_acc.unwrap(), 0.008, 1e-12));
+        assert!(wide.p_value.unwrap() < 0.01);
+        let deep = &table.variants[2];
+        assert!(
+            deep.delta_test_acc.is_some() && deep.p_value.is_none(),
+            "n = 1 has no test"
+        );
+    }
+
+    #[test]
+    fn without_baseline_results_nothing_is_compared() {
+        let outcomes: Vec<_> = sample_outcomes()
+            .into_iter()
+            .filter(|o| o.variant != "baseline")
+            .collect();
+        let table = summarize("s", "baseline", &outcomes, 3);
+        assert_eq!(table.variants.len(), 3);
+        assert!(
+            table
+                .variants
+                .iter()
+                .all(|v| v.delta_test_acc.is_none() && v.p_value.is_none())
+        );
+        let text = table.render(Format::Table);
+        assert!(text.contains("has no finished runs yet"), "{text}");
+        assert!(text.contains("3 jobs still pending"), "{text}");
+    }
+
+    #[test]
+    fn table_shows_percentages_and_placeholders() {
+        let text = summarize("s", "baseline", &sample_outcomes(), 0).render(Format::Table);
+        assert!(text.contains("97.80 ± 0.10"), "{text}");
+        assert!(text.contains("+0.80"), "{text}");
+        assert!(text.contains("98.10 ± —"), "n = 1 shows no std:\n{text}");
+        assert!(!text.contains("pending"), "{text}");
+        assert!(text.contains("n−1") && text.contains("Welch"), "{text}");
+        // Widths come from the content only, never from a terminal.
+        assert_eq!(
+            text,
+            summarize("s", "baseline", &sample_outcomes(), 0).render(Format::Table)
+        );
+    }
+
+    #[test]
+    fn markdown_is_a_pipe_table() {
+        let text = summarize("s", "baseline", &sample_outcomes(), 1).render(Format::Markdown);
+        let rows: Vec<&str> = text.lines().take_while(|l| l.starts_with('|')).collect();
+        assert_eq!(
+            rows.len(),
+            2 + 4,
+            "header, separator, four variants:\n{text}"
+        );
+        assert!(rows[1].contains("---"), "{text}");
+        assert!(text.contains("1 job still pending."), "{text}");
+    }
+
+    #[test]
+    fn csv_has_header_and_one_row_per_variant() {
+        let text = summarize("s", "baseline", &sample_outcomes(), 0).render(Format::Csv);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1 + 4);
+        let header: Vec<&str> = lines[0].split(',').collect();
+        assert_eq!(header[0], "variant");
+        assert!(
+            lines.iter().all(|l| l.split(',').count() == header.len()),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("baseline,true,3,"), "{text}");
+        // n = 1: empty std cell; the deep row has a delta but no p-value.
+        let deep: Vec<&str> = lines[3].split(',').collect();
+        assert_eq!(deep[0], "deep");
+        assert_eq!(deep[4], "");
+        assert!(!deep[header.len() - 2].is_empty());
+        assert_eq!(deep[header.len() - 1], "");
+        assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let table = summarize("s", "baseline", &sample_outcomes(), 5);
+        let json = table.render(Format::Json);
+        let back: ResultsTable = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, table);
+    }
+
+    #[test]
+    fn format_names() {
+        for (name, format) in [
+            ("table", Format::Table),
+            ("md", Format::Markdown),
+            ("markdown", Format::Markdown),
+            ("CSV", Format::Csv),
+            ("json", Format::Json),
+        ] {
+            assert_eq!(name.parse::<Format>(), Ok(format));
+        }
+        let err = "xlsx".parse::<Format>().unwrap_err().to_string();
+        assert!(
+            Format::NAMES.iter().all(|n| err.contains(n)) && err.contains("xlsx"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn p_value_formatting() {
+        assert_eq!(format_p(0.0123), "0.012");
+        assert_eq!(format_p(0.0004), "<0.001");
+        assert_eq!(format_p(1.0), "1.000");
+    }
+
+    #[test]
+    fn empty_sweep_renders() {
+        let table = summarize("s", "baseline", &[], 4);
+        assert!(table.variants.is_empty());
+        let text = table.render(Format::Table);
+        assert!(
+            text.contains("no finished runs") && text.contains("4 jobs still pending"),
+            "{text}"
+        );
+        assert_eq!(table.render(Format::Csv).lines().count(), 1);
+    }
+}
