@@ -269,7 +269,11 @@ impl Default for DataConfig {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        Self { enabled: false, max_shift: 2, max_rotation: 10.0 }
+        Self {
+            enabled: false,
+            max_shift: 2,
+            max_rotation: 10.0,
+        }
     }
 }
 
@@ -291,7 +295,10 @@ impl Default for TrainingConfig {
 
 impl Default for EarlyStoppingConfig {
     fn default() -> Self {
-        Self { patience: 5, min_delta: 0.0 }
+        Self {
+            patience: 5,
+            min_delta: 0.0,
+        }
     }
 }
 
@@ -320,7 +327,10 @@ fn serialize_path<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S:
     serializer.serialize_str(&path.to_string_lossy())
 }
 
-fn serialize_opt_path<S: Serializer>(path: &Option<PathBuf>, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_opt_path<S: Serializer>(
+    path: &Option<PathBuf>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     match path {
         Some(path) => serializer.serialize_some(&path.to_string_lossy()),
         None => serializer.serialize_none(),
@@ -380,7 +390,10 @@ impl TryFrom<LrScheduleRepr> for LrSchedule {
                     return misplaced("min_lr", "step");
                 }
                 let step_size = repr.step_size.ok_or("type step requires step_size")?;
-                Ok(LrSchedule::Step { step_size, gamma: repr.gamma.unwrap_or(0.1) })
+                Ok(LrSchedule::Step {
+                    step_size,
+                    gamma: repr.gamma.unwrap_or(0.1),
+                })
             }
             LrScheduleKind::Cosine => {
                 if repr.step_size.is_some() {
@@ -389,7 +402,9 @@ impl TryFrom<LrScheduleRepr> for LrSchedule {
                 if repr.gamma.is_some() {
                     return misplaced("gamma", "cosine");
                 }
-                Ok(LrSchedule::Cosine { min_lr: repr.min_lr.unwrap_or(0.0) })
+                Ok(LrSchedule::Cosine {
+                    min_lr: repr.min_lr.unwrap_or(0.0),
+                })
             }
         }
     }
@@ -397,7 +412,12 @@ impl TryFrom<LrScheduleRepr> for LrSchedule {
 
 impl From<LrSchedule> for LrScheduleRepr {
     fn from(schedule: LrSchedule) -> Self {
-        let empty = |kind| LrScheduleRepr { kind, step_size: None, gamma: None, min_lr: None };
+        let empty = |kind| LrScheduleRepr {
+            kind,
+            step_size: None,
+            gamma: None,
+            min_lr: None,
+        };
         match schedule {
             LrSchedule::None => empty(LrScheduleKind::None),
             LrSchedule::Step { step_size, gamma } => LrScheduleRepr {
@@ -405,7 +425,10 @@ impl From<LrSchedule> for LrScheduleRepr {
                 gamma: Some(gamma),
                 ..empty(LrScheduleKind::Step)
             },
-            LrSchedule::Cosine { min_lr } => LrScheduleRepr { min_lr: Some(min_lr), ..empty(LrScheduleKind::Cosine) },
+            LrSchedule::Cosine { min_lr } => LrScheduleRepr {
+                min_lr: Some(min_lr),
+                ..empty(LrScheduleKind::Cosine)
+            },
         }
     }
 }
@@ -500,18 +523,29 @@ pub enum ConfigError {
     },
     /// The text is not valid YAML (or not a mapping at the top level).
     #[error("{location}: {message}")]
-    Syntax { location: SourceLocation, message: String },
+    Syntax {
+        location: SourceLocation,
+        message: String,
+    },
     /// Valid YAML, but an unknown key, a wrong type or an impossible value.
     /// `key` is the dotted key path (`training.optimizer`, `model.hidden_sizes[0]`).
     #[error("{location}: {}{message}", key_prefix(key))]
-    Invalid { location: SourceLocation, key: String, message: String },
+    Invalid {
+        location: SourceLocation,
+        key: String,
+        message: String,
+    },
     /// `from_layers` was given nothing to load.
     #[error("no config layers given")]
     NoLayers,
 }
 
 fn key_prefix(key: &str) -> String {
-    if key.is_empty() { String::new() } else { format!("{key}: ") }
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
 }
 
 /// An impossible value found by [`ExperimentConfig::validate`]. It carries the
@@ -560,12 +594,18 @@ impl ExperimentConfig {
         // Cannot fail in practice: every field is a plain value, map or
         // sequence, and paths serialize lossily. Should it ever fail, the
         // output is a comment, which `from_yaml` then rejects loudly.
-        serde_saphyr::to_string(self).unwrap_or_else(|err| format!("# cannot serialize config: {err}\n"))
+        serde_saphyr::to_string(self)
+            .unwrap_or_else(|err| format!("# cannot serialize config: {err}\n"))
     }
 
     /// Rejects impossible values that the types alone allow.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        let fail = |key: &str, message: String| Err(ValidationError { key: key.to_string(), message });
+        let fail = |key: &str, message: String| {
+            Err(ValidationError {
+                key: key.to_string(),
+                message,
+            })
+        };
 
         if let Err(err) = crate::names::validate("config name", &self.name) {
             return fail("name", err.to_string());
@@ -575,64 +615,116 @@ impl ExperimentConfig {
         if model.input_size != IMAGE_PIXELS {
             return fail(
                 "model.input_size",
-                format!("must be {IMAGE_PIXELS} (28x28 images), got {}", model.input_size),
+                format!(
+                    "must be {IMAGE_PIXELS} (28x28 images), got {}",
+                    model.input_size
+                ),
             );
         }
         if model.num_classes != NUM_CLASSES {
-            return fail("model.num_classes", format!("must be {NUM_CLASSES}, got {}", model.num_classes));
+            return fail(
+                "model.num_classes",
+                format!("must be {NUM_CLASSES}, got {}", model.num_classes),
+            );
         }
-        if matches!(model.kind, ModelKind::Fc | ModelKind::FcScratch) && model.hidden_sizes.is_empty() {
-            return fail("model.hidden_sizes", "must not be empty for a fully connected model".to_string());
+        if matches!(model.kind, ModelKind::Fc | ModelKind::FcScratch)
+            && model.hidden_sizes.is_empty()
+        {
+            return fail(
+                "model.hidden_sizes",
+                "must not be empty for a fully connected model".to_string(),
+            );
         }
-        if let Some((index, size)) = model.hidden_sizes.iter().enumerate().find(|(_, size)| **size < 1) {
-            return fail(&format!("model.hidden_sizes[{index}]"), format!("must be at least 1, got {size}"));
+        if let Some((index, size)) = model
+            .hidden_sizes
+            .iter()
+            .enumerate()
+            .find(|(_, size)| **size < 1)
+        {
+            return fail(
+                &format!("model.hidden_sizes[{index}]"),
+                format!("must be at least 1, got {size}"),
+            );
         }
         if !(0.0..1.0).contains(&model.dropout) {
-            return fail("model.dropout", format!("must be in [0, 1), got {}", model.dropout));
+            return fail(
+                "model.dropout",
+                format!("must be in [0, 1), got {}", model.dropout),
+            );
         }
 
         let data = &self.data;
         if !(data.train_split > 0.0 && data.train_split < 1.0) {
-            return fail("data.train_split", format!("must be in (0, 1), got {}", data.train_split));
+            return fail(
+                "data.train_split",
+                format!("must be in (0, 1), got {}", data.train_split),
+            );
         }
         if data.batch_size < 1 {
-            return fail("data.batch_size", format!("must be at least 1, got {}", data.batch_size));
+            return fail(
+                "data.batch_size",
+                format!("must be at least 1, got {}", data.batch_size),
+            );
         }
         if !(0..=8).contains(&data.augment.max_shift) {
-            return fail("data.augment.max_shift", format!("must be in [0, 8] pixels, got {}", data.augment.max_shift));
+            return fail(
+                "data.augment.max_shift",
+                format!("must be in [0, 8] pixels, got {}", data.augment.max_shift),
+            );
         }
         if !(0.0..=45.0).contains(&data.augment.max_rotation) {
             return fail(
                 "data.augment.max_rotation",
-                format!("must be in [0, 45] degrees, got {}", data.augment.max_rotation),
+                format!(
+                    "must be in [0, 45] degrees, got {}",
+                    data.augment.max_rotation
+                ),
             );
         }
         if let Some(subset) = &data.subset {
             if !(1..=TRAIN_POOL).contains(&subset.train) {
-                return fail("data.subset.train", format!("must be in [1, {TRAIN_POOL}], got {}", subset.train));
+                return fail(
+                    "data.subset.train",
+                    format!("must be in [1, {TRAIN_POOL}], got {}", subset.train),
+                );
             }
             if !(1..=TEST_SET).contains(&subset.test) {
-                return fail("data.subset.test", format!("must be in [1, {TEST_SET}], got {}", subset.test));
+                return fail(
+                    "data.subset.test",
+                    format!("must be in [1, {TEST_SET}], got {}", subset.test),
+                );
             }
         }
 
         let training = &self.training;
         if training.epochs < 1 {
-            return fail("training.epochs", format!("must be at least 1, got {}", training.epochs));
+            return fail(
+                "training.epochs",
+                format!("must be at least 1, got {}", training.epochs),
+            );
         }
         if !(training.learning_rate.is_finite() && training.learning_rate > 0.0) {
             return fail(
                 "training.learning_rate",
-                format!("must be a finite number > 0, got {}", training.learning_rate),
+                format!(
+                    "must be a finite number > 0, got {}",
+                    training.learning_rate
+                ),
             );
         }
         if !(0.0..1.0).contains(&training.momentum) {
-            return fail("training.momentum", format!("must be in [0, 1), got {}", training.momentum));
+            return fail(
+                "training.momentum",
+                format!("must be in [0, 1), got {}", training.momentum),
+            );
         }
         if !(training.weight_decay.is_finite() && training.weight_decay >= 0.0) {
             return fail(
                 "training.weight_decay",
-                format!("must be a finite number >= 0, got {}", training.weight_decay),
+                format!(
+                    "must be a finite number >= 0, got {}",
+                    training.weight_decay
+                ),
             );
         }
         if let Some(early) = &training.early_stopping {
@@ -653,10 +745,16 @@ impl ExperimentConfig {
             LrSchedule::None => {}
             LrSchedule::Step { step_size, gamma } => {
                 if step_size < 1 {
-                    return fail("training.lr_schedule.step_size", format!("must be at least 1, got {step_size}"));
+                    return fail(
+                        "training.lr_schedule.step_size",
+                        format!("must be at least 1, got {step_size}"),
+                    );
                 }
                 if !(gamma > 0.0 && gamma <= 1.0) {
-                    return fail("training.lr_schedule.gamma", format!("must be in (0, 1], got {gamma}"));
+                    return fail(
+                        "training.lr_schedule.gamma",
+                        format!("must be in (0, 1], got {gamma}"),
+                    );
                 }
             }
             LrSchedule::Cosine { min_lr } => {
@@ -676,7 +774,10 @@ impl ExperimentConfig {
         }
 
         if self.logging.log_interval < 1 {
-            return fail("logging.log_interval", format!("must be at least 1, got {}", self.logging.log_interval));
+            return fail(
+                "logging.log_interval",
+                format!("must be at least 1, got {}", self.logging.log_interval),
+            );
         }
         Ok(())
     }
@@ -685,14 +786,19 @@ impl ExperimentConfig {
     /// at the file and line each offending node came from.
     pub(crate) fn from_tree(root: &Node) -> Result<Self, ConfigError> {
         let config: Self = root.deserialize()?;
-        config.validate().map_err(|err| root.error_at(&err.key, err.message))?;
+        config
+            .validate()
+            .map_err(|err| root.error_at(&err.key, err.message))?;
         Ok(config)
     }
 }
 
 /// Reads a UTF-8 text file, naming it in the error.
 pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -763,32 +869,60 @@ pub(crate) fn parse_yaml(text: &str, file: &Path) -> Result<Node, ConfigError> {
     let options = serde_saphyr::options! {
         non_finite_float_policy: serde_saphyr::options::NonFiniteFloatPolicy::PassThrough,
     };
-    let raw: Option<serde_saphyr::Spanned<Raw>> = serde_saphyr::from_str_with_options(text, options).map_err(|err| {
-        let err = err.without_snippet();
-        let message = serde_saphyr::MessageFormatter::format_message(&serde_saphyr::DefaultMessageFormatter, err);
-        ConfigError::Syntax { location: Pos { file: file.clone(), line_column: line_column(err.location()) }.location(), message: message.into_owned() }
-    })?;
+    let raw: Option<serde_saphyr::Spanned<Raw>> =
+        serde_saphyr::from_str_with_options(text, options).map_err(|err| {
+            let err = err.without_snippet();
+            let message = serde_saphyr::MessageFormatter::format_message(
+                &serde_saphyr::DefaultMessageFormatter,
+                err,
+            );
+            ConfigError::Syntax {
+                location: Pos {
+                    file: file.clone(),
+                    line_column: line_column(err.location()),
+                }
+                .location(),
+                message: message.into_owned(),
+            }
+        })?;
     let node = match raw {
         Some(raw) => Node::from_raw(raw, &file),
-        None => Node { value: Value::Map(Vec::new()), pos: Pos { file: file.clone(), line_column: None } },
+        None => Node {
+            value: Value::Map(Vec::new()),
+            pos: Pos {
+                file: file.clone(),
+                line_column: None,
+            },
+        },
     };
     match node.value {
         Value::Map(_) => Ok(node),
-        Value::Null => Ok(Node { value: Value::Map(Vec::new()), pos: node.pos }),
+        Value::Null => Ok(Node {
+            value: Value::Map(Vec::new()),
+            pos: node.pos,
+        }),
         _ => Err(ConfigError::Syntax {
             location: node.pos.location(),
-            message: format!("expected a mapping of keys at the top level, found {}", node.value.describe()),
+            message: format!(
+                "expected a mapping of keys at the top level, found {}",
+                node.value.describe()
+            ),
         }),
     }
 }
 
 fn line_column(location: Option<serde_saphyr::Location>) -> Option<(u64, u64)> {
-    location.filter(|loc| loc.line() > 0).map(|loc| (loc.line(), loc.column()))
+    location
+        .filter(|loc| loc.line() > 0)
+        .map(|loc| (loc.line(), loc.column()))
 }
 
 impl Node {
     fn from_raw(raw: serde_saphyr::Spanned<Raw>, file: &Arc<Path>) -> Node {
-        let pos = Pos { file: file.clone(), line_column: line_column(Some(raw.referenced)) };
+        let pos = Pos {
+            file: file.clone(),
+            line_column: line_column(Some(raw.referenced)),
+        };
         let value = match raw.value {
             Raw::Null => Value::Null,
             Raw::Bool(value) => Value::Bool(value),
@@ -796,13 +930,21 @@ impl Node {
             Raw::UInt(value) => Value::UInt(value),
             Raw::Float(value) => Value::Float(value),
             Raw::Str(value) => Value::Str(value),
-            Raw::Seq(items) => Value::Seq(items.into_iter().map(|item| Node::from_raw(item, file)).collect()),
+            Raw::Seq(items) => Value::Seq(
+                items
+                    .into_iter()
+                    .map(|item| Node::from_raw(item, file))
+                    .collect(),
+            ),
             Raw::Map(entries) => Value::Map(
                 entries
                     .into_iter()
                     .map(|(key, value)| Entry {
                         key: key.value,
-                        key_pos: Pos { file: file.clone(), line_column: line_column(Some(key.referenced)) },
+                        key_pos: Pos {
+                            file: file.clone(),
+                            line_column: line_column(Some(key.referenced)),
+                        },
                         value: Node::from_raw(value, file),
                     })
                     .collect(),
@@ -831,7 +973,12 @@ impl Node {
                     }
                 }
             }
-            (_, value) => *self = Node { value, pos: over.pos },
+            (_, value) => {
+                *self = Node {
+                    value,
+                    pos: over.pos,
+                }
+            }
         }
     }
 
@@ -870,12 +1017,20 @@ impl Node {
 
     /// Deserializes this node, turning serde's errors into located ones.
     pub(crate) fn deserialize<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        T::deserialize(NodeDe { node: self, path: String::new() }).map_err(|err| {
+        T::deserialize(NodeDe {
+            node: self,
+            path: String::new(),
+        })
+        .map_err(|err| {
             let (location, key) = match err.located {
                 Some((pos, key)) => (pos.location(), key),
                 None => (self.pos.location(), String::new()),
             };
-            ConfigError::Invalid { location, key, message: err.message }
+            ConfigError::Invalid {
+                location,
+                key,
+                message: err.message,
+            }
         })
     }
 
@@ -883,16 +1038,27 @@ impl Node {
     /// located at that value, or at its deepest ancestor present in the tree
     /// when the value is a default that no file wrote.
     pub(crate) fn error_at(&self, key: &str, message: String) -> ConfigError {
-        ConfigError::Invalid { location: self.find_nearest(key).pos.location(), key: key.to_string(), message }
+        ConfigError::Invalid {
+            location: self.location_of(key),
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    /// Where the value at the dotted `key` path starts, or its deepest
+    /// ancestor present in the tree.
+    pub(crate) fn location_of(&self, key: &str) -> SourceLocation {
+        self.find_nearest(key).pos.location()
     }
 
     fn find_nearest(&self, key: &str) -> &Node {
         let mut node = self;
         for step in key_steps(key) {
             let child = match (&node.value, step) {
-                (Value::Map(entries), KeyStep::Key(name)) => {
-                    entries.iter().find(|entry| entry.key == name).map(|entry| &entry.value)
-                }
+                (Value::Map(entries), KeyStep::Key(name)) => entries
+                    .iter()
+                    .find(|entry| entry.key == name)
+                    .map(|entry| &entry.value),
                 (Value::Seq(items), KeyStep::Index(index)) => items.get(index),
                 _ => None,
             };
@@ -940,16 +1106,27 @@ enum KeyStep<'a> {
 /// Splits `a.b[2].c` into `a`, `b`, `2`, `c`. Keys never contain `.` or `[`
 /// here: the paths come from this module's own field names.
 fn key_steps(key: &str) -> impl Iterator<Item = KeyStep<'_>> {
-    key.split('.').filter(|part| !part.is_empty()).flat_map(|part| {
-        let mut pieces = part.split('[');
-        let name = pieces.next().filter(|name| !name.is_empty()).map(KeyStep::Key);
-        let indices = pieces.map(|piece| KeyStep::Index(piece.trim_end_matches(']').parse().unwrap_or(usize::MAX)));
-        name.into_iter().chain(indices)
-    })
+    key.split('.')
+        .filter(|part| !part.is_empty())
+        .flat_map(|part| {
+            let mut pieces = part.split('[');
+            let name = pieces
+                .next()
+                .filter(|name| !name.is_empty())
+                .map(KeyStep::Key);
+            let indices = pieces.map(|piece| {
+                KeyStep::Index(piece.trim_end_matches(']').parse().unwrap_or(usize::MAX))
+            });
+            name.into_iter().chain(indices)
+        })
 }
 
 fn join_key(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1028,12 +1205,19 @@ impl<'de> de::Visitor<'de> for RawVisitor {
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
-        let mut entries: Vec<(serde_saphyr::Spanned<String>, serde_saphyr::Spanned<Raw>)> = Vec::new();
+        let mut entries: Vec<(serde_saphyr::Spanned<String>, serde_saphyr::Spanned<Raw>)> =
+            Vec::new();
         while let Some(key) = map.next_key::<serde_saphyr::Spanned<String>>()? {
             // serde-saphyr rejects duplicate keys itself; this guards the
             // merge, which would otherwise see only the first of them.
-            if entries.iter().any(|(existing, _)| existing.value == key.value) {
-                return Err(de::Error::custom(format_args!("duplicate key {:?}", key.value)));
+            if entries
+                .iter()
+                .any(|(existing, _)| existing.value == key.value)
+            {
+                return Err(de::Error::custom(format_args!(
+                    "duplicate key {:?}",
+                    key.value
+                )));
             }
             let value = map.next_value()?;
             entries.push((key, value));
@@ -1058,7 +1242,11 @@ struct DeError {
 
 impl DeError {
     fn new(message: String) -> Self {
-        DeError { message, missing: None, located: None }
+        DeError {
+            message,
+            missing: None,
+            located: None,
+        }
     }
 
     fn locate(mut self, pos: &Pos, path: &str) -> Self {
@@ -1102,7 +1290,10 @@ impl de::Error for DeError {
     }
 
     fn missing_field(field: &'static str) -> Self {
-        DeError { missing: Some(field), ..DeError::new("missing required key".to_string()) }
+        DeError {
+            missing: Some(field),
+            ..DeError::new("missing required key".to_string())
+        }
     }
 
     fn duplicate_field(field: &'static str) -> Self {
@@ -1133,10 +1324,15 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
             Value::UInt(value) => visitor.visit_u64(*value),
             Value::Float(value) => visitor.visit_f64(*value),
             Value::Str(value) => visitor.visit_borrowed_str(value),
-            Value::Seq(items) => visitor.visit_seq(SeqDe { items: items.iter().enumerate(), path: &self.path }),
-            Value::Map(entries) => {
-                visitor.visit_map(MapDe { entries: entries.iter(), pending: None, path: &self.path })
-            }
+            Value::Seq(items) => visitor.visit_seq(SeqDe {
+                items: items.iter().enumerate(),
+                path: &self.path,
+            }),
+            Value::Map(entries) => visitor.visit_map(MapDe {
+                entries: entries.iter(),
+                pending: None,
+                path: &self.path,
+            }),
         };
         self.locate(result)
     }
@@ -1189,14 +1385,20 @@ struct SeqDe<'a, 'p> {
 impl<'de> de::SeqAccess<'de> for SeqDe<'de, '_> {
     type Error = DeError;
 
-    fn next_element_seed<T: de::DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         let Some((index, node)) = self.items.next() else {
             return Ok(None);
         };
         let path = format!("{}[{index}]", self.path);
         // Locating here too catches errors raised after the element's own
         // deserializer returned (`try_from` conversions).
-        let result = seed.deserialize(NodeDe { node, path: path.clone() });
+        let result = seed.deserialize(NodeDe {
+            node,
+            path: path.clone(),
+        });
         result.map(Some).map_err(|err| err.locate(&node.pos, &path))
     }
 
@@ -1214,22 +1416,36 @@ struct MapDe<'a, 'p> {
 impl<'de> de::MapAccess<'de> for MapDe<'de, '_> {
     type Error = DeError;
 
-    fn next_key_seed<K: de::DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         let Some(entry) = self.entries.next() else {
             return Ok(None);
         };
         self.pending = Some(entry);
         let key: de::value::BorrowedStrDeserializer<'de, DeError> =
             de::value::BorrowedStrDeserializer::new(&entry.key);
-        seed.deserialize(key).map(Some).map_err(|err| err.locate(&entry.key_pos, &join_key(self.path, &entry.key)))
+        seed.deserialize(key)
+            .map(Some)
+            .map_err(|err| err.locate(&entry.key_pos, &join_key(self.path, &entry.key)))
     }
 
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let entry = self.pending.take().ok_or_else(|| DeError::new("value requested before its key".to_string()))?;
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DeError> {
+        let entry = self
+            .pending
+            .take()
+            .ok_or_else(|| DeError::new("value requested before its key".to_string()))?;
         let path = join_key(self.path, &entry.key);
         // Locating here too catches errors raised after the value's own
         // deserializer returned (`try_from` conversions).
-        let result = seed.deserialize(NodeDe { node: &entry.value, path: path.clone() });
+        let result = seed.deserialize(NodeDe {
+            node: &entry.value,
+            path: path.clone(),
+        });
         result.map_err(|err| err.locate(&entry.value.pos, &path))
     }
 
@@ -1293,7 +1509,11 @@ logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
                 train_split: 0.8,
                 batch_size: 64,
                 num_workers: 2,
-                augment: AugmentConfig { enabled: false, max_shift: 2, max_rotation: 10.0 },
+                augment: AugmentConfig {
+                    enabled: false,
+                    max_shift: 2,
+                    max_rotation: 10.0,
+                },
                 subset: None,
             },
             training: TrainingConfig {
@@ -1302,7 +1522,10 @@ logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
                 optimizer: OptimizerKind::Adam,
                 momentum: 0.9,
                 weight_decay: 0.0001,
-                early_stopping: Some(EarlyStoppingConfig { patience: 5, min_delta: 0.001 }),
+                early_stopping: Some(EarlyStoppingConfig {
+                    patience: 5,
+                    min_delta: 0.001,
+                }),
                 lr_schedule: LrSchedule::None,
                 device: DeviceSpec::Auto,
                 threads: None,
@@ -1326,7 +1549,8 @@ logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
         assert_eq!(config.training, TrainingConfig::default());
         assert_eq!(config.logging, LoggingConfig::default());
 
-        let config = parse("name: tiny\ntraining: {epochs: 3}\nmodel:\n  dropout: 0.5\n").expect("partial");
+        let config =
+            parse("name: tiny\ntraining: {epochs: 3}\nmodel:\n  dropout: 0.5\n").expect("partial");
         assert_eq!(config.training.epochs, 3);
         assert_eq!(config.training.learning_rate, 0.001);
         assert_eq!(config.model.dropout, 0.5);
@@ -1346,34 +1570,82 @@ logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
         assert_eq!(config.model.init, InitKind::Kaiming);
         assert!(config.model.batch_norm);
         assert_eq!(config.data.dataset, DatasetKind::FashionMnist);
-        assert_eq!(config.data.augment, AugmentConfig { enabled: true, max_shift: 3, max_rotation: 15.0 });
-        assert_eq!(config.data.subset, Some(SubsetConfig { train: 1000, test: 500 }));
+        assert_eq!(
+            config.data.augment,
+            AugmentConfig {
+                enabled: true,
+                max_shift: 3,
+                max_rotation: 15.0
+            }
+        );
+        assert_eq!(
+            config.data.subset,
+            Some(SubsetConfig {
+                train: 1000,
+                test: 500
+            })
+        );
         assert_eq!(config.training.optimizer, OptimizerKind::AdamW);
-        assert_eq!(config.training.lr_schedule, LrSchedule::Step { step_size: 5, gamma: 0.5 });
+        assert_eq!(
+            config.training.lr_schedule,
+            LrSchedule::Step {
+                step_size: 5,
+                gamma: 0.5
+            }
+        );
         assert_eq!(config.training.device, DeviceSpec::Cuda(1));
         assert_eq!(config.training.threads, Some(4));
 
         let cosine = parse("name: c\ntraining: {lr_schedule: {type: cosine}}\n").expect("cosine");
-        assert_eq!(cosine.training.lr_schedule, LrSchedule::Cosine { min_lr: 0.0 });
-        let step = parse("name: s\ntraining: {lr_schedule: {type: step, step_size: 2}}\n").expect("step");
-        assert_eq!(step.training.lr_schedule, LrSchedule::Step { step_size: 2, gamma: 0.1 });
+        assert_eq!(
+            cosine.training.lr_schedule,
+            LrSchedule::Cosine { min_lr: 0.0 }
+        );
+        let step =
+            parse("name: s\ntraining: {lr_schedule: {type: step, step_size: 2}}\n").expect("step");
+        assert_eq!(
+            step.training.lr_schedule,
+            LrSchedule::Step {
+                step_size: 2,
+                gamma: 0.1
+            }
+        );
     }
 
     #[test]
     fn unknown_key_names_file_line_and_path() {
         assert_error(
             "name: a\ntraining:\n  epochs: 2\n  epoch: 3\n",
-            &["configs/x.yaml:4:3", "training.epoch", "unknown key \"epoch\""],
+            &[
+                "configs/x.yaml:4:3",
+                "training.epoch",
+                "unknown key \"epoch\"",
+            ],
         );
-        assert_error("name: a\nmodel: {type: fc, dropuot: 0.1}\n", &["configs/x.yaml:2:", "model.dropuot"]);
-        assert_error("name: a\nbogus: 1\n", &["configs/x.yaml:2:1", "bogus: unknown key"]);
+        assert_error(
+            "name: a\nmodel: {type: fc, dropuot: 0.1}\n",
+            &["configs/x.yaml:2:", "model.dropuot"],
+        );
+        assert_error(
+            "name: a\nbogus: 1\n",
+            &["configs/x.yaml:2:1", "bogus: unknown key"],
+        );
     }
 
     #[test]
     fn wrong_type_names_file_line_and_path() {
-        assert_error("name: a\ntraining:\n  epochs: many\n", &["configs/x.yaml:3:", "training.epochs", "invalid type"]);
-        assert_error("name: a\nmodel: {hidden_sizes: [256, x]}\n", &["configs/x.yaml:2:", "model.hidden_sizes[1]"]);
-        assert_error("name: a\ntraining:\n  epochs: 2.5\n", &["configs/x.yaml:3:", "training.epochs"]);
+        assert_error(
+            "name: a\ntraining:\n  epochs: many\n",
+            &["configs/x.yaml:3:", "training.epochs", "invalid type"],
+        );
+        assert_error(
+            "name: a\nmodel: {hidden_sizes: [256, x]}\n",
+            &["configs/x.yaml:2:", "model.hidden_sizes[1]"],
+        );
+        assert_error(
+            "name: a\ntraining:\n  epochs: 2.5\n",
+            &["configs/x.yaml:3:", "training.epochs"],
+        );
     }
 
     #[test]
@@ -1382,11 +1654,21 @@ logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
             "name: a\nseed: 1\ntraining:\n  epochs: 2\n\n\n  optimizer: adamm\n",
             &["configs/x.yaml:7:", "training.optimizer"],
         );
-        assert!(message.contains("unknown variant \"adamm\", expected one of adam, adamw, sgd"), "{message}");
-        assert_error("name: a\ntraining: {device: gpu}\n", &["configs/x.yaml:2:", "training.device", "gpu"]);
+        assert!(
+            message.contains("unknown variant \"adamm\", expected one of adam, adamw, sgd"),
+            "{message}"
+        );
+        assert_error(
+            "name: a\ntraining: {device: gpu}\n",
+            &["configs/x.yaml:2:", "training.device", "gpu"],
+        );
         assert_error(
             "name: a\ntraining:\n  lr_schedule: {type: cosine, gamma: 0.5}\n",
-            &["configs/x.yaml:3:", "training.lr_schedule", "gamma does not apply"],
+            &[
+                "configs/x.yaml:3:",
+                "training.lr_schedule",
+                "gamma does not apply",
+            ],
         );
     }
 
@@ -1394,26 +1676,53 @@ logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
     fn impossible_values_name_file_line_and_path() {
         assert_error(
             "name: a\nseed: 1\n\nmodel:\n  dropout: 1.5\n",
-            &["configs/x.yaml:5:", "model.dropout: must be in [0, 1), got 1.5"],
+            &[
+                "configs/x.yaml:5:",
+                "model.dropout: must be in [0, 1), got 1.5",
+            ],
         );
-        assert_error("name: a\ntraining: {epochs: 0}\n", &["configs/x.yaml:2:", "training.epochs: must be at least 1"]);
-        assert_error("name: a\nmodel: {hidden_sizes: [8, 0]}\n", &["configs/x.yaml:2:", "model.hidden_sizes[1]"]);
-        assert_error("name: a\nmodel: {hidden_sizes: []}\n", &["configs/x.yaml:2:", "model.hidden_sizes"]);
+        assert_error(
+            "name: a\ntraining: {epochs: 0}\n",
+            &["configs/x.yaml:2:", "training.epochs: must be at least 1"],
+        );
+        assert_error(
+            "name: a\nmodel: {hidden_sizes: [8, 0]}\n",
+            &["configs/x.yaml:2:", "model.hidden_sizes[1]"],
+        );
+        assert_error(
+            "name: a\nmodel: {hidden_sizes: []}\n",
+            &["configs/x.yaml:2:", "model.hidden_sizes"],
+        );
         assert_error("name: ../up\n", &["configs/x.yaml:1:", "name: config name"]);
-        assert_error("name: a\ndata:\n  train_split: 1\n", &["configs/x.yaml:3:", "data.train_split"]);
-        assert_error("name: a\nmodel: {input_size: 100}\n", &["configs/x.yaml:2:", "model.input_size"]);
+        assert_error(
+            "name: a\ndata:\n  train_split: 1\n",
+            &["configs/x.yaml:3:", "data.train_split"],
+        );
+        assert_error(
+            "name: a\nmodel: {input_size: 100}\n",
+            &["configs/x.yaml:2:", "model.input_size"],
+        );
         assert_error(
             "name: a\ntraining:\n  learning_rate: 0.01\n  lr_schedule: {type: cosine, min_lr: 0.5}\n",
             &["configs/x.yaml:4:", "training.lr_schedule.min_lr"],
         );
-        assert_error("name: a\ndata: {augment: {max_shift: 9}}\n", &["data.augment.max_shift"]);
+        assert_error(
+            "name: a\ndata: {augment: {max_shift: 9}}\n",
+            &["data.augment.max_shift"],
+        );
         assert_error("name: a\ntraining: {threads: 0}\n", &["training.threads"]);
-        assert_error("name: a\ntraining: {learning_rate: .nan}\n", &["training.learning_rate"]);
+        assert_error(
+            "name: a\ntraining: {learning_rate: .nan}\n",
+            &["training.learning_rate"],
+        );
     }
 
     #[test]
     fn missing_name_and_bad_yaml_are_located() {
-        assert_error("seed: 1\n", &["configs/x.yaml", "name: missing required key"]);
+        assert_error(
+            "seed: 1\n",
+            &["configs/x.yaml", "name: missing required key"],
+        );
         assert_error("name: a\nmodel: {type: fc\n", &["configs/x.yaml:"]);
         assert_error("- 1\n- 2\n", &["configs/x.yaml:1:", "mapping"]);
         assert_error("name: a\nname: b\n", &["configs/x.yaml:2:", "duplicate"]);
@@ -1425,7 +1734,8 @@ logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
             (PathBuf::from("base.yaml"), ORIGINAL.to_string()),
             (
                 PathBuf::from("variant.yaml"),
-                "model: {dropout: 0.0}\ntraining:\n  optimizer: sgd\n  early_stopping: ~\n".to_string(),
+                "model: {dropout: 0.0}\ntraining:\n  optimizer: sgd\n  early_stopping: ~\n"
+                    .to_string(),
             ),
         ];
         let config = ExperimentConfig::from_layers(&layers).expect("merged");
@@ -1439,9 +1749,18 @@ logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
         // Sequences replace rather than merge.
         let layers = [
             (PathBuf::from("base.yaml"), ORIGINAL.to_string()),
-            (PathBuf::from("wide.yaml"), "model: {hidden_sizes: [512]}\n".to_string()),
+            (
+                PathBuf::from("wide.yaml"),
+                "model: {hidden_sizes: [512]}\n".to_string(),
+            ),
         ];
-        assert_eq!(ExperimentConfig::from_layers(&layers).expect("merged").model.hidden_sizes, vec![512]);
+        assert_eq!(
+            ExperimentConfig::from_layers(&layers)
+                .expect("merged")
+                .model
+                .hidden_sizes,
+            vec![512]
+        );
     }
 
     #[test]
@@ -1451,25 +1770,46 @@ logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
             (PathBuf::from("base.yaml"), ORIGINAL.to_string()),
             (PathBuf::from("ablations/bad.yaml"), overlay.to_string()),
         ];
-        let message = ExperimentConfig::from_layers(&layers).expect_err("bad overlay").to_string();
+        let message = ExperimentConfig::from_layers(&layers)
+            .expect_err("bad overlay")
+            .to_string();
         assert!(message.starts_with("ablations/bad.yaml:4:"), "{message}");
         assert!(message.contains("model.dropout"), "{message}");
 
         let layers = [
             (PathBuf::from("base.yaml"), ORIGINAL.to_string()),
-            (PathBuf::from("ablations/typo.yaml"), "training:\n  optimiser: sgd\n".to_string()),
+            (
+                PathBuf::from("ablations/typo.yaml"),
+                "training:\n  optimiser: sgd\n".to_string(),
+            ),
         ];
-        let message = ExperimentConfig::from_layers(&layers).expect_err("unknown key").to_string();
-        assert!(message.starts_with("ablations/typo.yaml:2:3: training.optimiser"), "{message}");
+        let message = ExperimentConfig::from_layers(&layers)
+            .expect_err("unknown key")
+            .to_string();
+        assert!(
+            message.starts_with("ablations/typo.yaml:2:3: training.optimiser"),
+            "{message}"
+        );
 
         // A bad value in the base stays blamed on the base.
         let layers = [
-            (PathBuf::from("base.yaml"), ORIGINAL.replace("epochs: 20", "epochs: 0")),
-            (PathBuf::from("ok.yaml"), "model: {dropout: 0.1}\n".to_string()),
+            (
+                PathBuf::from("base.yaml"),
+                ORIGINAL.replace("epochs: 20", "epochs: 0"),
+            ),
+            (
+                PathBuf::from("ok.yaml"),
+                "model: {dropout: 0.1}\n".to_string(),
+            ),
         ];
-        let message = ExperimentConfig::from_layers(&layers).expect_err("bad base").to_string();
+        let message = ExperimentConfig::from_layers(&layers)
+            .expect_err("bad base")
+            .to_string();
         assert!(message.starts_with("base.yaml:6:"), "{message}");
-        assert!(matches!(ExperimentConfig::from_layers(&[]), Err(ConfigError::NoLayers)));
+        assert!(matches!(
+            ExperimentConfig::from_layers(&[]),
+            Err(ConfigError::NoLayers)
+        ));
     }
 
     #[test]
@@ -1480,17 +1820,28 @@ logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
 
         config.model.kind = ModelKind::FcScratch;
         config.data.dataset = DatasetKind::FashionMnist;
-        config.data.subset = Some(SubsetConfig { train: 100, test: 10 });
+        config.data.subset = Some(SubsetConfig {
+            train: 100,
+            test: 10,
+        });
         config.training.optimizer = OptimizerKind::AdamW;
         config.training.lr_schedule = LrSchedule::Cosine { min_lr: 1e-6 };
         config.training.device = DeviceSpec::Cuda(1);
         config.training.threads = Some(2);
         config.data.data_dir = None;
         let text = config.to_yaml();
-        assert!(text.contains("fc_scratch") && text.contains("fashion-mnist") && text.contains("cuda:1"), "{text}");
+        assert!(
+            text.contains("fc_scratch")
+                && text.contains("fashion-mnist")
+                && text.contains("cuda:1"),
+            "{text}"
+        );
         assert_eq!(parse(&text).expect("round trip"), config, "{text}");
 
-        config.training.lr_schedule = LrSchedule::Step { step_size: 3, gamma: 0.5 };
+        config.training.lr_schedule = LrSchedule::Step {
+            step_size: 3,
+            gamma: 0.5,
+        };
         let text = config.to_yaml();
         assert_eq!(parse(&text).expect("round trip"), config, "{text}");
     }
@@ -1507,16 +1858,5 @@ logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
         for device in [DeviceSpec::Auto, DeviceSpec::Cpu, DeviceSpec::Cuda(3)] {
             assert_eq!(device.to_string().parse(), Ok(device));
         }
-    }
-}
-#[cfg(test)]
-mod tmp_show {
-    #[test]
-    fn show() {
-        use super::*;
-        for t in ["name: a\ntraining:\n  optimizer: adamm\n", "name: a\nmodel: {type: fc, dropout: 1.5}\n", "name: a\nmodel: {type: fc\n", "name: a\ntraining: {epochs: x}\n", "name: a\ntraining: {lr_schedule: {type: step}}\n","seed: 3\n", "name: a\n\tx: 1\n", "name: a\ntraining:\n  epochs: \"20\"\n", "name: a\ntraining: {learning_rate: 1e-3}\n"] {
-            println!("{:?}", ExperimentConfig::from_yaml(t, Path::new("c/x.yaml")).map(|c| c.training.learning_rate).map_err(|e| e.to_string()));
-        }
-        println!("{}", ExperimentConfig::from_yaml("name: a\ntraining: {lr_schedule: {type: step, step_size: 2}, threads: 3}", Path::new("x")).unwrap().to_yaml());
     }
 }

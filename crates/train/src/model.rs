@@ -199,8 +199,19 @@ impl ScratchFc {
     }
 
     /// Mean cross-entropy of `fwd.logits` against `labels` and its gradient with
-    /// respect to every parameter, in the order of [`ScratchFc::parameters`].
-    pub fn backward(&self, fwd: &ScratchForward, labels: &Tensor) -> (Tensor, Vec<Tensor>) {
+    /// respect to every parameter, named like the parameters.
+    pub fn backward(&self, fwd: &ScratchForward, labels: &Tensor) -> (Tensor, Vec<(String, Tensor)>) {
+        let (loss, grads) = self.gradients(fwd, labels);
+        let named = grads
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| (format!("fc{}.{}", i / 2 + 1, if i % 2 == 0 { "weight" } else { "bias" }), g))
+            .collect();
+        (loss, named)
+    }
+
+    /// The gradients in the order of [`ScratchFc::parameters`].
+    fn gradients(&self, fwd: &ScratchForward, labels: &Tensor) -> (Tensor, Vec<Tensor>) {
         tch::no_grad(|| {
             let n = fwd.logits.size()[0] as f64;
             let log_probs = fwd.logits.log_softmax(-1, Kind::Float);
@@ -289,7 +300,7 @@ mod tests {
         let labels = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
 
         let fwd = net.forward(&images, false);
-        let (loss, grads) = net.backward(&fwd, &labels);
+        let (loss, grads) = net.gradients(&fwd, &labels);
 
         // The same computation through autograd.
         let mut x = images.flatten(1, -1);

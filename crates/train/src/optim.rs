@@ -59,8 +59,18 @@ impl Optimizer {
         self.apply(&grads);
     }
 
+    /// One update from gradients computed elsewhere, given by parameter name.
+    pub fn apply_named(&mut self, named: &[(String, Tensor)]) {
+        let grads: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|(name, _)| named.iter().find(|(n, _)| n == name).map_or_else(Tensor::new, |(_, g)| g.shallow_clone()))
+            .collect();
+        self.apply(&grads);
+    }
+
     /// One update from explicit gradients, in the order of the parameters.
-    pub fn apply(&mut self, grads: &[Tensor]) {
+    fn apply(&mut self, grads: &[Tensor]) {
         self.step += 1;
         let (lr, wd, step) = (self.lr, self.weight_decay, self.step);
         tch::no_grad(|| {

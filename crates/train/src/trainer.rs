@@ -190,7 +190,7 @@ fn train_epoch(
             Network::Scratch(scratch) => {
                 let fwd = scratch.forward(&images, true);
                 let (loss, grads) = scratch.backward(&fwd, &labels);
-                optimizer.apply(&grads);
+                optimizer.apply_named(&grads);
                 loss_sum += loss * len as f64;
                 fwd.logits
             }
@@ -248,4 +248,15 @@ fn log_epoch(events: &mut EventWriter, m: &EpochMetrics) -> std::io::Result<()> 
     events.add_scalar("lr", m.lr, step)?;
     events.add_scalar("epoch_seconds", m.seconds, step)?;
     Ok(())
+}
+
+/// Evaluates a saved checkpoint of `config`'s model on the run's test set
+/// (`sweepctl eval`).
+pub fn evaluate_checkpoint(config: &ExperimentConfig, dataset: &Dataset, checkpoint: &Path) -> Result<Evaluation, TrainError> {
+    let device = resolve_device(config.training.device)?;
+    let data = dataset.split(&config.data, config.seed);
+    let vs = nn::VarStore::new(device);
+    let net = Network::new(&vs.root(), &config.model);
+    checkpoint::load_weights(&vs, checkpoint)?;
+    evaluate(&net, &data.test.to_device(device), config.data.batch_size.max(256))
 }

@@ -1,0 +1,186 @@
+//! The files the coordinator writes: every job's run directory in the layout
+//! of DESIGN.md (`config.yaml`, `metrics.json`, TensorBoard events,
+//! `checkpoints/`) and each sweep's `results.{md,csv,json}`.
+//!
+//! Checkpoint uploads are staged: the weights of an epoch wait in
+//! `checkpoints/.staging/` until that epoch's state file (the commit record)
+//! arrives, and only then move into `checkpoints/`. So the directory a resumed
+//! job downloads never mixes the weights of one epoch with the state of
+//! another, whatever moment a worker or the coordinator died at.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use sweep_core::metrics::{EpochMetrics, RunMetrics, TestMetrics};
+use sweep_core::results::{Format, ResultsTable};
+use sweep_core::tensorboard::EventWriter;
+
+use crate::error::{CoordinatorError, Result};
+
+/// The checkpoint file written last by the trainer: its arrival commits the
+/// epoch's other files (the name is sweep-train's `checkpoint::LAST_STATE`).
+pub const COMMIT_FILE: &str = "last.state.json";
+const STAGING: &str = ".staging";
+
+pub fn run_dir(state_dir: &Path, sweep: &str, variant: &str, seed: u64) -> PathBuf {
+    sweep_core::sweep::job_dir(state_dir, sweep, variant, seed)
+}
+
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// Writes so that a reader (or a crash) sees the old or the new content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(CoordinatorError::io(parent))?;
+    }
+    let tmp = path.with_extension("tmp-write");
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(CoordinatorError::io(path))
+}
+
+pub fn write_config(run_dir: &Path, yaml: &str) -> Result<()> {
+    write_atomic(&run_dir.join("config.yaml"), yaml.as_bytes())
+}
+
+pub fn write_metrics(run_dir: &Path, metrics: &RunMetrics) -> Result<()> {
+    let json = serde_json::to_vec_pretty(metrics).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+    write_atomic(&run_dir.join("metrics.json"), &json)
+}
+
+/// metrics.json of a run in progress, from the epochs streamed so far (the
+/// final metrics replace it when the job completes).
+pub fn metrics_from_epochs(epochs: &[EpochMetrics]) -> RunMetrics {
+    let mut metrics = RunMetrics::default();
+    for epoch in epochs {
+        let improved = metrics.best_val_loss.is_none_or(|best| epoch.val_loss < best);
+        metrics.record_epoch(*epoch, improved);
+    }
+    metrics
+}
+
+/// One TensorBoard event file per job and coordinator process, open while the
+/// job runs.
+#[derive(Default)]
+pub struct TensorBoard {
+    writers: Mutex<HashMap<String, EventWriter>>,
+}
+
+impl TensorBoard {
+    fn with_writer(&self, job_id: &str, run_dir: &Path, f: impl FnOnce(&mut EventWriter) -> std::io::Result<()>) -> Result<()> {
+        let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        let writer = match writers.entry(job_id.to_string()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(EventWriter::create(run_dir).map_err(CoordinatorError::io(run_dir))?)
+            }
+        };
+        f(writer).map_err(CoordinatorError::io(run_dir))
+    }
+
+    /// The same tags as sweep-train's local runs, so both kinds compare in one TensorBoard.
+    pub fn epoch(&self, job_id: &str, run_dir: &Path, m: &EpochMetrics) -> Result<()> {
+        self.with_writer(job_id, run_dir, |w| {
+            let step = i64::from(m.epoch);
+            w.add_scalar("loss/train", m.train_loss, step)?;
+            w.add_scalar("loss/val", m.val_loss, step)?;
+            w.add_scalar("accuracy/train", m.train_acc, step)?;
+            w.add_scalar("accuracy/val", m.val_acc, step)?;
+            w.add_scalar("lr", m.lr, step)?;
+            w.add_scalar("epoch_seconds", m.seconds, step)
+        })
+    }
+
+    pub fn finish(&self, job_id: &str, run_dir: &Path, test: Option<TestMetrics>, step: u32) -> Result<()> {
+        if let Some(test) = test {
+            self.with_writer(job_id, run_dir, |w| {
+                w.add_scalar("test/loss", test.test_loss, i64::from(step))?;
+                w.add_scalar("test/accuracy", test.test_acc, i64::from(step))
+            })?;
+        }
+        self.writers.lock().unwrap_or_else(|p| p.into_inner()).remove(job_id);
+        Ok(())
+    }
+}
+
+/// Drops what a lost attempt staged but never committed.
+pub fn clear_staging(run_dir: &Path) -> Result<()> {
+    let dir = checkpoints_dir(run_dir).join(STAGING);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CoordinatorError::io(dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Temporary file an upload streams into.
+pub fn upload_part_path(run_dir: &Path, name: &str, attempt: u32) -> PathBuf {
+    checkpoints_dir(run_dir).join(STAGING).join(format!("{name}.{attempt}.part"))
+}
+
+/// Places a verified upload: staged, or (for the commit file) committed with
+/// everything staged before it.
+pub fn place_upload(run_dir: &Path, part: &Path, name: &str) -> Result<()> {
+    let checkpoints = checkpoints_dir(run_dir);
+    let staging = checkpoints.join(STAGING);
+    if name != COMMIT_FILE {
+        let target = staging.join(name);
+        return std::fs::rename(part, &target).map_err(CoordinatorError::io(target));
+    }
+    let entries = std::fs::read_dir(&staging).map_err(CoordinatorError::io(&staging))?;
+    for entry in entries {
+        let path = entry.map_err(CoordinatorError::io(&staging))?.path();
+        let Some(file) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        if file.ends_with(".part") {
+            continue;
+        }
+        let target = checkpoints.join(file);
+        std::fs::rename(&path, &target).map_err(CoordinatorError::io(target))?;
+    }
+    let target = checkpoints.join(name);
+    std::fs::rename(part, &target).map_err(CoordinatorError::io(target))
+}
+
+/// SHA-256 (hex) of a file's bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The committed checkpoint files of a run, for a resuming worker. Empty
+/// unless the commit file is there (nothing to resume from without it).
+pub fn committed_checkpoints(run_dir: &Path) -> Result<Vec<(String, u64, String)>> {
+    let dir = checkpoints_dir(run_dir);
+    if !dir.join(COMMIT_FILE).is_file() {
+        return Ok(Vec::new());
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(CoordinatorError::io(&dir))? {
+        let path = entry.map_err(CoordinatorError::io(&dir))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+        if !path.is_file() || sweep_core::names::validate("file", &name).is_err() || name.ends_with(".tmp-write") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(CoordinatorError::io(&path))?;
+        files.push((name, bytes.len() as u64, sha256_hex(&bytes)));
+    }
+    // The commit file last, like the trainer writes it.
+    files.sort_by(|a, b| (a.0 == COMMIT_FILE, &a.0).cmp(&(b.0 == COMMIT_FILE, &b.0)));
+    Ok(files)
+}
+
+/// `state_dir/<sweep>/results.{md,csv,json}`.
+pub fn write_results(state_dir: &Path, table: &ResultsTable) -> Result<()> {
+    let dir = state_dir.join(&table.sweep);
+    for format in [Format::Markdown, Format::Csv, Format::Json] {
+        write_atomic(&dir.join(format!("results.{}", format.extension())), table.render(format).as_bytes())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,668 @@
+//! The gRPC face of the coordinator: each handler validates its request,
+//! applies it to the store (the one owner of the job model) and writes the
+//! run files that follow from it. Errors leave through the single
+//! `From<CoordinatorError> for Status` mapping.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sweep_core::config::ExperimentConfig;
+use sweep_core::metrics::{EpochMetrics, RunMetrics};
+use sweep_core::names;
+use sweep_core::results::{self, Format};
+use sweep_core::sweep::{SweepSpec, Variant};
+use sweep_proto::pb::{self, coordinator_server::Coordinator};
+use sweep_proto::{CHUNK_SIZE, PROTOCOL_VERSION};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{CoordinatorError, Result};
+use crate::layout::{self, TensorBoard};
+use crate::store::{self, JobState, Outcome, Store};
+
+/// How long a LeaseJob call waits for a job before answering "none": short
+/// enough that an idle worker notices a coordinator restart quickly, long
+/// enough that idle polling costs nothing. Jobs are handed out the moment
+/// they become pending, never at the end of this wait.
+const LEASE_POLL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Minimum gap between two WatchStatus snapshots: a burst of epoch reports
+/// becomes one update, and a terminal redraws at most a few times a second.
+const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Largest artifact accepted: far above any MNIST-sized checkpoint, small
+/// enough that a buggy client cannot fill the disk with one upload.
+const MAX_ARTIFACT_SIZE: u64 = 4 << 30;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send + 'static>>;
+
+/// State shared by the handlers and the coordinator's background tasks.
+pub struct Shared {
+    pub store: Store,
+    /// Root of the run layout (`runs/`).
+    pub state_dir: PathBuf,
+    pub lease_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    /// Bumped after every change of the job model: wakes long-polling
+    /// LeaseJob calls, WatchStatus streams and the exit-when-done check.
+    pub changes: watch::Sender<u64>,
+    tensorboard: TensorBoard,
+    /// Cancelled when the server stops: long polls and streams end with it.
+    pub stopping: CancellationToken,
+}
+
+impl Shared {
+    pub fn new(store: Store, state_dir: PathBuf, lease_timeout: Duration, heartbeat_interval: Duration, stopping: CancellationToken) -> Self {
+        Shared {
+            store,
+            state_dir,
+            lease_timeout,
+            heartbeat_interval,
+            changes: watch::Sender::new(0),
+            tensorboard: TensorBoard::default(),
+            stopping,
+        }
+    }
+
+    pub fn bump(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    fn run_dir(&self, job: &store::JobRow) -> PathBuf {
+        layout::run_dir(&self.state_dir, &job.sweep, &job.variant, job.seed)
+    }
+
+    /// Records a sweep and writes each job's config.yaml.
+    pub async fn submit(&self, spec: SweepSpec) -> Result<(u32, u32)> {
+        let jobs = spec.expand();
+        let sweep = store::NewSweep {
+            name: spec.name.clone(),
+            description: spec.description.clone().unwrap_or_default(),
+            seeds: spec.seeds.clone(),
+            metric: spec.metric.clone(),
+            baseline: spec.baseline.clone(),
+        };
+        let state_dir = self.state_dir.clone();
+        let counts = self
+            .store
+            .call(move |conn| {
+                let counts = store::submit(conn, &sweep, &jobs)?;
+                for job in &jobs {
+                    let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
+                    layout::write_config(&dir, &job.config.to_yaml())?;
+                }
+                Ok(counts)
+            })
+            .await?;
+        tracing::info!(sweep = %spec.name, jobs = counts.0, new = counts.1, "sweep submitted");
+        self.bump();
+        // A resubmitted sweep may already be complete.
+        self.finish_sweep_if_done(&spec.name).await?;
+        Ok(counts)
+    }
+
+    /// Writes results.{md,csv,json} and prints the table once every job of
+    /// the sweep has ended (once per sweep).
+    pub async fn finish_sweep_if_done(&self, sweep: &str) -> Result<()> {
+        let sweep = sweep.to_string();
+        let state_dir = self.state_dir.clone();
+        let table = self
+            .store
+            .call(move |conn| {
+                let (row, outcomes, pending) = store::outcomes(conn, &sweep)?;
+                if pending > 0 || row.results_written {
+                    return Ok(None);
+                }
+                let table = results::summarize(&row.name, &row.baseline, &outcomes, pending);
+                layout::write_results(&state_dir, &table)?;
+                store::mark_results_written(conn, &row.name)?;
+                Ok(Some(table))
+            })
+            .await?;
+        if let Some(table) = table {
+            tracing::info!(sweep = %table.sweep, "sweep finished; results written");
+            // The one print of the library: the table is the product.
+            println!("{}", table.render(Format::Table));
+            self.bump();
+        }
+        Ok(())
+    }
+
+    /// True when at least one sweep exists and every sweep has ended and
+    /// written its results.
+    pub async fn all_done(&self) -> Result<bool> {
+        self.store
+            .call(|conn| {
+                let sweeps = store::sweeps(conn)?;
+                Ok(!sweeps.is_empty() && sweeps.iter().all(|s| s.results_written))
+            })
+            .await
+    }
+
+    /// One pass of lease expiry.
+    pub async fn expire_leases(&self) -> Result<()> {
+        let expired = self.store.call(store::expire_leases).await?;
+        if expired.requeued.is_empty() && expired.failed.is_empty() {
+            return Ok(());
+        }
+        for id in &expired.requeued {
+            tracing::warn!(job = %id, "lease expired; job returns to pending");
+        }
+        self.bump();
+        for (id, sweep) in &expired.failed {
+            tracing::error!(job = %id, "lease expired too often; job failed");
+            self.finish_sweep_if_done(sweep).await?;
+        }
+        Ok(())
+    }
+
+    async fn snapshot(&self, sweep: Option<String>) -> Result<pb::StatusSnapshot> {
+        self.store
+            .call(move |conn| {
+                let jobs = store::jobs(conn, sweep.as_deref())?;
+                let mut sweeps: Vec<pb::SweepStatus> = Vec::new();
+                let mut out = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    let index = match sweeps.iter().position(|s| s.name == job.sweep) {
+                        Some(i) => i,
+                        None => {
+                            sweeps.push(pb::SweepStatus { name: job.sweep.clone(), ..Default::default() });
+                            sweeps.len() - 1
+                        }
+                    };
+                    let s = &mut sweeps[index];
+                    s.total += 1;
+                    match job.state {
+                        JobState::Pending => s.pending += 1,
+                        JobState::Leased | JobState::Running => s.running += 1,
+                        JobState::Succeeded => s.succeeded += 1,
+                        JobState::Failed => s.failed += 1,
+                        JobState::Cancelled => s.cancelled += 1,
+                    }
+                    let latest = store::epochs_of(conn, &job.id)?.last().copied().map(Into::into);
+                    out.push(pb::JobStatus {
+                        job_id: job.id,
+                        sweep: job.sweep,
+                        variant: job.variant,
+                        seed: job.seed,
+                        state: job.state.as_str().to_string(),
+                        attempt: job.attempt,
+                        worker: job.worker.unwrap_or_default(),
+                        epoch: job.epochs_done,
+                        epochs: job.epochs,
+                        latest,
+                        test: job.final_metrics.and_then(|m| m.test).map(Into::into),
+                        error: job.error.unwrap_or_default(),
+                    });
+                }
+                for s in &mut sweeps {
+                    s.done = s.pending == 0 && s.running == 0;
+                }
+                Ok(pb::StatusSnapshot { sweeps, jobs: out })
+            })
+            .await
+    }
+}
+
+/// The tonic service over [`Shared`].
+#[derive(Clone)]
+pub struct Service {
+    pub shared: Arc<Shared>,
+}
+
+fn required<T>(value: Option<T>, field: &'static str) -> Result<T> {
+    value.ok_or_else(|| CoordinatorError::InvalidArgument(format!("missing field {field}")))
+}
+
+fn non_empty(value: &str, field: &'static str) -> Result<()> {
+    if value.is_empty() {
+        return Err(CoordinatorError::InvalidArgument(format!("missing field {field}")));
+    }
+    Ok(())
+}
+
+/// Streams files (header, then chunks) through a channel; a failed send means
+/// the client left, which ends the task.
+fn stream_files(files: Vec<(String, PathBuf)>, stopping: CancellationToken) -> BoxStream<pb::FileChunk> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        for (name, path) in files {
+            let bytes = match tokio::fs::read(&path).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let _ = tx.send(Err(CoordinatorError::io(&path)(e).into())).await;
+                    return;
+                }
+            };
+            let header = pb::FileHeader { name, size: bytes.len() as u64, sha256: layout::sha256_hex(&bytes) };
+            let mut messages = vec![pb::FileChunk { kind: Some(pb::file_chunk::Kind::Header(header)) }];
+            messages.extend(bytes.chunks(CHUNK_SIZE).map(|c| pb::FileChunk { kind: Some(pb::file_chunk::Kind::Data(c.to_vec())) }));
+            for message in messages {
+                tokio::select! {
+                    sent = tx.send(Ok(message)) => if sent.is_err() { return },
+                    _ = stopping.cancelled() => return,
+                }
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl Coordinator for Service {
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn register_worker(&self, request: Request<pb::RegisterWorkerRequest>) -> std::result::Result<Response<pb::RegisterWorkerResponse>, Status> {
+        let req = request.into_inner();
+        if req.protocol_version != PROTOCOL_VERSION {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "protocol version {} is not this coordinator's {PROTOCOL_VERSION}; upgrade the worker",
+                req.protocol_version
+            ))
+            .into());
+        }
+        non_empty(&req.name, "name")?;
+        let row = store::WorkerRow {
+            id: String::new(),
+            name: req.name.clone(),
+            host: req.host,
+            device: req.device,
+            threads: req.threads,
+            slots: req.slots.max(1),
+            last_seen_ms: 0,
+        };
+        let worker_id = self.shared.store.call(move |conn| store::register_worker(conn, &row)).await?;
+        tracing::info!(worker = %worker_id, "worker registered");
+        self.shared.bump();
+        Ok(Response::new(pb::RegisterWorkerResponse {
+            worker_id,
+            heartbeat_interval_ms: self.shared.heartbeat_interval.as_millis() as u64,
+            lease_timeout_ms: self.shared.lease_timeout.as_millis() as u64,
+        }))
+    }
+
+    async fn lease_job(&self, request: Request<pb::LeaseJobRequest>) -> std::result::Result<Response<pb::LeaseJobResponse>, Status> {
+        let worker_id = request.into_inner().worker_id;
+        non_empty(&worker_id, "worker_id")?;
+        let shared = &self.shared;
+        let mut changes = shared.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + LEASE_POLL_TIMEOUT;
+        loop {
+            // Marked seen before looking, so a job queued after the look wakes us.
+            changes.borrow_and_update();
+            let worker = worker_id.clone();
+            let lease_timeout = shared.lease_timeout;
+            let state_dir = shared.state_dir.clone();
+            let leased = shared
+                .store
+                .call(move |conn| {
+                    store::touch_worker(conn, &worker)?;
+                    let Some(job) = store::lease(conn, &worker, lease_timeout)? else { return Ok(None) };
+                    let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
+                    layout::clear_staging(&dir)?;
+                    let checkpoints = layout::committed_checkpoints(&layout::checkpoints_dir(&dir).parent().map(Path::to_path_buf).unwrap_or(dir))?;
+                    Ok(Some((job, checkpoints)))
+                })
+                .await?;
+            if let Some((job, checkpoints)) = leased {
+                tracing::info!(job = %job.id, attempt = job.attempt, worker = %worker_id, resume = !checkpoints.is_empty(), "job leased");
+                shared.bump();
+                return Ok(Response::new(pb::LeaseJobResponse {
+                    job: Some(pb::Job {
+                        job_id: job.id,
+                        attempt: job.attempt,
+                        sweep: job.sweep,
+                        variant: job.variant,
+                        seed: job.seed,
+                        config_yaml: job.config_yaml,
+                        lease_deadline_ms: job.lease_deadline_ms.unwrap_or_default(),
+                        checkpoints: checkpoints
+                            .into_iter()
+                            .map(|(name, size, sha256)| pb::FileHeader { name, size, sha256 })
+                            .collect(),
+                    }),
+                }));
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = shared.stopping.cancelled() => break,
+            }
+        }
+        Ok(Response::new(pb::LeaseJobResponse { job: None }))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> std::result::Result<Response<pb::HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        non_empty(&req.worker_id, "worker_id")?;
+        let held: Vec<(String, u32)> = req.jobs.into_iter().map(|j| (j.job_id, j.attempt)).collect();
+        let lease_timeout = self.shared.lease_timeout;
+        let (cancelled, lost) = self
+            .shared
+            .store
+            .call(move |conn| store::heartbeat(conn, &req.worker_id, &held, lease_timeout))
+            .await?;
+        Ok(Response::new(pb::HeartbeatResponse { cancelled, lost }))
+    }
+
+    #[tracing::instrument(skip_all, fields(job = %request.get_ref().job_id, attempt = request.get_ref().attempt))]
+    async fn report_epoch(&self, request: Request<pb::ReportEpochRequest>) -> std::result::Result<Response<pb::ReportEpochResponse>, Status> {
+        let req = request.into_inner();
+        non_empty(&req.job_id, "job_id")?;
+        let metrics = EpochMetrics::try_from(required(req.metrics, "metrics")?).map_err(CoordinatorError::from)?;
+        let (worker, job_id) = (req.worker_id, req.job_id);
+        let ingest = self
+            .shared
+            .store
+            .call(move |conn| store::report_epoch(conn, &worker, &job_id, req.attempt, &metrics))
+            .await?;
+        if ingest.new {
+            let dir = self.shared.run_dir(&ingest.job);
+            layout::write_metrics(&dir, &layout::metrics_from_epochs(&ingest.epochs))?;
+            self.shared.tensorboard.epoch(&ingest.job.id, &dir, &metrics)?;
+            self.shared.bump();
+        }
+        Ok(Response::new(pb::ReportEpochResponse {}))
+    }
+
+    async fn upload_artifact(&self, request: Request<Streaming<pb::UploadArtifactRequest>>) -> std::result::Result<Response<pb::UploadArtifactResponse>, Status> {
+        use pb::upload_artifact_request::Kind;
+        let mut stream = request.into_inner();
+        let first = required(stream.message().await?, "header")?;
+        let Some(Kind::Header(header)) = first.kind else {
+            return Err(CoordinatorError::InvalidArgument("the first message of an upload must be its header".into()).into());
+        };
+        let file = required(header.file, "header.file")?;
+        names::validate("artifact name", &file.name).map_err(CoordinatorError::from)?;
+        if file.size > MAX_ARTIFACT_SIZE {
+            return Err(CoordinatorError::InvalidArgument(format!("artifact of {} bytes exceeds the {MAX_ARTIFACT_SIZE}-byte limit", file.size)).into());
+        }
+        let (worker, job_id, attempt) = (header.worker_id.clone(), header.job_id.clone(), header.attempt);
+        let job = self.shared.store.call(move |conn| store::check_fence(conn, &job_id, attempt, &worker)).await?;
+        let dir = self.shared.run_dir(&job);
+        let part = layout::upload_part_path(&dir, &file.name, attempt);
+        if let Some(parent) = part.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(CoordinatorError::io(parent))?;
+        }
+        let mut out = tokio::fs::File::create(&part).await.map_err(CoordinatorError::io(&part))?;
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut size = 0u64;
+        let received: Result<()> = async {
+            while let Some(message) = stream.message().await.map_err(|s| CoordinatorError::InvalidArgument(format!("upload interrupted: {}", s.message())))? {
+                let Some(Kind::Data(data)) = message.kind else {
+                    return Err(CoordinatorError::InvalidArgument("an upload has one header, then data only".into()));
+                };
+                size += data.len() as u64;
+                if size > file.size {
+                    return Err(CoordinatorError::InvalidArgument(format!("upload exceeds its declared size {}", file.size)));
+                }
+                sha2::Digest::update(&mut hasher, &data);
+                out.write_all(&data).await.map_err(CoordinatorError::io(&part))?;
+            }
+            out.sync_all().await.map_err(CoordinatorError::io(&part))?;
+            let sha = hex::encode(sha2::Digest::finalize(hasher));
+            if size != file.size || sha != file.sha256 {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "upload of {} is corrupt: {size} bytes with SHA-256 {sha}, declared {} bytes with {}",
+                    file.name, file.size, file.sha256
+                )));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(err) = received {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(err.into());
+        }
+        let (worker, job_id) = (header.worker_id, header.job_id);
+        let name = file.name.clone();
+        // Fence again under the database lock: the lease may have moved on
+        // while the bytes streamed in.
+        self.shared
+            .store
+            .call(move |conn| {
+                store::check_fence(conn, &job_id, attempt, &worker)?;
+                layout::place_upload(&dir, &part, &name)?;
+                store::record_artifact(conn, &job_id, attempt, &name, &file.sha256, file.size)
+            })
+            .await?;
+        Ok(Response::new(pb::UploadArtifactResponse {}))
+    }
+
+    type DownloadArtifactStream = BoxStream<pb::FileChunk>;
+
+    async fn download_artifact(&self, request: Request<pb::DownloadArtifactRequest>) -> std::result::Result<Response<Self::DownloadArtifactStream>, Status> {
+        let req = request.into_inner();
+        names::validate("artifact name", &req.name).map_err(CoordinatorError::from)?;
+        let (worker, job_id) = (req.worker_id, req.job_id);
+        let job = self.shared.store.call(move |conn| store::check_fence(conn, &job_id, req.attempt, &worker)).await?;
+        let path = layout::checkpoints_dir(&self.shared.run_dir(&job)).join(&req.name);
+        if !path.is_file() {
+            return Err(CoordinatorError::NotFound(format!("job {} has no checkpoint {}", job.id, req.name)).into());
+        }
+        Ok(Response::new(stream_files(vec![(req.name, path)], self.shared.stopping.clone())))
+    }
+
+    #[tracing::instrument(skip_all, fields(job = %request.get_ref().job_id, attempt = request.get_ref().attempt))]
+    async fn complete_job(&self, request: Request<pb::CompleteJobRequest>) -> std::result::Result<Response<pb::CompleteJobResponse>, Status> {
+        use pb::complete_job_request::Outcome as PbOutcome;
+        let req = request.into_inner();
+        non_empty(&req.job_id, "job_id")?;
+        let outcome = match required(req.outcome, "outcome")? {
+            PbOutcome::Metrics(m) => Outcome::Succeeded(RunMetrics::try_from(m).map_err(CoordinatorError::from)?),
+            PbOutcome::Failure(f) => Outcome::Failed { message: f.message, permanent: f.permanent },
+        };
+        let final_metrics = match &outcome {
+            Outcome::Succeeded(m) => Some(m.clone()),
+            Outcome::Failed { .. } => None,
+        };
+        let (worker, job_id, attempt) = (req.worker_id, req.job_id, req.attempt);
+        let job = self.shared.store.call(move |conn| store::complete(conn, &worker, &job_id, attempt, &outcome)).await?;
+        let dir = self.shared.run_dir(&job);
+        if let Some(metrics) = final_metrics {
+            layout::write_metrics(&dir, &metrics)?;
+            self.shared.tensorboard.finish(&job.id, &dir, metrics.test, metrics.epochs.len() as u32)?;
+            tracing::info!(job = %job.id, test_acc = metrics.test.map(|t| t.test_acc), "job succeeded");
+        } else {
+            self.shared.tensorboard.finish(&job.id, &dir, None, 0)?;
+            tracing::warn!(job = %job.id, state = job.state.as_str(), error = job.error.as_deref().unwrap_or(""), "attempt failed");
+        }
+        self.shared.bump();
+        if job.state.is_terminal() {
+            self.shared.finish_sweep_if_done(&job.sweep).await?;
+        }
+        Ok(Response::new(pb::CompleteJobResponse {}))
+    }
+
+    type FetchDatasetStream = BoxStream<pb::FileChunk>;
+
+    async fn fetch_dataset(&self, request: Request<pb::FetchDatasetRequest>) -> std::result::Result<Response<Self::FetchDatasetStream>, Status> {
+        let req = request.into_inner();
+        let (worker, job_id) = (req.worker_id, req.job_id);
+        let job = self
+            .shared
+            .store
+            .call(move |conn| {
+                store::touch_worker(conn, &worker)?;
+                store::get_job(conn, &job_id)
+            })
+            .await?;
+        let config = ExperimentConfig::from_yaml(&job.config_yaml, Path::new("stored config"))?;
+        let dir = config.data.data_dir.ok_or_else(|| {
+            CoordinatorError::FailedPrecondition(format!("job {} names no data.data_dir to serve", job.id))
+        })?;
+        let mut files = Vec::new();
+        let entries = std::fs::read_dir(&dir).map_err(CoordinatorError::io(&dir))?;
+        for entry in entries {
+            let path = entry.map_err(CoordinatorError::io(&dir))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+            // Only plain, safely named files: the worker turns names into paths.
+            if path.is_file() && names::validate("file", &name).is_ok() {
+                files.push((name, path));
+            }
+        }
+        files.sort();
+        tracing::info!(job = %job.id, dir = %dir.display(), files = files.len(), "serving dataset");
+        Ok(Response::new(stream_files(files, self.shared.stopping.clone())))
+    }
+
+    async fn submit_sweep(&self, request: Request<pb::SubmitSweepRequest>) -> std::result::Result<Response<pb::SubmitSweepResponse>, Status> {
+        let req = request.into_inner();
+        names::validate("sweep name", &req.name).map_err(CoordinatorError::from)?;
+        names::validate("baseline variant name", &req.baseline).map_err(CoordinatorError::from)?;
+        non_empty(&req.metric, "metric")?;
+        if req.seeds.is_empty() {
+            return Err(CoordinatorError::InvalidArgument("seeds: list at least one seed".into()).into());
+        }
+        for (i, seed) in req.seeds.iter().enumerate() {
+            if req.seeds[..i].contains(seed) {
+                return Err(CoordinatorError::InvalidArgument(format!("seeds: seed {seed} is listed twice")).into());
+            }
+        }
+        let mut variants: Vec<Variant> = Vec::with_capacity(req.variants.len());
+        for variant in req.variants {
+            names::validate("variant name", &variant.name).map_err(CoordinatorError::from)?;
+            if variants.iter().any(|v| v.name == variant.name) {
+                return Err(CoordinatorError::InvalidArgument(format!("variant {:?} is listed twice", variant.name)).into());
+            }
+            let source = PathBuf::from(format!("<submitted variant {}>", variant.name));
+            let mut config = ExperimentConfig::from_yaml(&variant.config_yaml, &source).map_err(CoordinatorError::from)?;
+            config.name = variant.name.clone();
+            variants.push(Variant { name: variant.name, config });
+        }
+        if !variants.iter().any(|v| v.name == req.baseline) {
+            return Err(CoordinatorError::InvalidArgument(format!("baseline {:?} is not among the variants", req.baseline)).into());
+        }
+        variants.sort_by(|a, b| (a.name != req.baseline, &a.name).cmp(&(b.name != req.baseline, &b.name)));
+        let spec = SweepSpec {
+            name: req.name,
+            description: (!req.description.is_empty()).then_some(req.description),
+            seeds: req.seeds,
+            metric: req.metric,
+            baseline: req.baseline,
+            variants,
+        };
+        let (jobs, new_jobs) = self.shared.submit(spec).await?;
+        Ok(Response::new(pb::SubmitSweepResponse { jobs, new_jobs }))
+    }
+
+    async fn get_status(&self, request: Request<pb::GetStatusRequest>) -> std::result::Result<Response<pb::StatusSnapshot>, Status> {
+        let sweep = request.into_inner().sweep;
+        Ok(Response::new(self.shared.snapshot((!sweep.is_empty()).then_some(sweep)).await?))
+    }
+
+    type WatchStatusStream = BoxStream<pb::StatusSnapshot>;
+
+    async fn watch_status(&self, request: Request<pb::GetStatusRequest>) -> std::result::Result<Response<Self::WatchStatusStream>, Status> {
+        let sweep = request.into_inner().sweep;
+        let sweep = (!sweep.is_empty()).then_some(sweep);
+        let shared = Arc::clone(&self.shared);
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut changes = shared.changes.subscribe();
+            loop {
+                changes.borrow_and_update();
+                let snapshot = shared.snapshot(sweep.clone()).await.map_err(Status::from);
+                if tx.send(snapshot).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = shared.stopping.cancelled() => return,
+                    _ = tx.closed() => return,
+                }
+                tokio::time::sleep(WATCH_MIN_INTERVAL).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_results(&self, request: Request<pb::GetResultsRequest>) -> std::result::Result<Response<pb::GetResultsResponse>, Status> {
+        let req = request.into_inner();
+        let format: Format = if req.format.is_empty() {
+            Format::Table
+        } else {
+            req.format.parse().map_err(|e: results::UnknownFormat| CoordinatorError::InvalidArgument(e.to_string()))?
+        };
+        let requested = req.sweep;
+        let table = self
+            .shared
+            .store
+            .call(move |conn| {
+                let name = if requested.is_empty() {
+                    let sweeps = store::sweeps(conn)?;
+                    match sweeps.as_slice() {
+                        [only] => only.name.clone(),
+                        [] => return Err(CoordinatorError::NotFound("no sweep has been submitted".into())),
+                        _ => {
+                            let names: Vec<_> = sweeps.iter().map(|s| s.name.as_str()).collect();
+                            return Err(CoordinatorError::InvalidArgument(format!("several sweeps ({}); name one", names.join(", "))));
+                        }
+                    }
+                } else {
+                    requested
+                };
+                let (row, outcomes, pending) = store::outcomes(conn, &name)?;
+                Ok(results::summarize(&row.name, &row.baseline, &outcomes, pending))
+            })
+            .await?;
+        Ok(Response::new(pb::GetResultsResponse {
+            sweep: table.sweep.clone(),
+            rendered: table.render(format),
+            json: table.render(Format::Json),
+            pending: table.pending as u32,
+        }))
+    }
+
+    async fn cancel(&self, request: Request<pb::CancelRequest>) -> std::result::Result<Response<pb::CancelResponse>, Status> {
+        use pb::cancel_request::Target;
+        let (sweep, job) = match required(request.into_inner().target, "target")? {
+            Target::Sweep(s) => (Some(s), None),
+            Target::JobId(j) => (None, Some(j)),
+        };
+        let (sweeps, cancelled) = self.shared.store.call(move |conn| store::cancel(conn, sweep.as_deref(), job.as_deref())).await?;
+        tracing::info!(cancelled, "cancelled on request");
+        self.shared.bump();
+        for sweep in sweeps {
+            self.shared.finish_sweep_if_done(&sweep).await?;
+        }
+        Ok(Response::new(pb::CancelResponse { cancelled }))
+    }
+
+    async fn list_workers(&self, _request: Request<pb::ListWorkersRequest>) -> std::result::Result<Response<pb::ListWorkersResponse>, Status> {
+        let rows = self.shared.store.call(|conn| store::workers(conn)).await?;
+        let now = store::now_ms();
+        let alive_ms = self.shared.lease_timeout.as_millis() as i64;
+        let workers = rows
+            .into_iter()
+            .map(|(w, jobs)| pb::WorkerInfo {
+                alive: now - w.last_seen_ms <= alive_ms,
+                worker_id: w.id,
+                name: w.name,
+                host: w.host,
+                device: w.device,
+                threads: w.threads,
+                slots: w.slots,
+                last_seen_ms: w.last_seen_ms,
+                jobs,
+            })
+            .collect();
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+
+    async fn get_job_logs(&self, request: Request<pb::GetJobLogsRequest>) -> std::result::Result<Response<pb::GetJobLogsResponse>, Status> {
+        let job_id = request.into_inner().job_id;
+        non_empty(&job_id, "job_id")?;
+        let rows = self.shared.store.call(move |conn| store::events(conn, &job_id)).await?;
+        let events = rows
+            .into_iter()
+            .map(|e| pb::JobEvent { time_ms: e.time_ms, kind: e.kind, attempt: e.attempt, message: e.message })
+            .collect();
+        Ok(Response::new(pb::GetJobLogsResponse { events }))
+    }
+}

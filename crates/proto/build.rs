@@ -1,0 +1,11 @@
+//! Compiles `proto/sweep.proto` with protox (pure Rust), so that no system
+//! `protoc` is needed anywhere the workspace builds.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let file = proto_dir.join("sweep.proto");
+    println!("cargo:rerun-if-changed={}", file.display());
+    let fds = protox::compile([&file], [&proto_dir])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

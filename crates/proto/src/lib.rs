@@ -1,0 +1,24 @@
+//! The gRPC protocol between coordinator, workers and sweepctl.
+//!
+//! The generated types live in [`pb`]; domain types (from `sweep-core`) stay
+//! separate, and [`convert`] moves between the two, validating what arrives
+//! from the network (a missing field is an error, never a panic).
+
+/// Generated from `proto/sweep.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("sweep.v1");
+}
+
+pub mod convert;
+
+pub use pb::coordinator_client::CoordinatorClient;
+pub use pb::coordinator_server::{Coordinator, CoordinatorServer};
+
+/// Version of the protocol, exchanged in `RegisterWorker`. Bump it on any
+/// change an older peer would misread.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Size of the data chunks of streamed files: well under tonic's default
+/// 4 MiB message limit, large enough that per-message overhead is negligible.
+pub const CHUNK_SIZE: usize = 1 << 20;
