@@ -29,9 +29,8 @@ test:
 
 # Training throughput against PyTorch itself (see BENCHMARKS.md).
 bench-throughput: build
-	python3 -m pip --version >/dev/null
-	PYTHONPATH=$(dir $(LIBTORCH)) $(BIN)/sweepctl bench --python python3 --model fc
-	PYTHONPATH=$(dir $(LIBTORCH)) $(BIN)/sweepctl bench --python python3 --model cnn
+	PYTHONPATH=$(dir $(LIBTORCH)) $(BIN)/sweepctl bench --model fc
+	PYTHONPATH=$(dir $(LIBTORCH)) $(BIN)/sweepctl bench --model cnn
 
 clean-runs:
 	rm -rf runs

@@ -75,16 +75,18 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--device", default="cpu")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x, y = load_images(args.data_dir)
-    model = FCNet() if args.model == "fc" else CNN()
+    device = torch.device(args.device)
+    model = (FCNet() if args.model == "fc" else CNN()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     model.train()
     perm = torch.randperm(x.shape[0])
-    x, y = x[perm], y[perm]
+    x, y = x[perm].to(device), y[perm].to(device)
     bs = args.batch_size
     n_batches = x.shape[0] // bs
 
@@ -102,12 +104,15 @@ def main():
     for i in range(args.warmup):
         step(i)
     start = time.perf_counter()
-    loss_sum = torch.zeros(())
-    correct = torch.zeros((), dtype=torch.int64)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for i in range(args.steps):
         loss, c = step(args.warmup + i)
         loss_sum += loss * bs
         correct += c
+    loss_sum.item()  # waits for queued GPU work
     seconds = time.perf_counter() - start
     print(json.dumps({"impl": "pytorch", "model": args.model, "steps": args.steps, "batch_size": bs,
                       "threads": args.threads, "seconds": seconds,

@@ -1,1 +1,238 @@
+//! The sweep coordinator: it owns a sweep's jobs, hands them to workers on
+//! lease, ingests what they stream back and writes every run into the run
+//! layout, then the sweep's results.
+//!
+//! # Layout
+//! - [`store`]: the durable job model in SQLite; every mutation and every rule
+//!   (fencing by attempt, exactly-once completion, lease expiry) lives there.
+//! - [`layout`]: the files the coordinator writes (run directories, staged
+//!   checkpoint uploads, results).
+//! - [`service`]: the gRPC handlers over the store and the layout.
+//! - [`error`]: the error type and its one mapping to gRPC status codes.
+//!
+//! [`start`] binds, reloads the state, optionally submits a sweep and starts
+//! in-process workers; [`Coordinator::wait`] runs until shutdown or, with
+//! `exit_when_done`, until every sweep has ended.
 
+pub mod error;
+pub mod layout;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sweep_core::sweep::SweepSpec;
+use sweep_proto::CoordinatorServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{CoordinatorError, Result};
+use service::{Service, Shared};
+
+/// Default lease: a worker silent for this long is presumed dead and its job
+/// goes back to pending. Several heartbeats fit in it, so one slow or lost
+/// heartbeat never costs a job.
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default heartbeat interval: a sixth of the lease, so a lease survives five
+/// lost heartbeats, and cancellation reaches a job within 5 seconds.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Upper bound on how often expired leases are looked for: often enough that
+/// a dead worker's job is requeued at most a second after its lease ends.
+const MAX_EXPIRY_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How a coordinator runs.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// A sweep (directory or file) to submit at start.
+    pub sweep: Option<PathBuf>,
+    pub listen: SocketAddr,
+    /// Root of the run layout; also holds `coordinator.sqlite`.
+    pub state_dir: PathBuf,
+    /// In-process workers to start (needs the `local-workers` feature).
+    pub local_workers: usize,
+    /// Torch threads of each in-process worker (None: the config's).
+    pub local_worker_threads: Option<usize>,
+    /// Return from [`Coordinator::wait`] once every sweep has ended.
+    pub exit_when_done: bool,
+    pub lease_timeout: Duration,
+    pub heartbeat_interval: Duration,
+}
+
+impl CoordinatorConfig {
+    pub fn new(state_dir: PathBuf) -> Self {
+        CoordinatorConfig {
+            sweep: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            state_dir,
+            local_workers: 0,
+            local_worker_threads: None,
+            exit_when_done: false,
+            lease_timeout: DEFAULT_LEASE_TIMEOUT,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+        }
+    }
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    /// The address actually bound (the port of `:0` resolved).
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    exit_when_done: bool,
+    shutdown: CancellationToken,
+    workers_stop: CancellationToken,
+    workers: Vec<JoinHandle<()>>,
+    server: JoinHandle<Result<()>>,
+    expiry: JoinHandle<()>,
+}
+
+/// Binds, reloads the state directory, submits `config.sweep` and starts the
+/// in-process workers. `shutdown` stops everything (SIGINT/SIGTERM in the binary).
+pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Result<Coordinator> {
+    std::fs::create_dir_all(&config.state_dir).map_err(CoordinatorError::io(&config.state_dir))?;
+    let store = store::Store::open(&config.state_dir.join("coordinator.sqlite"))?;
+    let spec = config.sweep.as_deref().map(SweepSpec::load).transpose()?;
+
+    let listener = TcpListener::bind(config.listen).await.map_err(CoordinatorError::io(config.state_dir.join("<listen>")))?;
+    let addr = listener.local_addr().map_err(CoordinatorError::io("<listen>"))?;
+    // The server stops last, after the in-process workers, so that they can
+    // still report while shutting down.
+    let stopping = CancellationToken::new();
+    let shared = Arc::new(Shared::new(
+        store,
+        config.state_dir.clone(),
+        config.lease_timeout,
+        config.heartbeat_interval,
+        stopping.clone(),
+    ));
+    // Leases that were live when a previous coordinator died are honoured
+    // until their deadline, so reconnecting workers keep their jobs.
+    shared.expire_leases().await?;
+    if let Some(spec) = spec {
+        shared.submit(spec).await?;
+    }
+
+    let service = Service { shared: Arc::clone(&shared) };
+    let server_stop = stopping.clone();
+    let server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(CoordinatorServer::new(service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_stop.cancelled_owned())
+            .await?;
+        Ok(())
+    });
+    tracing::info!(%addr, state_dir = %config.state_dir.display(), "coordinator listening");
+
+    let expiry = {
+        let shared = Arc::clone(&shared);
+        let stop = stopping.clone();
+        let period = (config.lease_timeout / 4).clamp(Duration::from_millis(10), MAX_EXPIRY_SCAN_INTERVAL);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                if let Err(err) = shared.expire_leases().await {
+                    tracing::error!(error = %err, "lease expiry pass failed");
+                }
+            }
+        })
+    };
+
+    let workers_stop = CancellationToken::new();
+    let workers = spawn_local_workers(&config, addr, &workers_stop)?;
+
+    Ok(Coordinator {
+        addr,
+        shared,
+        exit_when_done: config.exit_when_done,
+        shutdown,
+        workers_stop,
+        workers,
+        server,
+        expiry,
+    })
+}
+
+#[cfg(feature = "local-workers")]
+fn spawn_local_workers(config: &CoordinatorConfig, addr: SocketAddr, stop: &CancellationToken) -> Result<Vec<JoinHandle<()>>> {
+    let mut handles = Vec::with_capacity(config.local_workers);
+    for index in 0..config.local_workers {
+        let mut worker = sweep_worker::WorkerConfig::new(addr.to_string());
+        worker.name = format!("local-{index}");
+        worker.threads = config.local_worker_threads;
+        // Inside the state dir (whose sweep names never start with '.') so
+        // that a sweep's local scratch stays with it.
+        worker.cache_dir = config.state_dir.join(".local-workers").join(&worker.name);
+        let stop = stop.clone();
+        handles.push(tokio::spawn(async move {
+            if let Err(err) = sweep_worker::run(worker, stop).await {
+                tracing::error!(error = %err, "in-process worker failed");
+            }
+        }));
+    }
+    Ok(handles)
+}
+
+#[cfg(not(feature = "local-workers"))]
+fn spawn_local_workers(config: &CoordinatorConfig, _addr: SocketAddr, _stop: &CancellationToken) -> Result<Vec<JoinHandle<()>>> {
+    if config.local_workers > 0 {
+        return Err(CoordinatorError::InvalidArgument(
+            "--local-workers needs a coordinator built with the `local-workers` feature".into(),
+        ));
+    }
+    Ok(Vec::new())
+}
+
+impl Coordinator {
+    /// Serves until `shutdown`, or (with `exit_when_done`) until every sweep
+    /// has ended; then stops the in-process workers, then the server.
+    pub async fn wait(self) -> Result<()> {
+        let mut changes = self.shared.changes.subscribe();
+        let mut outcome = Ok(());
+        loop {
+            changes.borrow_and_update();
+            if self.exit_when_done {
+                match self.shared.all_done().await {
+                    Ok(true) => {
+                        tracing::info!("every sweep has ended; exiting");
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(err) => {
+                        outcome = Err(err);
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    tracing::info!("shutting down");
+                    break;
+                }
+                changed = changes.changed() => if changed.is_err() { break },
+            }
+        }
+        self.workers_stop.cancel();
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        self.shared.stopping.cancel();
+        let _ = self.expiry.await;
+        let served = self
+            .server
+            .await
+            .map_err(|e| CoordinatorError::Internal(format!("server task: {e}")))?;
+        outcome.and(served)
+    }
+}

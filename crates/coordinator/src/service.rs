@@ -305,7 +305,7 @@ impl Coordinator for Service {
                     let Some(job) = store::lease(conn, &worker, lease_timeout)? else { return Ok(None) };
                     let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
                     layout::clear_staging(&dir)?;
-                    let checkpoints = layout::committed_checkpoints(&layout::checkpoints_dir(&dir).parent().map(Path::to_path_buf).unwrap_or(dir))?;
+                    let checkpoints = layout::committed_checkpoints(&dir)?;
                     Ok(Some((job, checkpoints)))
                 })
                 .await?;

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::results::RunOutcome;
 use sweep_core::sweep::JobSpec;
@@ -699,7 +699,3 @@ pub fn mark_results_written(conn: &Connection, sweep: &str) -> Result<()> {
     Ok(())
 }
 
-#[allow(dead_code)]
-fn _assert_tx_is_connection(tx: &Transaction<'_>) -> &Connection {
-    tx
-}

@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`local`]: `train`, `eval`: one run on this machine, no cluster.
+//! - [`bench`]: training throughput against PyTorch.
 
+pub mod bench;
 pub mod local;
 
 use std::path::PathBuf;
@@ -27,11 +29,14 @@ pub enum Command {
         #[arg(long)]
         run: PathBuf,
     },
+    /// Training throughput of this trainer against PyTorch, side by side.
+    Bench(bench::BenchArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => local::train(args),
         Command::Eval { run } => local::eval(&run),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -11,8 +11,10 @@
 //! - [`checkpoint`]: what a checkpoint holds and how it is written safely.
 //! - [`eval`]: accuracy, per-class accuracy, confusion matrix.
 //! - [`augment`]: random shifts and rotations.
+//! - [`bench`]: training throughput, for the comparison with PyTorch.
 
 pub mod augment;
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod eval;

@@ -177,29 +177,44 @@ fn train_epoch(
         if config.data.augment.enabled {
             images = augment::shift_and_rotate(&images, &config.data.augment)?;
         }
-        let logits = match net {
-            Network::Autograd(_) => {
-                optimizer.zero_grad();
-                let logits = net.forward_t(&images, true);
-                let loss = crate::model::cross_entropy(&logits, &labels)?;
-                loss.f_backward()?;
-                optimizer.step();
-                loss_sum += loss.detach() * len as f64;
-                logits
-            }
-            Network::Scratch(scratch) => {
-                let fwd = scratch.forward(&images, true);
-                let (loss, grads) = scratch.backward(&fwd, &labels);
-                optimizer.apply_named(&grads);
-                loss_sum += loss * len as f64;
-                fwd.logits
-            }
-        };
-        correct += logits.detach().argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
+        train_step(net, optimizer, &images, &labels, &mut loss_sum, &mut correct)?;
         start += len;
     }
     let n = n as f64;
     Ok((loss_sum.double_value(&[]) / n, correct.int64_value(&[]) as f64 / n))
+}
+
+/// One optimisation step on a batch; adds the batch's summed loss and number of
+/// correct predictions to the running totals (kept on the device).
+pub fn train_step(
+    net: &Network,
+    optimizer: &mut Optimizer,
+    images: &Tensor,
+    labels: &Tensor,
+    loss_sum: &mut Tensor,
+    correct: &mut Tensor,
+) -> Result<(), TrainError> {
+    let len = labels.size()[0] as f64;
+    let logits = match net {
+        Network::Autograd(_) => {
+            optimizer.zero_grad();
+            let logits = net.forward_t(images, true);
+            let loss = crate::model::cross_entropy(&logits, labels)?;
+            loss.f_backward()?;
+            optimizer.step();
+            *loss_sum += loss.detach() * len;
+            logits
+        }
+        Network::Scratch(scratch) => {
+            let fwd = scratch.forward(images, true);
+            let (loss, grads) = scratch.backward(&fwd, labels);
+            optimizer.apply_named(&grads);
+            *loss_sum += loss * len;
+            fwd.logits
+        }
+    };
+    *correct += logits.detach().argmax(-1, false).eq_tensor(labels).sum(Kind::Int64);
+    Ok(())
 }
 
 /// The learning rate of a 1-based epoch under the configured schedule

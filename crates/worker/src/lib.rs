@@ -1,1 +1,292 @@
+//! The worker daemon: registers with a coordinator, leases jobs, trains each
+//! on a dedicated thread and streams its epochs and checkpoints back.
+//!
+//! # Layout
+//! - [`run`]: the daemon (registration, heartbeats, one lease loop per slot);
+//!   a library function so that the coordinator's `--local-workers` and tests
+//!   run workers in-process.
+//! - `job`: one leased job, from downloading its checkpoints to CompleteJob.
+//! - `transfer`: chunked, SHA-256-verified file streams (checkpoints, datasets).
+//!
+//! Training is synchronous libtorch work; it never runs on the async runtime,
+//! so heartbeats keep flowing however long an epoch takes. Every report is
+//! retried with exponential backoff while the coordinator is away, and the
+//! coordinator ingests idempotently, so re-sending is always safe.
 
+mod job;
+mod transfer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use sweep_core::config::DeviceSpec;
+use sweep_proto::pb;
+use sweep_proto::{CoordinatorClient, PROTOCOL_VERSION};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// First retry delay after a failed call: quick enough to ride out a blip.
+const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
+/// Longest wait between retries: a restarted coordinator is found within this.
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
+/// A TCP connect that takes longer than this is treated as a failure (and retried).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    #[error("coordinator address {address:?}: {source}")]
+    Address { address: String, source: tonic::transport::Error },
+    /// The coordinator refused the handshake (protocol version, bad request).
+    #[error("the coordinator refused this worker: {0}")]
+    Refused(String),
+}
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `host:port` (or a full `http://` URL) of the coordinator.
+    pub connect: String,
+    /// Replaces the device of every job's config.
+    pub device: DeviceSpec,
+    /// Replaces the torch thread count of every job's config when set.
+    pub threads: Option<usize>,
+    /// Jobs run at once.
+    pub slots: usize,
+    /// Local run directories and fetched datasets.
+    pub cache_dir: PathBuf,
+    /// Shown in `sweepctl workers`.
+    pub name: String,
+}
+
+impl WorkerConfig {
+    pub fn new(connect: impl Into<String>) -> Self {
+        WorkerConfig {
+            connect: connect.into(),
+            device: DeviceSpec::Auto,
+            threads: None,
+            slots: 1,
+            cache_dir: default_cache_dir(),
+            name: hostname(),
+        }
+    }
+}
+
+/// `~/.cache/sweeprun/worker`.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache/sweeprun/worker")
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "worker".into())
+}
+
+/// A job this worker holds, as heartbeats report it.
+struct Held {
+    attempt: u32,
+    /// Set when the coordinator says stop (cancelled, lease lost) or on shutdown.
+    stop: Arc<AtomicBool>,
+}
+
+/// What every task of one worker shares.
+pub(crate) struct Ctx {
+    client: CoordinatorClient<Channel>,
+    config: WorkerConfig,
+    worker_id: Mutex<String>,
+    held: Mutex<HashMap<String, Held>>,
+    shutdown: CancellationToken,
+}
+
+impl Ctx {
+    fn worker_id(&self) -> String {
+        self.worker_id.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn client(&self) -> CoordinatorClient<Channel> {
+        self.client.clone()
+    }
+
+    /// Calls `f` until it succeeds, fails permanently, or the worker stops
+    /// (then `Cancelled`).
+    pub(crate) async fn retry<T, F, Fut>(&self, what: &str, f: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let call = f
+            .retry(backoff())
+            .when(is_transient)
+            .notify(|err: &Status, delay| tracing::warn!(what, error = %err.message(), code = ?err.code(), ?delay, "coordinator call failed; retrying"));
+        tokio::select! {
+            result = call => result,
+            _ = self.shutdown.cancelled() => Err(Status::cancelled("worker shutting down")),
+        }
+    }
+}
+
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(RETRY_MIN_DELAY)
+        .with_max_delay(RETRY_MAX_DELAY)
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Errors that a later try may not meet: the coordinator is away or busy.
+pub(crate) fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted | Code::Cancelled | Code::Internal
+    )
+}
+
+/// Runs the worker until `shutdown`: a job running then stops (its last
+/// epoch's checkpoint is already with the coordinator) and the lease's expiry
+/// hands it to another worker.
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let url = if config.connect.contains("://") { config.connect.clone() } else { format!("http://{}", config.connect) };
+    let endpoint = Endpoint::from_shared(url).map_err(|source| WorkerError::Address { address: config.connect.clone(), source })?;
+    // Lazy: the channel (re)connects on use, so a coordinator that is not up
+    // yet, or restarts, is just a retried call.
+    let channel = endpoint.connect_timeout(CONNECT_TIMEOUT).connect_lazy();
+    let ctx = Arc::new(Ctx {
+        client: CoordinatorClient::new(channel),
+        config,
+        worker_id: Mutex::new(String::new()),
+        held: Mutex::new(HashMap::new()),
+        shutdown,
+    });
+    let Some(heartbeat_interval) = register(&ctx).await? else {
+        return Ok(());
+    };
+
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeats = tokio::spawn(heartbeat_loop(Arc::clone(&ctx), heartbeat_interval, heartbeat_stop.clone()));
+    let slots: Vec<_> = (0..ctx.config.slots.max(1)).map(|slot| tokio::spawn(lease_loop(Arc::clone(&ctx), slot))).collect();
+    let mut outcome = Ok(());
+    for slot in slots {
+        match slot.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => outcome = Err(err),
+            Err(err) => tracing::error!(error = %err, "worker slot task failed"),
+        }
+    }
+    heartbeat_stop.cancel();
+    let _ = heartbeats.await;
+    tracing::info!(worker = %ctx.worker_id(), "worker stopped");
+    outcome
+}
+
+/// Registers (retrying while the coordinator is away). Returns the heartbeat
+/// interval, or None when shut down first.
+async fn register(ctx: &Ctx) -> Result<Option<Duration>, WorkerError> {
+    let request = pb::RegisterWorkerRequest {
+        protocol_version: PROTOCOL_VERSION,
+        name: ctx.config.name.clone(),
+        host: hostname(),
+        device: ctx.config.device.to_string(),
+        threads: ctx.config.threads.unwrap_or(0) as u32,
+        slots: ctx.config.slots.max(1) as u32,
+    };
+    match ctx.retry("register", || ctx.client().register_worker(request.clone())).await {
+        Ok(response) => {
+            let response = response.into_inner();
+            tracing::info!(worker = %response.worker_id, coordinator = %ctx.config.connect, "registered");
+            *ctx.worker_id.lock().unwrap_or_else(|p| p.into_inner()) = response.worker_id;
+            // Never hammer the coordinator, whatever it asks for.
+            Ok(Some(Duration::from_millis(response.heartbeat_interval_ms.max(10))))
+        }
+        Err(status) if status.code() == Code::Cancelled && ctx.shutdown.is_cancelled() => Ok(None),
+        Err(status) => Err(WorkerError::Refused(status.message().to_string())),
+    }
+}
+
+async fn heartbeat_loop(ctx: Arc<Ctx>, interval: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let jobs: Vec<pb::JobRef> = {
+            let held = ctx.held.lock().unwrap_or_else(|p| p.into_inner());
+            held.iter().map(|(id, h)| pb::JobRef { job_id: id.clone(), attempt: h.attempt }).collect()
+        };
+        let request = pb::HeartbeatRequest { worker_id: ctx.worker_id(), jobs };
+        // Not retried: the next tick is the retry, and a missed beat is what
+        // the lease's slack is for.
+        let response = tokio::select! {
+            r = ctx.client().heartbeat(request) => r,
+            _ = stop.cancelled() => return,
+        };
+        match response {
+            Ok(response) => {
+                let response = response.into_inner();
+                let held = ctx.held.lock().unwrap_or_else(|p| p.into_inner());
+                for (id, why) in response.cancelled.iter().map(|id| (id, "cancelled")).chain(response.lost.iter().map(|id| (id, "lease lost"))) {
+                    if let Some(job) = held.get(id)
+                        && !job.stop.swap(true, Ordering::SeqCst)
+                    {
+                        tracing::warn!(job = %id, why, "stopping job on the coordinator's word");
+                    }
+                }
+            }
+            Err(status) => tracing::warn!(error = %status.message(), code = ?status.code(), "heartbeat failed"),
+        }
+    }
+}
+
+/// One slot: lease a job, run it, repeat.
+async fn lease_loop(ctx: Arc<Ctx>, slot: usize) -> Result<(), WorkerError> {
+    let mut delays = backoff().build();
+    while !ctx.shutdown.is_cancelled() {
+        let request = pb::LeaseJobRequest { worker_id: ctx.worker_id() };
+        let response = tokio::select! {
+            r = ctx.client().lease_job(request) => r,
+            _ = ctx.shutdown.cancelled() => break,
+        };
+        match response {
+            Ok(response) => {
+                delays = backoff().build();
+                if let Some(job) = response.into_inner().job {
+                    job::run(&ctx, job).await;
+                }
+            }
+            Err(status) if status.code() == Code::NotFound => {
+                // The coordinator does not know us (its state was reset): register again.
+                tracing::warn!(slot, "coordinator forgot this worker; registering again");
+                if register(&ctx).await?.is_none() {
+                    break;
+                }
+            }
+            Err(status) => {
+                let delay = delays.next().unwrap_or(RETRY_MAX_DELAY);
+                tracing::warn!(slot, error = %status.message(), code = ?status.code(), ?delay, "lease failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = ctx.shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Local run directory of a job (names validated by the caller).
+pub(crate) fn local_run_dir(cache_dir: &Path, sweep: &str, variant: &str, seed: u64) -> PathBuf {
+    sweep_core::sweep::job_dir(&cache_dir.join("runs"), sweep, variant, seed)
+}

@@ -1,0 +1,92 @@
+//! `sweep-coordinator`: serves a sweep to workers (see the library).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use sweep_coordinator::{CoordinatorConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TIMEOUT};
+use tokio_util::sync::CancellationToken;
+
+/// Serves sweeps to workers, keeps their state and writes their runs and results.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// A sweep (directory with sweep.yaml, or one file) to submit at start.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to serve gRPC on.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Run layout root; also holds coordinator.sqlite.
+    #[arg(long, default_value = "runs")]
+    state_dir: PathBuf,
+    /// Workers to run inside this process.
+    #[arg(long, default_value_t = 0)]
+    local_workers: usize,
+    /// Torch threads of each in-process worker (default: the config's).
+    #[arg(long)]
+    local_worker_threads: Option<usize>,
+    /// Exit 0 once every sweep has ended (after printing its results).
+    #[arg(long)]
+    exit_when_done: bool,
+    /// Seconds without a heartbeat after which a job returns to pending.
+    #[arg(long, value_parser = parse_seconds, default_value_t = DEFAULT_LEASE_TIMEOUT.as_secs_f64())]
+    lease_timeout: f64,
+    /// Seconds between worker heartbeats (told to workers at registration).
+    #[arg(long, value_parser = parse_seconds, default_value_t = DEFAULT_HEARTBEAT_INTERVAL.as_secs_f64())]
+    heartbeat_interval: f64,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 { Ok(v) } else { Err("must be a positive number of seconds".into()) }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let lease_timeout = Duration::from_secs_f64(args.lease_timeout);
+    let heartbeat_interval = Duration::from_secs_f64(args.heartbeat_interval);
+    anyhow::ensure!(heartbeat_interval < lease_timeout, "--heartbeat-interval must be shorter than --lease-timeout");
+    let config = CoordinatorConfig {
+        sweep: args.config,
+        listen: args.listen,
+        state_dir: args.state_dir,
+        local_workers: args.local_workers,
+        local_worker_threads: args.local_worker_threads,
+        exit_when_done: args.exit_when_done,
+        lease_timeout,
+        heartbeat_interval,
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signal(shutdown.clone()));
+    let coordinator = sweep_coordinator::start(config, shutdown).await.context("starting the coordinator")?;
+    coordinator.wait().await.context("coordinator")?;
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            let _ = ctrl_c.await;
+            token.cancel();
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    token.cancel();
+}

@@ -1,0 +1,51 @@
+//! The configs and sweeps shipped in `configs/` load, validate and expand as the
+//! README promises.
+
+use std::path::{Path, PathBuf};
+
+use sweep_core::config::{ExperimentConfig, InitKind, LrSchedule, ModelKind};
+use sweep_core::sweep::SweepSpec;
+
+fn configs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
+}
+
+#[test]
+fn baseline_is_the_original_config() {
+    let config = ExperimentConfig::load(&configs().join("baseline.yaml")).unwrap();
+    assert_eq!(config.model.kind, ModelKind::Fc);
+    assert_eq!(config.model.hidden_sizes, [256, 128]);
+    assert_eq!(config.training.epochs, 20);
+    assert_eq!(config.training.early_stopping.as_ref().map(|e| e.patience), Some(5));
+}
+
+#[test]
+fn cnn_config_loads() {
+    let config = ExperimentConfig::load(&configs().join("cnn.yaml")).unwrap();
+    assert_eq!(config.model.kind, ModelKind::Cnn);
+    assert!(config.model.batch_norm);
+}
+
+#[test]
+fn ablation_sweep_expands_to_seven_variants_over_three_seeds() {
+    let spec = SweepSpec::load(&configs().join("ablations")).unwrap();
+    let names: Vec<&str> = spec.variants.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["baseline", "batch_norm", "cosine_lr", "kaiming_init", "no_dropout", "step_lr", "xavier_init"]);
+    assert_eq!(spec.seeds, [42, 123, 456]);
+    let jobs = spec.expand();
+    assert_eq!(jobs.len(), 21);
+    let variant = |name: &str| &spec.variants.iter().find(|v| v.name == name).unwrap().config;
+    assert_eq!(variant("xavier_init").model.init, InitKind::Xavier);
+    assert_eq!(variant("no_dropout").model.dropout, 0.0);
+    assert!(matches!(variant("step_lr").training.lr_schedule, LrSchedule::Step { step_size: 5, .. }));
+    // Everything else comes from the base.
+    assert_eq!(variant("batch_norm").training.epochs, 20);
+}
+
+#[test]
+fn quickstart_sweep_is_small() {
+    let spec = SweepSpec::load(&configs().join("quickstart")).unwrap();
+    let jobs = spec.expand();
+    assert_eq!(jobs.len(), spec.variants.len() * 3);
+    assert!(jobs.iter().all(|j| j.config.data.subset.is_some() && j.config.training.epochs <= 5));
+}

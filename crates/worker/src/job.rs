@@ -1,0 +1,284 @@
+//! One leased job: prepare its run directory (downloading the coordinator's
+//! checkpoints to resume, fetching the dataset if missing), train it on a
+//! dedicated thread, and stream its epochs, checkpoints and outcome back.
+//!
+//! The training thread talks to the async side through a small bounded
+//! channel: each epoch's metrics and checkpoint bytes (read right after the
+//! trainer wrote them, so a later epoch cannot overwrite them mid-upload),
+//! then the outcome. The async side reports in order and stops training when
+//! the coordinator fences this attempt off.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sweep_core::config::{DatasetKind, ExperimentConfig};
+use sweep_core::metrics::{EpochMetrics, RunMetrics};
+use sweep_core::names;
+use sweep_proto::pb;
+use sweep_train::checkpoint::Checkpoint;
+use sweep_train::{Dataset, TrainError, TrainHooks};
+use tokio::sync::mpsc;
+use tonic::{Code, Status};
+
+use crate::transfer::{self, TransferError};
+use crate::{Ctx, Held};
+
+/// Epochs that may wait for upload before training pauses: a little slack for
+/// a slow link, without piling up checkpoints in memory while the coordinator
+/// is away.
+const EPOCH_QUEUE: usize = 2;
+
+/// Marker written once a fetched dataset is complete.
+const DATASET_COMPLETE: &str = "COMPLETE";
+
+enum Msg {
+    Epoch { metrics: EpochMetrics, files: Vec<(String, Vec<u8>)> },
+    Done(Result<RunMetrics, TrainError>),
+}
+
+/// Why a job could not even start.
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error("{0}")]
+    Permanent(String),
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+}
+
+struct Hooks {
+    tx: mpsc::Sender<Msg>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TrainHooks for Hooks {
+    fn on_epoch(&mut self, metrics: &EpochMetrics, checkpoint: &Checkpoint) {
+        let mut files = Vec::with_capacity(checkpoint.files.len());
+        for name in &checkpoint.files {
+            match std::fs::read(checkpoint.dir.join(name)) {
+                Ok(bytes) => files.push((name.to_string(), bytes)),
+                // The epoch's metrics still go; the next epoch's checkpoint
+                // replaces this one.
+                Err(err) => {
+                    tracing::error!(file = name, error = %err, "cannot read a checkpoint file to upload");
+                    files.clear();
+                    break;
+                }
+            }
+        }
+        // Fails only when the async side is gone (worker stopping).
+        let _ = self.tx.blocking_send(Msg::Epoch { metrics: *metrics, files });
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs one leased job to its end (or until stopped).
+pub(crate) async fn run(ctx: &Ctx, job: pb::Job) {
+    let stop = Arc::new(AtomicBool::new(false));
+    ctx.held
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(job.job_id.clone(), Held { attempt: job.attempt, stop: Arc::clone(&stop) });
+    let on_shutdown = {
+        let (token, stop) = (ctx.shutdown.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            token.cancelled().await;
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    tracing::info!(job = %job.job_id, attempt = job.attempt, resume = !job.checkpoints.is_empty(), "job started");
+    run_leased(ctx, &job, &stop).await;
+    on_shutdown.abort();
+    ctx.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.job_id);
+}
+
+async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
+    let (config, run_dir, resume) = match prepare(ctx, job).await {
+        Ok(prepared) => prepared,
+        Err(PrepareError::Permanent(message)) => {
+            complete(ctx, job, pb::complete_job_request::Outcome::Failure(pb::Failure { message, permanent: true })).await;
+            return;
+        }
+        Err(PrepareError::Transfer(TransferError::Status(status))) if is_fenced(&status) || ctx.shutdown.is_cancelled() => {
+            tracing::warn!(job = %job.job_id, error = %status.message(), "job abandoned before it started");
+            return;
+        }
+        Err(err) => {
+            let message = format!("preparing the job: {err}");
+            complete(ctx, job, pb::complete_job_request::Outcome::Failure(pb::Failure { message, permanent: false })).await;
+            return;
+        }
+    };
+
+    let (tx, mut rx) = mpsc::channel(EPOCH_QUEUE);
+    let hooks_stop = Arc::clone(stop);
+    let thread_name = format!("train-{}", job.job_id);
+    let spawned = std::thread::Builder::new().name(thread_name).spawn(move || {
+        let mut hooks = Hooks { tx: tx.clone(), stop: hooks_stop };
+        let result = train_blocking(&config, &run_dir, resume, &mut hooks);
+        let _ = tx.blocking_send(Msg::Done(result));
+    });
+    if let Err(err) = spawned {
+        let message = format!("cannot start a training thread: {err}");
+        complete(ctx, job, pb::complete_job_request::Outcome::Failure(pb::Failure { message, permanent: false })).await;
+        return;
+    }
+
+    // Set once this attempt is fenced off: nothing more is reported.
+    let mut fenced = false;
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Epoch { metrics, files } => {
+                if fenced || ctx.shutdown.is_cancelled() {
+                    continue;
+                }
+                if let Err(status) = report_epoch(ctx, job, metrics, files).await {
+                    if !ctx.shutdown.is_cancelled() {
+                        tracing::warn!(job = %job.job_id, error = %status.message(), "coordinator refused a report; stopping the job");
+                    }
+                    fenced = true;
+                    stop.store(true, Ordering::SeqCst);
+                }
+            }
+            Msg::Done(result) => {
+                if fenced || ctx.shutdown.is_cancelled() {
+                    break;
+                }
+                let outcome = match result {
+                    Ok(metrics) => {
+                        tracing::info!(job = %job.job_id, test_acc = metrics.test.map(|t| t.test_acc), "job trained");
+                        pb::complete_job_request::Outcome::Metrics(metrics.into())
+                    }
+                    // Cancelled or lease lost: the coordinator knows already.
+                    Err(TrainError::Stopped) => {
+                        tracing::info!(job = %job.job_id, "job stopped");
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::error!(job = %job.job_id, error = %err, permanent = err.is_permanent(), "job failed");
+                        pb::complete_job_request::Outcome::Failure(pb::Failure { message: err.to_string(), permanent: err.is_permanent() })
+                    }
+                };
+                complete(ctx, job, outcome).await;
+                break;
+            }
+        }
+    }
+}
+
+/// Loads the data and trains; a resume from a checkpoint that does not verify
+/// (an upload cut short) falls back to a fresh start instead of failing forever.
+fn train_blocking(config: &ExperimentConfig, run_dir: &Path, resume: bool, hooks: &mut Hooks) -> Result<RunMetrics, TrainError> {
+    let data_dir = config.data.data_dir.clone().unwrap_or_else(|| sweep_train::data::default_data_dir(config.data.dataset));
+    let dataset = Dataset::load(config.data.dataset, &data_dir)?;
+    match sweep_train::train(config, &dataset, run_dir, resume, hooks) {
+        Err(TrainError::Checkpoint { path, reason }) if resume => {
+            tracing::warn!(path = %path.display(), reason, "cannot resume from the downloaded checkpoint; starting over");
+            let dir = run_dir.join("checkpoints");
+            std::fs::remove_dir_all(&dir).map_err(|source| TrainError::Io { path: dir, source })?;
+            sweep_train::train(config, &dataset, run_dir, false, hooks)
+        }
+        other => other,
+    }
+}
+
+/// A refusal that means this attempt is over (not a transient failure).
+fn is_fenced(status: &Status) -> bool {
+    matches!(status.code(), Code::FailedPrecondition | Code::NotFound)
+}
+
+/// The resolved config, the local run dir and whether to resume.
+async fn prepare(ctx: &Ctx, job: &pb::Job) -> Result<(ExperimentConfig, PathBuf, bool), PrepareError> {
+    for (what, name) in [("sweep name", &job.sweep), ("variant name", &job.variant)] {
+        names::validate(what, name).map_err(|e| PrepareError::Permanent(e.to_string()))?;
+    }
+    let mut config = ExperimentConfig::from_yaml(&job.config_yaml, Path::new("leased config"))
+        .map_err(|e| PrepareError::Permanent(e.to_string()))?;
+    // The worker's own hardware decides these, not the sweep.
+    config.training.device = ctx.config.device;
+    if let Some(threads) = ctx.config.threads {
+        config.training.threads = Some(threads);
+    }
+    // The coordinator writes the run's TensorBoard events; a second copy in
+    // the worker's scratch dir would only confuse `tensorboard --logdir`.
+    config.logging.tensorboard = false;
+
+    let data_dir = config.data.data_dir.clone().unwrap_or_else(|| sweep_train::data::default_data_dir(config.data.dataset));
+    if !data_dir.is_dir() {
+        config.data.data_dir = Some(fetch_dataset(ctx, job, config.data.dataset).await?);
+    }
+
+    let run_dir = crate::local_run_dir(&ctx.config.cache_dir, &job.sweep, &job.variant, job.seed);
+    let checkpoints = run_dir.join("checkpoints");
+    // Whatever a previous attempt left here is not what the coordinator holds.
+    match tokio::fs::remove_dir_all(&checkpoints).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(TransferError::Io { path: checkpoints, source: e }.into());
+        }
+        _ => {}
+    }
+    let resume = !job.checkpoints.is_empty();
+    for file in &job.checkpoints {
+        let request = pb::DownloadArtifactRequest {
+            worker_id: ctx.worker_id(),
+            job_id: job.job_id.clone(),
+            attempt: job.attempt,
+            name: file.name.clone(),
+        };
+        let stream = ctx.retry("download checkpoint", || ctx.client().download_artifact(request.clone())).await?;
+        transfer::receive_files(stream.into_inner(), &checkpoints).await?;
+    }
+    Ok((config, run_dir, resume))
+}
+
+/// Fetches the job's dataset into the cache (once) and returns its directory.
+async fn fetch_dataset(ctx: &Ctx, job: &pb::Job, kind: DatasetKind) -> Result<PathBuf, TransferError> {
+    let name = match kind {
+        DatasetKind::Mnist => "mnist",
+        DatasetKind::FashionMnist => "fashion-mnist",
+    };
+    let dir = ctx.config.cache_dir.join("datasets").join(name);
+    if dir.join(DATASET_COMPLETE).is_file() {
+        return Ok(dir);
+    }
+    tracing::info!(dataset = name, dir = %dir.display(), "dataset not found locally; fetching it from the coordinator");
+    let request = pb::FetchDatasetRequest { worker_id: ctx.worker_id(), job_id: job.job_id.clone() };
+    let stream = ctx.retry("fetch dataset", || ctx.client().fetch_dataset(request.clone())).await?;
+    // The files' integrity is checked again by Dataset::load (canonical SHA-256).
+    let files = transfer::receive_files(stream.into_inner(), &dir).await?;
+    let marker = dir.join(DATASET_COMPLETE);
+    tokio::fs::write(&marker, files.join("\n")).await.map_err(|source| TransferError::Io { path: marker, source })?;
+    Ok(dir)
+}
+
+/// ReportEpoch, then each checkpoint file in the trainer's order (the state
+/// file, the commit record, last).
+async fn report_epoch(ctx: &Ctx, job: &pb::Job, metrics: EpochMetrics, files: Vec<(String, Vec<u8>)>) -> Result<(), Status> {
+    let request = pb::ReportEpochRequest {
+        worker_id: ctx.worker_id(),
+        job_id: job.job_id.clone(),
+        attempt: job.attempt,
+        metrics: Some(metrics.into()),
+    };
+    ctx.retry("report epoch", || ctx.client().report_epoch(request.clone())).await?;
+    for (name, bytes) in &files {
+        let messages = transfer::upload_messages(&ctx.worker_id(), &job.job_id, job.attempt, name, bytes);
+        ctx.retry("upload checkpoint", || ctx.client().upload_artifact(tokio_stream::iter(messages.clone()))).await?;
+    }
+    Ok(())
+}
+
+async fn complete(ctx: &Ctx, job: &pb::Job, outcome: pb::complete_job_request::Outcome) {
+    let request = pb::CompleteJobRequest {
+        worker_id: ctx.worker_id(),
+        job_id: job.job_id.clone(),
+        attempt: job.attempt,
+        outcome: Some(outcome),
+    };
+    if let Err(status) = ctx.retry("complete job", || ctx.client().complete_job(request.clone())).await {
+        tracing::warn!(job = %job.job_id, error = %status.message(), "coordinator did not take the outcome");
+    }
+}

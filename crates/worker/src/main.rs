@@ -1,0 +1,77 @@
+//! `sweep-worker`: leases jobs from a coordinator and trains them (see the library).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use sweep_core::config::DeviceSpec;
+use sweep_worker::WorkerConfig;
+use tokio_util::sync::CancellationToken;
+
+/// Leases jobs from a sweep coordinator, trains them and streams results back.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Coordinator address, host:port.
+    #[arg(long, env = "SWEEP_COORDINATOR", default_value = "127.0.0.1:50051")]
+    connect: String,
+    /// Device for every job: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceSpec,
+    /// Torch threads per job (default: the job config's).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Jobs to run at once.
+    #[arg(long, default_value_t = 1)]
+    slots: usize,
+    /// Local run directories and fetched datasets (default ~/.cache/sweeprun/worker).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Name shown by `sweepctl workers` (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    anyhow::ensure!(args.slots >= 1, "--slots must be at least 1");
+    let mut config = WorkerConfig::new(args.connect);
+    config.device = args.device;
+    config.threads = args.threads;
+    config.slots = args.slots;
+    if let Some(dir) = args.cache_dir {
+        config.cache_dir = dir;
+    }
+    if let Some(name) = args.name {
+        config.name = name;
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signal(shutdown.clone()));
+    sweep_worker::run(config, shutdown).await.context("worker")?;
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            let _ = ctrl_c.await;
+            token.cancel();
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    token.cancel();
+}
