@@ -71,8 +71,7 @@ pub fn save(
     improved: bool,
 ) -> Result<Checkpoint, TrainError> {
     let dir = run_dir.join("checkpoints");
-    let mut weights: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    weights.sort_by(|a, b| a.0.cmp(&b.0));
+    let weights = state_dict(vs, optimizer.steps());
     let weights_sha = write_tensors(&dir.join(LAST), &weights)?;
     let optimizer_sha = write_tensors(&dir.join(LAST_OPTIMIZER), &optimizer.state_tensors())?;
     let mut files = vec![LAST, LAST_OPTIMIZER];
@@ -127,6 +126,20 @@ pub fn load_weights(vs: &nn::VarStore, path: &Path) -> Result<(), TrainError> {
         }
         Ok(())
     })
+}
+
+/// The model's tensors as PyTorch's `state_dict()` has them: libtorch's batch
+/// norm keeps no `num_batches_tracked` buffer, so it is added here (as the
+/// number of training steps) to let `load_state_dict(strict=True)` succeed.
+fn state_dict(vs: &nn::VarStore, steps: i64) -> Vec<(String, Tensor)> {
+    let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    let batch_norms: Vec<String> =
+        tensors.iter().filter_map(|(name, _)| name.strip_suffix(".running_mean").map(str::to_string)).collect();
+    for bn in batch_norms {
+        tensors.push((format!("{bn}.num_batches_tracked"), Tensor::from(steps)));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
 }
 
 fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<String, TrainError> {

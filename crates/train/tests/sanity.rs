@@ -183,7 +183,9 @@ training: {epochs: 2, early_stopping: {patience: 1, min_delta: 0.0}}",
     assert_eq!(val_steps.len(), metrics.epochs.len());
     let weights = Tensor::read_safetensors(run.path().join("checkpoints/best.safetensors")).unwrap();
     let names: Vec<&str> = weights.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(names.contains(&"conv1.weight") && names.contains(&"bn2.running_mean"), "{names:?}");
+    for name in ["conv1.weight", "bn2.running_mean", "bn2.num_batches_tracked", "fc2.bias"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
 }
 
 #[test]
