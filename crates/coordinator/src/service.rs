@@ -492,7 +492,7 @@ impl Coordinator for Service {
                 store::get_job(conn, &job_id)
             })
             .await?;
-        let config = ExperimentConfig::from_yaml(&job.config_yaml, Path::new("stored config"))?;
+        let config = ExperimentConfig::from_yaml(&job.config_yaml, Path::new("stored config")).map_err(CoordinatorError::from)?;
         let dir = config.data.data_dir.ok_or_else(|| {
             CoordinatorError::FailedPrecondition(format!("job {} names no data.data_dir to serve", job.id))
         })?;

@@ -4,9 +4,19 @@
 //! # Layout
 //! - [`local`]: `train`, `eval`: one run on this machine, no cluster.
 //! - [`bench`]: training throughput against PyTorch.
+//! - [`client`]: the connection to a coordinator (address forms, token) and the
+//!   one translation of transport errors and gRPC status codes into messages.
+//! - [`remote`]: `submit`, `status`, `results`, `cancel`, `workers`, `logs`:
+//!   one request each.
+//! - [`watch`]: `watch`, live progress over the status stream.
+//! - [`tables`]: status, workers and logs rendered as text.
 
 pub mod bench;
+pub mod client;
 pub mod local;
+pub mod remote;
+pub mod tables;
+pub mod watch;
 
 use std::path::PathBuf;
 
@@ -15,6 +25,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "sweepctl", version, about = "Train locally, or submit and follow sweeps on a coordinator")]
 pub struct Cli {
+    /// Where the coordinator is (used by the commands that talk to one).
+    #[command(flatten)]
+    pub connect: client::ConnectArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -31,12 +44,48 @@ pub enum Command {
     },
     /// Training throughput of this trainer against PyTorch, side by side.
     Bench(bench::BenchArgs),
+    /// Submit a sweep (a directory with sweep.yaml, or one file) to the coordinator.
+    Submit {
+        /// The sweep directory or file; validated here before it is sent.
+        #[arg(value_name = "SWEEP_DIR_OR_FILE")]
+        sweep: PathBuf,
+    },
+    /// Job counts per sweep and the state of every job.
+    Status {
+        /// Only this sweep (default: all).
+        sweep: Option<String>,
+    },
+    /// Follow a sweep live until every job has ended, then print its results.
+    /// Exits non-zero when jobs failed; Ctrl-C stops watching, not the sweep.
+    Watch {
+        /// Only this sweep (default: all).
+        sweep: Option<String>,
+    },
+    /// A sweep's results: mean ± std per variant, difference to the baseline.
+    Results(remote::ResultsArgs),
+    /// Cancel a whole sweep or one job.
+    Cancel(remote::CancelArgs),
+    /// The workers known to the coordinator.
+    Workers,
+    /// A job's event log, one line per event.
+    Logs {
+        /// The job id, as `sweepctl status` lists it.
+        job: String,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let connect = &cli.connect;
     match cli.command {
         Command::Train(args) => local::train(args),
         Command::Eval { run } => local::eval(&run),
         Command::Bench(args) => bench::run(args),
+        Command::Submit { sweep } => client::block_on(remote::submit(connect, sweep)),
+        Command::Status { sweep } => client::block_on(remote::status(connect, sweep)),
+        Command::Watch { sweep } => client::block_on(watch::watch(connect, sweep)),
+        Command::Results(args) => client::block_on(remote::results(connect, args)),
+        Command::Cancel(args) => client::block_on(remote::cancel(connect, args)),
+        Command::Workers => client::block_on(remote::workers(connect)),
+        Command::Logs { job } => client::block_on(remote::logs(connect, job)),
     }
 }

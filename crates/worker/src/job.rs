@@ -46,6 +46,12 @@ enum PrepareError {
     Transfer(#[from] TransferError),
 }
 
+impl From<Status> for PrepareError {
+    fn from(status: Status) -> Self {
+        PrepareError::Transfer(status.into())
+    }
+}
+
 struct Hooks {
     tx: mpsc::Sender<Msg>,
     stop: Arc<AtomicBool>,
@@ -228,7 +234,7 @@ async fn prepare(ctx: &Ctx, job: &pb::Job) -> Result<(ExperimentConfig, PathBuf,
             attempt: job.attempt,
             name: file.name.clone(),
         };
-        let stream = ctx.retry("download checkpoint", || ctx.client().download_artifact(request.clone())).await?;
+        let stream = ctx.retry("download checkpoint", || { let mut client = ctx.client(); let arg = request.clone(); async move { client.download_artifact(arg).await } }).await?;
         transfer::receive_files(stream.into_inner(), &checkpoints).await?;
     }
     Ok((config, run_dir, resume))
@@ -246,7 +252,7 @@ async fn fetch_dataset(ctx: &Ctx, job: &pb::Job, kind: DatasetKind) -> Result<Pa
     }
     tracing::info!(dataset = name, dir = %dir.display(), "dataset not found locally; fetching it from the coordinator");
     let request = pb::FetchDatasetRequest { worker_id: ctx.worker_id(), job_id: job.job_id.clone() };
-    let stream = ctx.retry("fetch dataset", || ctx.client().fetch_dataset(request.clone())).await?;
+    let stream = ctx.retry("fetch dataset", || { let mut client = ctx.client(); let arg = request.clone(); async move { client.fetch_dataset(arg).await } }).await?;
     // The files' integrity is checked again by Dataset::load (canonical SHA-256).
     let files = transfer::receive_files(stream.into_inner(), &dir).await?;
     let marker = dir.join(DATASET_COMPLETE);
@@ -263,10 +269,10 @@ async fn report_epoch(ctx: &Ctx, job: &pb::Job, metrics: EpochMetrics, files: Ve
         attempt: job.attempt,
         metrics: Some(metrics.into()),
     };
-    ctx.retry("report epoch", || ctx.client().report_epoch(request.clone())).await?;
+    ctx.retry("report epoch", || { let mut client = ctx.client(); let arg = request.clone(); async move { client.report_epoch(arg).await } }).await?;
     for (name, bytes) in &files {
         let messages = transfer::upload_messages(&ctx.worker_id(), &job.job_id, job.attempt, name, bytes);
-        ctx.retry("upload checkpoint", || ctx.client().upload_artifact(tokio_stream::iter(messages.clone()))).await?;
+        ctx.retry("upload checkpoint", || { let mut client = ctx.client(); let arg = tokio_stream::iter(messages.clone()); async move { client.upload_artifact(arg).await } }).await?;
     }
     Ok(())
 }
@@ -278,7 +284,7 @@ async fn complete(ctx: &Ctx, job: &pb::Job, outcome: pb::complete_job_request::O
         attempt: job.attempt,
         outcome: Some(outcome),
     };
-    if let Err(status) = ctx.retry("complete job", || ctx.client().complete_job(request.clone())).await {
+    if let Err(status) = ctx.retry("complete job", || { let mut client = ctx.client(); let arg = request.clone(); async move { client.complete_job(arg).await } }).await {
         tracing::warn!(job = %job.job_id, error = %status.message(), "coordinator did not take the outcome");
     }
 }

@@ -201,7 +201,7 @@ async fn register(ctx: &Ctx) -> Result<Option<Duration>, WorkerError> {
         threads: ctx.config.threads.unwrap_or(0) as u32,
         slots: ctx.config.slots.max(1) as u32,
     };
-    match ctx.retry("register", || ctx.client().register_worker(request.clone())).await {
+    match ctx.retry("register", || { let mut client = ctx.client(); let arg = request.clone(); async move { client.register_worker(arg).await } }).await {
         Ok(response) => {
             let response = response.into_inner();
             tracing::info!(worker = %response.worker_id, coordinator = %ctx.config.connect, "registered");
@@ -229,8 +229,9 @@ async fn heartbeat_loop(ctx: Arc<Ctx>, interval: Duration, stop: CancellationTok
         let request = pb::HeartbeatRequest { worker_id: ctx.worker_id(), jobs };
         // Not retried: the next tick is the retry, and a missed beat is what
         // the lease's slack is for.
+        let mut client = ctx.client();
         let response = tokio::select! {
-            r = ctx.client().heartbeat(request) => r,
+            r = client.heartbeat(request) => r,
             _ = stop.cancelled() => return,
         };
         match response {
@@ -255,8 +256,9 @@ async fn lease_loop(ctx: Arc<Ctx>, slot: usize) -> Result<(), WorkerError> {
     let mut delays = backoff().build();
     while !ctx.shutdown.is_cancelled() {
         let request = pb::LeaseJobRequest { worker_id: ctx.worker_id() };
+        let mut client = ctx.client();
         let response = tokio::select! {
-            r = ctx.client().lease_job(request) => r,
+            r = client.lease_job(request) => r,
             _ = ctx.shutdown.cancelled() => break,
         };
         match response {

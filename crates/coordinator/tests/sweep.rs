@@ -1,0 +1,173 @@
+//! End to end in one process: the real coordinator on an ephemeral port with
+//! two in-process workers runs a tiny sweep (2 variants × 2 seeds, 2 epochs,
+//! a 500-image subset), and the protocol's guards refuse what they must.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sweep_coordinator::CoordinatorConfig;
+use sweep_proto::pb;
+use sweep_proto::{CoordinatorClient, PROTOCOL_VERSION};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+/// Generous: two workers train four tiny jobs in well under a minute on 2 cores.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist").canonicalize().expect("data/mnist")
+}
+
+fn write_sweep(root: &Path) -> PathBuf {
+    let sweep = root.join("tiny");
+    std::fs::create_dir_all(&sweep).expect("mkdir");
+    let base = format!(
+        "name: base\nseed: 1\n\
+         model: {{type: fc, input_size: 784, hidden_sizes: [32], num_classes: 10, dropout: 0.2}}\n\
+         data: {{dataset: mnist, data_dir: {}, train_split: 0.8, batch_size: 64, subset: {{train: 500, test: 200}}}}\n\
+         training: {{epochs: 2, learning_rate: 0.001, optimizer: adam, threads: 1}}\n",
+        data_dir().display()
+    );
+    std::fs::write(root.join("base.yaml"), base).expect("base");
+    std::fs::write(sweep.join("sweep.yaml"), "name: tiny\nbase: ../base.yaml\nseeds: [1, 2]\n").expect("sweep");
+    std::fs::write(sweep.join("no_dropout.yaml"), "model: {dropout: 0.0}\n").expect("variant");
+    sweep
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_local_workers_run_a_sweep_exactly_once() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let state_dir = root.path().join("runs");
+    let mut config = CoordinatorConfig::new(state_dir.clone());
+    config.sweep = Some(write_sweep(root.path()));
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.local_workers = 2;
+    config.local_worker_threads = Some(1);
+    config.lease_timeout = Duration::from_secs(10);
+    config.heartbeat_interval = Duration::from_millis(500);
+
+    let shutdown = CancellationToken::new();
+    let coordinator = sweep_coordinator::start(config, shutdown.clone()).await.expect("start");
+    let addr = coordinator.addr;
+    let served = tokio::spawn(coordinator.wait());
+    let mut client = CoordinatorClient::connect(format!("http://{addr}")).await.expect("connect");
+
+    let status = tokio::time::timeout(SWEEP_TIMEOUT, async {
+        loop {
+            let status = client.get_status(pb::GetStatusRequest::default()).await.expect("status").into_inner();
+            if status.sweeps.iter().all(|s| s.done) && !status.sweeps.is_empty() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("sweep finished in time");
+
+    // Every job succeeded, on its first attempt, with one committed result.
+    assert_eq!(status.sweeps.len(), 1);
+    assert_eq!(status.sweeps[0].succeeded, 4, "{status:?}");
+    assert_eq!(status.jobs.len(), 4);
+    for job in &status.jobs {
+        assert_eq!(job.state, "succeeded", "{job:?}");
+        assert_eq!(job.attempt, 1, "{job:?}");
+        assert_eq!(job.epoch, 2);
+        assert!(job.test.is_some());
+        let logs = client
+            .get_job_logs(pb::GetJobLogsRequest { job_id: job.job_id.clone() })
+            .await
+            .expect("logs")
+            .into_inner();
+        let succeeded = logs.events.iter().filter(|e| e.kind == "succeeded").count();
+        assert_eq!(succeeded, 1, "{:?}", logs.events);
+        let epochs = logs.events.iter().filter(|e| e.kind == "epoch").count();
+        assert_eq!(epochs, 2, "{:?}", logs.events);
+    }
+
+    // The run layout, for every run.
+    for variant in ["baseline", "no_dropout"] {
+        for seed in [1, 2] {
+            let run = state_dir.join("tiny").join(variant).join(format!("seed-{seed}"));
+            for file in ["config.yaml", "metrics.json", "checkpoints/best.safetensors", "checkpoints/last.safetensors", "checkpoints/last.optimizer.safetensors", "checkpoints/last.state.json"] {
+                assert!(run.join(file).is_file(), "{} missing", run.join(file).display());
+            }
+            let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).expect("metrics")).expect("json");
+            assert_eq!(metrics["epochs"].as_array().map(Vec::len), Some(2));
+            assert!(metrics["test"]["test_acc"].as_f64().is_some_and(|acc| acc > 0.3), "{metrics}");
+            let events = std::fs::read_dir(&run)
+                .expect("run dir")
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("events.out.tfevents."));
+            assert!(events, "no TensorBoard events in {}", run.display());
+            assert!(!run.join("checkpoints/.staging").join("last.safetensors").exists());
+        }
+    }
+    let csv = std::fs::read_to_string(state_dir.join("tiny/results.csv")).expect("results.csv");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert!(rows[0].starts_with("baseline,true,2,"), "{csv}");
+    assert!(rows[1].starts_with("no_dropout,false,2,"), "{csv}");
+    for ext in ["md", "json"] {
+        assert!(state_dir.join(format!("tiny/results.{ext}")).is_file());
+    }
+    let results = client
+        .get_results(pb::GetResultsRequest { sweep: String::new(), format: "csv".into() })
+        .await
+        .expect("results")
+        .into_inner();
+    assert_eq!(results.rendered, csv);
+
+    // A stale attempt cannot commit a second result, and the state stays.
+    let job = &status.jobs[0];
+    let intruder = client
+        .register_worker(pb::RegisterWorkerRequest {
+            protocol_version: PROTOCOL_VERSION,
+            name: "intruder".into(),
+            host: "test".into(),
+            device: "cpu".into(),
+            threads: 1,
+            slots: 1,
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    for attempt in [0, 1, 2] {
+        let refused = client
+            .complete_job(pb::CompleteJobRequest {
+                worker_id: intruder.worker_id.clone(),
+                job_id: job.job_id.clone(),
+                attempt,
+                outcome: Some(pb::complete_job_request::Outcome::Failure(pb::Failure { message: "late".into(), permanent: true })),
+            })
+            .await
+            .expect_err("stale completion accepted");
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    }
+    let after = client.get_status(pb::GetStatusRequest { sweep: "tiny".into() }).await.expect("status").into_inner();
+    let same = after.jobs.iter().find(|j| j.job_id == job.job_id).expect("job");
+    assert_eq!(same.state, "succeeded");
+    assert_eq!(same.test, job.test);
+
+    // Handshake and request validation.
+    let mismatch = client
+        .register_worker(pb::RegisterWorkerRequest { protocol_version: PROTOCOL_VERSION + 1, name: "old".into(), ..Default::default() })
+        .await
+        .expect_err("version mismatch accepted");
+    assert_eq!(mismatch.code(), Code::FailedPrecondition);
+    let missing = client
+        .report_epoch(pb::ReportEpochRequest { worker_id: intruder.worker_id.clone(), job_id: job.job_id.clone(), attempt: 1, metrics: None })
+        .await
+        .expect_err("missing metrics accepted");
+    assert_eq!(missing.code(), Code::InvalidArgument);
+    let bad_sweep = client
+        .submit_sweep(pb::SubmitSweepRequest { name: "../escape".into(), baseline: "baseline".into(), metric: "test_acc".into(), seeds: vec![1], ..Default::default() })
+        .await
+        .expect_err("path-like sweep name accepted");
+    assert_eq!(bad_sweep.code(), Code::InvalidArgument);
+
+    let workers = client.list_workers(pb::ListWorkersRequest {}).await.expect("workers").into_inner();
+    assert!(workers.workers.iter().filter(|w| w.name.starts_with("local-")).count() == 2, "{workers:?}");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), served).await.expect("clean shutdown").expect("join").expect("coordinator");
+}

@@ -1,0 +1,197 @@
+//! The commands that talk to a coordinator, except `watch` ([`crate::watch`]):
+//! `submit`, `status`, `results`, `cancel`, `workers`, `logs`. Each one
+//! connects, makes one request and prints the answer.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use sweep_core::results::Format;
+use sweep_core::sweep::SweepSpec;
+use sweep_proto::pb;
+
+use crate::client::{self, ConnectArgs};
+use crate::tables;
+
+/// `sweepctl results`.
+#[derive(Debug, clap::Args)]
+pub struct ResultsArgs {
+    /// The sweep (default: the only one on the coordinator).
+    pub sweep: Option<String>,
+    /// Output format: table, md (markdown), csv or json.
+    #[arg(long, default_value = "table", value_parser = parse_format)]
+    pub format: Format,
+    /// Write the results to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// `sweepctl cancel`.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct CancelArgs {
+    /// Cancel every job of this sweep that has not ended.
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Cancel one job (ids as `sweepctl status` lists them).
+    #[arg(long, value_name = "JOB_ID")]
+    pub job: Option<String>,
+}
+
+/// Format names go through `Format::from_str`, so an unknown one is refused
+/// before anything is sent, with the list of accepted names.
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse().map_err(|e: sweep_core::results::UnknownFormat| e.to_string())
+}
+
+/// Empty means "every sweep" (or "the only one") in the protocol.
+fn sweep_or_all(sweep: &Option<String>) -> String {
+    sweep.clone().unwrap_or_default()
+}
+
+/// Loads the sweep here first, so that config errors name the file, the line
+/// and the key before anything goes over the network; the coordinator
+/// re-validates each resolved config.
+pub async fn submit(connect: &ConnectArgs, path: PathBuf) -> anyhow::Result<()> {
+    let spec = SweepSpec::load(&path)?;
+    let request = pb::SubmitSweepRequest {
+        name: spec.name.clone(),
+        description: spec.description.clone().unwrap_or_default(),
+        seeds: spec.seeds.clone(),
+        metric: spec.metric.clone(),
+        baseline: spec.baseline.clone(),
+        variants: spec
+            .variants
+            .iter()
+            .map(|v| pb::VariantSpec { name: v.name.clone(), config_yaml: v.config.to_yaml() })
+            .collect(),
+    };
+    let mut client = client::connect(connect).await?;
+    let what = format!("submitting sweep {}", spec.name);
+    let answer = client
+        .submit_sweep(request)
+        .await
+        .map_err(|s| client::status_error(&connect.coordinator, &what, s))?
+        .into_inner();
+    println!("submitted sweep {}: {} jobs ({} new)", spec.name, answer.jobs, answer.new_jobs);
+    Ok(())
+}
+
+/// Fetches a status snapshot; a named sweep that the coordinator does not
+/// know is an error rather than an empty table.
+pub async fn fetch_status(client: &mut client::Client, connect: &ConnectArgs, sweep: &Option<String>) -> anyhow::Result<pb::StatusSnapshot> {
+    let snapshot = client
+        .get_status(pb::GetStatusRequest { sweep: sweep_or_all(sweep) })
+        .await
+        .map_err(|s| client::status_error(&connect.coordinator, "getting the status", s))?
+        .into_inner();
+    check_not_empty(&snapshot, connect, sweep)?;
+    Ok(snapshot)
+}
+
+/// An empty snapshot: no such sweep, or nothing submitted yet.
+pub fn check_not_empty(snapshot: &pb::StatusSnapshot, connect: &ConnectArgs, sweep: &Option<String>) -> anyhow::Result<()> {
+    if snapshot.sweeps.is_empty() {
+        match sweep {
+            Some(name) => bail!("the coordinator at {} has no sweep named {name:?}", connect.coordinator),
+            None => bail!(
+                "the coordinator at {} has no sweeps yet; submit one with `sweepctl submit <sweep dir>`",
+                connect.coordinator
+            ),
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(connect: &ConnectArgs, sweep: Option<String>) -> anyhow::Result<()> {
+    let mut client = client::connect(connect).await?;
+    let snapshot = fetch_status(&mut client, connect, &sweep).await?;
+    print!("{}", tables::render_status(&snapshot));
+    Ok(())
+}
+
+/// Fetches one sweep's results table rendered in `format`.
+pub async fn fetch_results(client: &mut client::Client, connect: &ConnectArgs, sweep: &Option<String>, format: Format) -> anyhow::Result<pb::GetResultsResponse> {
+    let what = match sweep {
+        Some(name) => format!("getting the results of sweep {name}"),
+        None => "getting the results".to_string(),
+    };
+    Ok(client
+        .get_results(pb::GetResultsRequest { sweep: sweep_or_all(sweep), format: format.to_string() })
+        .await
+        .map_err(|s| client::status_error(&connect.coordinator, &what, s))?
+        .into_inner())
+}
+
+pub async fn results(connect: &ConnectArgs, args: ResultsArgs) -> anyhow::Result<()> {
+    let mut client = client::connect(connect).await?;
+    let answer = fetch_results(&mut client, connect, &args.sweep, args.format).await?;
+    let mut rendered = answer.rendered;
+    if !rendered.ends_with('\n') {
+        rendered.push('\n');
+    }
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &rendered).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote the results of sweep {} to {}", answer.sweep, path.display());
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(rendered.as_bytes()).context("writing to standard output")?;
+            stdout.flush().context("writing to standard output")?;
+        }
+    }
+    if answer.pending > 0 {
+        // On stderr, so that csv/json on stdout stay machine-readable.
+        eprintln!("note: {} jobs of sweep {} have not finished; these results are partial", answer.pending, answer.sweep);
+    }
+    Ok(())
+}
+
+pub async fn cancel(connect: &ConnectArgs, args: CancelArgs) -> anyhow::Result<()> {
+    let (target, what) = match (args.sweep, args.job) {
+        (Some(sweep), _) => (pb::cancel_request::Target::Sweep(sweep.clone()), format!("sweep {sweep}")),
+        (None, Some(job)) => (pb::cancel_request::Target::JobId(job.clone()), format!("job {job}")),
+        // clap's group makes one of the two required.
+        (None, None) => bail!("give --sweep NAME or --job JOB_ID"),
+    };
+    let mut client = client::connect(connect).await?;
+    let answer = client
+        .cancel(pb::CancelRequest { target: Some(target) })
+        .await
+        .map_err(|s| client::status_error(&connect.coordinator, &format!("cancelling {what}"), s))?
+        .into_inner();
+    let noun = if answer.cancelled == 1 { "job" } else { "jobs" };
+    println!("cancelled {} {noun} of {what}", answer.cancelled);
+    Ok(())
+}
+
+pub async fn workers(connect: &ConnectArgs) -> anyhow::Result<()> {
+    let mut client = client::connect(connect).await?;
+    let answer = client
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .map_err(|s| client::status_error(&connect.coordinator, "listing workers", s))?
+        .into_inner();
+    if answer.workers.is_empty() {
+        println!("no workers have registered with the coordinator at {}", connect.coordinator);
+        return Ok(());
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    println!("{}", tables::workers_table(&answer.workers, now_ms));
+    Ok(())
+}
+
+pub async fn logs(connect: &ConnectArgs, job: String) -> anyhow::Result<()> {
+    let mut client = client::connect(connect).await?;
+    let answer = client
+        .get_job_logs(pb::GetJobLogsRequest { job_id: job.clone() })
+        .await
+        .map_err(|s| client::status_error(&connect.coordinator, &format!("getting the log of job {job}"), s))?
+        .into_inner();
+    if answer.events.is_empty() {
+        bail!("no events for job {job:?} on the coordinator at {}; `sweepctl status` lists the job ids", connect.coordinator);
+    }
+    print!("{}", tables::render_logs(&answer.events));
+    Ok(())
+}

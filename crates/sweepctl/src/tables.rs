@@ -1,0 +1,220 @@
+//! Rendering of what the coordinator answers: status, workers and job logs as
+//! text. Pure functions of the messages (and of "now" where ages are shown),
+//! so they are tested without a server.
+
+use std::fmt::Write as _;
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{CellAlignment, ContentArrangement, Table};
+use sweep_proto::pb;
+
+/// Shown where a value does not exist (yet): no epoch finished, no worker.
+const NONE: &str = "—";
+
+fn new_table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(UTF8_FULL_CONDENSED)
+        // Wraps to the terminal's width when there is one; piped output keeps
+        // whole lines so that grep and friends see one row per line.
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    table
+}
+
+fn align_right(table: &mut Table, columns: &[usize]) {
+    for &index in columns {
+        if let Some(column) = table.column_mut(index) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+}
+
+/// An accuracy (a fraction) as a percentage, or a dash.
+pub fn percent(value: Option<f64>) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{:.2}%", v * 100.0),
+        _ => NONE.to_string(),
+    }
+}
+
+fn or_dash(text: &str) -> String {
+    if text.is_empty() { NONE.to_string() } else { text.to_string() }
+}
+
+/// `epoch/epochs`, e.g. `3/20`.
+pub fn progress(job: &pb::JobStatus) -> String {
+    format!("{}/{}", job.epoch, job.epochs)
+}
+
+/// One line per sweep with its job counts.
+pub fn sweeps_table(sweeps: &[pb::SweepStatus]) -> Table {
+    let mut table = new_table(&["sweep", "jobs", "pending", "running", "succeeded", "failed", "cancelled", "done"]);
+    for s in sweeps {
+        table.add_row(vec![
+            s.name.clone(),
+            s.total.to_string(),
+            s.pending.to_string(),
+            s.running.to_string(),
+            s.succeeded.to_string(),
+            s.failed.to_string(),
+            s.cancelled.to_string(),
+            if s.done { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    align_right(&mut table, &[1, 2, 3, 4, 5, 6]);
+    table
+}
+
+/// One line per job. The job id comes first: `logs` and `cancel --job` take it.
+pub fn jobs_table(jobs: &[pb::JobStatus]) -> Table {
+    let mut table = new_table(&[
+        "job", "variant", "seed", "state", "attempt", "worker", "epoch", "val acc", "test acc", "error",
+    ]);
+    for job in jobs {
+        table.add_row(vec![
+            job.job_id.clone(),
+            job.variant.clone(),
+            job.seed.to_string(),
+            job.state.clone(),
+            job.attempt.to_string(),
+            or_dash(&job.worker),
+            progress(job),
+            percent(job.latest.as_ref().map(|m| m.val_acc)),
+            percent(job.test.as_ref().map(|t| t.test_acc)),
+            or_dash(&job.error),
+        ]);
+    }
+    align_right(&mut table, &[2, 4, 6, 7, 8]);
+    table
+}
+
+/// The whole `status` answer: per sweep, its counts, then its jobs.
+pub fn render_status(snapshot: &pb::StatusSnapshot) -> String {
+    let mut out = String::new();
+    for sweep in &snapshot.sweeps {
+        let jobs: Vec<pb::JobStatus> = snapshot.jobs.iter().filter(|j| j.sweep == sweep.name).cloned().collect();
+        let _ = writeln!(out, "{}", sweeps_table(std::slice::from_ref(sweep)));
+        if !jobs.is_empty() {
+            let _ = writeln!(out, "{}", jobs_table(&jobs));
+        }
+    }
+    out
+}
+
+/// `5s`, `3m 12s`, `2h 5m`, `3d 4h`: how long ago, to the precision that matters.
+pub fn ago(now_ms: i64, then_ms: i64) -> String {
+    if then_ms <= 0 {
+        return "never".to_string();
+    }
+    let secs = (now_ms - then_ms).max(0) / 1000;
+    let text = match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+    };
+    format!("{text} ago")
+}
+
+/// The `workers` table.
+pub fn workers_table(workers: &[pb::WorkerInfo], now_ms: i64) -> Table {
+    let mut table = new_table(&["name", "host", "device", "threads", "slots", "alive", "last seen", "jobs"]);
+    for w in workers {
+        table.add_row(vec![
+            w.name.clone(),
+            or_dash(&w.host),
+            or_dash(&w.device),
+            w.threads.to_string(),
+            w.slots.to_string(),
+            if w.alive { "yes" } else { "no" }.to_string(),
+            ago(now_ms, w.last_seen_ms),
+            if w.jobs.is_empty() { NONE.to_string() } else { w.jobs.join("\n") },
+        ]);
+    }
+    align_right(&mut table, &[3, 4]);
+    table
+}
+
+/// A Unix-milliseconds time in the local time zone, to the millisecond.
+pub fn timestamp(time_ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(time_ms) {
+        Some(t) => t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+        None => format!("<time {time_ms}>"),
+    }
+}
+
+/// One line per event: time, attempt, kind, message.
+pub fn render_logs(events: &[pb::JobEvent]) -> String {
+    let mut out = String::new();
+    for e in events {
+        let _ = write!(out, "{}  attempt {}  {:<9}", timestamp(e.time_ms), e.attempt, e.kind);
+        if !e.message.is_empty() {
+            let _ = write!(out, "  {}", e.message);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: &str) -> pb::JobStatus {
+        pb::JobStatus {
+            job_id: "baseline-seed-42-0123abcd".into(),
+            sweep: "quick".into(),
+            variant: "baseline".into(),
+            seed: 42,
+            state: state.into(),
+            attempt: 1,
+            worker: "local-0".into(),
+            epoch: 2,
+            epochs: 4,
+            latest: Some(pb::EpochMetrics { epoch: 2, val_acc: 0.9712, ..Default::default() }),
+            test: None,
+            error: String::new(),
+        }
+    }
+
+    #[test]
+    fn status_shows_each_job_with_its_progress() {
+        let snapshot = pb::StatusSnapshot {
+            sweeps: vec![pb::SweepStatus { name: "quick".into(), total: 1, running: 1, ..Default::default() }],
+            jobs: vec![job("running")],
+        };
+        let text = render_status(&snapshot);
+        for expected in ["quick", "baseline-seed-42-0123abcd", "running", "local-0", "2/4", "97.12%"] {
+            assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(ago(10_000, 5_000), "5s ago");
+        assert_eq!(ago(200_000, 8_000), "3m 12s ago");
+        assert_eq!(ago(7_500_000, 0), "never");
+        assert_eq!(ago(2 * 3_600_000 + 5 * 60_000 + 1, 1), "2h 5m ago");
+        // A clock a little ahead on the coordinator is not "in the future".
+        assert_eq!(ago(1_000, 3_000), "0s ago");
+    }
+
+    #[test]
+    fn missing_values_are_dashes() {
+        assert_eq!(percent(None), NONE);
+        assert_eq!(percent(Some(f64::NAN)), NONE);
+        assert_eq!(percent(Some(0.5)), "50.00%");
+    }
+
+    #[test]
+    fn logs_have_one_line_per_event() {
+        let events = vec![
+            pb::JobEvent { time_ms: 1_700_000_000_000, kind: "submitted".into(), attempt: 0, message: String::new() },
+            pb::JobEvent { time_ms: 1_700_000_001_000, kind: "leased".into(), attempt: 1, message: "worker local-0".into() },
+        ];
+        let text = render_logs(&events);
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.lines().nth(1).unwrap().ends_with("leased     worker local-0"), "{text}");
+    }
+}

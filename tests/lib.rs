@@ -1,0 +1,66 @@
+//! End-to-end tests of sweeprun across real processes and deployment files.
+//! The tests are the `[[test]]` targets of this package (see Cargo.toml); this
+//! library only holds what several of them share.
+
+use std::path::PathBuf;
+
+/// The repository root (this package lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Where `make build` leaves the binaries: `SWEEPRUN_BIN_DIR`, else
+/// `$CARGO_TARGET_DIR/release`, else `target/release`.
+pub fn release_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SWEEPRUN_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let target = if target.is_relative() { repo_root().join(target) } else { target };
+    target.join("release")
+}
+
+/// Removes terminal colour codes (`ESC [ ... m`) from log text.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The value of `key=value` in a structured log line (tracing's fmt output).
+pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let needle = format!("{key}=");
+    line.split_whitespace().find_map(|word| word.strip_prefix(needle.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_codes_are_stripped_and_fields_found() {
+        let line = "\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m job started \u{1b}[3mjob\u{1b}[0m\u{1b}[2m=\u{1b}[0mbaseline-seed-42-0a1b2c3d \u{1b}[3mattempt\u{1b}[0m\u{1b}[2m=\u{1b}[0m1";
+        let clean = strip_ansi(line);
+        assert_eq!(clean, "2026  INFO job started job=baseline-seed-42-0a1b2c3d attempt=1");
+        assert_eq!(log_field(&clean, "job"), Some("baseline-seed-42-0a1b2c3d"));
+        assert_eq!(log_field(&clean, "attempt"), Some("1"));
+        assert_eq!(log_field(&clean, "worker"), None);
+    }
+}
