@@ -16,7 +16,7 @@ CARGO ?= cargo
 PROFILE := --release
 BIN := target/release
 
-.PHONY: build demo test bench bench-throughput clean-runs
+.PHONY: build demo test images bench bench-throughput clean-runs
 
 build:
 	$(CARGO) build $(PROFILE) --workspace --bins
@@ -24,8 +24,15 @@ build:
 demo: build
 	$(BIN)/sweep-coordinator --config configs/quickstart --local-workers 2 --exit-when-done
 
-test:
+# Builds the binaries first: the docker-compose e2e test (tests/docker_compose.rs)
+# packs them into the image; it skips itself when no Docker engine answers.
+test: build
 	$(CARGO) test $(PROFILE) --workspace
+
+# The Docker image sweeprun:latest (GPU=1: sweeprun:gpu) and the compose tokens;
+# see deploy/README.md. Rebuilds only when the binaries or configs changed.
+images: build
+	deploy/build-images.sh
 
 # Training throughput against PyTorch itself (see BENCHMARKS.md).
 bench-throughput: build

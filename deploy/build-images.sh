@@ -78,6 +78,9 @@ hash="$(
     (cd "$ctx" && find bin configs data -type f -print0 | sort -z | xargs -0 sha256sum)
   } | sha256sum | cut -d' ' -f1
 )"
+# The compose file's tokens (kept if they exist).
+"$root/deploy/make-secrets.sh"
+
 if [ -z "${FORCE:-}" ] && have_image "$image" &&
    [ "$(docker image inspect -f '{{ index .Config.Labels "org.sweeprun.context" }}' "$image" 2>/dev/null)" = "$hash" ]; then
   log "$image is up to date"

@@ -33,7 +33,10 @@ pub enum CoordinatorError {
     #[error("state database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]

@@ -53,7 +53,8 @@ pub fn write_config(run_dir: &Path, yaml: &str) -> Result<()> {
 }
 
 pub fn write_metrics(run_dir: &Path, metrics: &RunMetrics) -> Result<()> {
-    let json = serde_json::to_vec_pretty(metrics).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(metrics)
+        .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
     write_atomic(&run_dir.join("metrics.json"), &json)
 }
 
@@ -62,7 +63,9 @@ pub fn write_metrics(run_dir: &Path, metrics: &RunMetrics) -> Result<()> {
 pub fn metrics_from_epochs(epochs: &[EpochMetrics]) -> RunMetrics {
     let mut metrics = RunMetrics::default();
     for epoch in epochs {
-        let improved = metrics.best_val_loss.is_none_or(|best| epoch.val_loss < best);
+        let improved = metrics
+            .best_val_loss
+            .is_none_or(|best| epoch.val_loss < best);
         metrics.record_epoch(*epoch, improved);
     }
     metrics
@@ -76,7 +79,12 @@ pub struct TensorBoard {
 }
 
 impl TensorBoard {
-    fn with_writer(&self, job_id: &str, run_dir: &Path, f: impl FnOnce(&mut EventWriter) -> std::io::Result<()>) -> Result<()> {
+    fn with_writer(
+        &self,
+        job_id: &str,
+        run_dir: &Path,
+        f: impl FnOnce(&mut EventWriter) -> std::io::Result<()>,
+    ) -> Result<()> {
         let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
         let writer = match writers.entry(job_id.to_string()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -100,14 +108,23 @@ impl TensorBoard {
         })
     }
 
-    pub fn finish(&self, job_id: &str, run_dir: &Path, test: Option<TestMetrics>, step: u32) -> Result<()> {
+    pub fn finish(
+        &self,
+        job_id: &str,
+        run_dir: &Path,
+        test: Option<TestMetrics>,
+        step: u32,
+    ) -> Result<()> {
         if let Some(test) = test {
             self.with_writer(job_id, run_dir, |w| {
                 w.add_scalar("test/loss", test.test_loss, i64::from(step))?;
                 w.add_scalar("test/accuracy", test.test_acc, i64::from(step))
             })?;
         }
-        self.writers.lock().unwrap_or_else(|p| p.into_inner()).remove(job_id);
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(job_id);
         Ok(())
     }
 }
@@ -123,7 +140,9 @@ pub fn clear_staging(run_dir: &Path) -> Result<()> {
 
 /// Temporary file an upload streams into.
 pub fn upload_part_path(run_dir: &Path, name: &str, attempt: u32) -> PathBuf {
-    checkpoints_dir(run_dir).join(STAGING).join(format!("{name}.{attempt}.part"))
+    checkpoints_dir(run_dir)
+        .join(STAGING)
+        .join(format!("{name}.{attempt}.part"))
 }
 
 /// Places a verified upload: staged, or (for the commit file) committed with
@@ -138,7 +157,9 @@ pub fn place_upload(run_dir: &Path, part: &Path, name: &str) -> Result<()> {
     let entries = std::fs::read_dir(&staging).map_err(CoordinatorError::io(&staging))?;
     for entry in entries {
         let path = entry.map_err(CoordinatorError::io(&staging))?.path();
-        let Some(file) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
         if file.ends_with(".part") {
             continue;
         }
@@ -164,8 +185,17 @@ pub fn committed_checkpoints(run_dir: &Path) -> Result<Vec<(String, u64, String)
     let mut files = Vec::new();
     for entry in std::fs::read_dir(&dir).map_err(CoordinatorError::io(&dir))? {
         let path = entry.map_err(CoordinatorError::io(&dir))?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
-        if !path.is_file() || sweep_core::names::validate("file", &name).is_err() || name.ends_with(".tmp-write") {
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        if !path.is_file()
+            || sweep_core::names::validate("file", &name).is_err()
+            || name.ends_with(".tmp-write")
+        {
             continue;
         }
         let bytes = std::fs::read(&path).map_err(CoordinatorError::io(&path))?;
@@ -180,7 +210,10 @@ pub fn committed_checkpoints(run_dir: &Path) -> Result<Vec<(String, u64, String)
 pub fn write_results(state_dir: &Path, table: &ResultsTable) -> Result<()> {
     let dir = state_dir.join(&table.sweep);
     for format in [Format::Markdown, Format::Csv, Format::Json] {
-        write_atomic(&dir.join(format!("results.{}", format.extension())), table.render(format).as_bytes())?;
+        write_atomic(
+            &dir.join(format!("results.{}", format.extension())),
+            table.render(format).as_bytes(),
+        )?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@
 //! - [`error`]: the error type and its one mapping to gRPC status codes.
 //!
 //! [`start`] binds, reloads the state, optionally submits a sweep and starts
-//! in-process workers; [`Coordinator::wait`] runs until shutdown or, with
+//! local worker processes; [`Coordinator::wait`] runs until shutdown or, with
 //! `exit_when_done`, until every sweep has ended.
 
 pub mod error;
@@ -55,10 +55,12 @@ pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     /// Root of the run layout; also holds `coordinator.sqlite`.
     pub state_dir: PathBuf,
-    /// In-process workers to start (needs the `local-workers` feature).
+    /// `sweep-worker` processes to start on this machine.
     pub local_workers: usize,
-    /// Torch threads of each in-process worker (None: the config's).
+    /// Torch threads of each local worker (None: the config's).
     pub local_worker_threads: Option<usize>,
+    /// The `sweep-worker` binary for local workers (None: next to this executable).
+    pub worker_binary: Option<PathBuf>,
     /// Return from [`Coordinator::wait`] once every sweep has ended.
     pub exit_when_done: bool,
     pub lease_timeout: Duration,
@@ -73,6 +75,7 @@ impl CoordinatorConfig {
             state_dir,
             local_workers: 0,
             local_worker_threads: None,
+            worker_binary: None,
             exit_when_done: false,
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -87,22 +90,25 @@ pub struct Coordinator {
     shared: Arc<Shared>,
     exit_when_done: bool,
     shutdown: CancellationToken,
-    workers_stop: CancellationToken,
-    workers: Vec<JoinHandle<()>>,
+    workers: Vec<LocalWorker>,
     server: JoinHandle<Result<()>>,
     expiry: JoinHandle<()>,
 }
 
 /// Binds, reloads the state directory, submits `config.sweep` and starts the
-/// in-process workers. `shutdown` stops everything (SIGINT/SIGTERM in the binary).
+/// local workers. `shutdown` stops everything (SIGINT/SIGTERM in the binary).
 pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Result<Coordinator> {
     std::fs::create_dir_all(&config.state_dir).map_err(CoordinatorError::io(&config.state_dir))?;
     let store = store::Store::open(&config.state_dir.join("coordinator.sqlite"))?;
     let spec = config.sweep.as_deref().map(SweepSpec::load).transpose()?;
 
-    let listener = TcpListener::bind(config.listen).await.map_err(CoordinatorError::io(config.state_dir.join("<listen>")))?;
-    let addr = listener.local_addr().map_err(CoordinatorError::io("<listen>"))?;
-    // The server stops last, after the in-process workers, so that they can
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(CoordinatorError::io(config.state_dir.join("<listen>")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(CoordinatorError::io("<listen>"))?;
+    // The server stops last, after the local workers, so that they can
     // still report while shutting down.
     let stopping = CancellationToken::new();
     let shared = Arc::new(Shared::new(
@@ -119,12 +125,17 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
         shared.submit(spec).await?;
     }
 
-    let service = Service { shared: Arc::clone(&shared) };
+    let service = Service {
+        shared: Arc::clone(&shared),
+    };
     let server_stop = stopping.clone();
     let server = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(CoordinatorServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), server_stop.cancelled_owned())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                server_stop.cancelled_owned(),
+            )
             .await?;
         Ok(())
     });
@@ -133,7 +144,8 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
     let expiry = {
         let shared = Arc::clone(&shared);
         let stop = stopping.clone();
-        let period = (config.lease_timeout / 4).clamp(Duration::from_millis(10), MAX_EXPIRY_SCAN_INTERVAL);
+        let period =
+            (config.lease_timeout / 4).clamp(Duration::from_millis(10), MAX_EXPIRY_SCAN_INTERVAL);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -149,54 +161,106 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
         })
     };
 
-    let workers_stop = CancellationToken::new();
-    let workers = spawn_local_workers(&config, addr, &workers_stop)?;
+    let workers = spawn_local_workers(&config, addr)?;
 
     Ok(Coordinator {
         addr,
         shared,
         exit_when_done: config.exit_when_done,
         shutdown,
-        workers_stop,
         workers,
         server,
         expiry,
     })
 }
 
-#[cfg(feature = "local-workers")]
-fn spawn_local_workers(config: &CoordinatorConfig, addr: SocketAddr, stop: &CancellationToken) -> Result<Vec<JoinHandle<()>>> {
-    let mut handles = Vec::with_capacity(config.local_workers);
-    for index in 0..config.local_workers {
-        let mut worker = sweep_worker::WorkerConfig::new(addr.to_string());
-        worker.name = format!("local-{index}");
-        worker.threads = config.local_worker_threads;
-        // Inside the state dir (whose sweep names never start with '.') so
-        // that a sweep's local scratch stays with it.
-        worker.cache_dir = config.state_dir.join(".local-workers").join(&worker.name);
-        let stop = stop.clone();
-        handles.push(tokio::spawn(async move {
-            if let Err(err) = sweep_worker::run(worker, stop).await {
-                tracing::error!(error = %err, "in-process worker failed");
-            }
-        }));
+/// Starts `--local-workers` as child processes of the `sweep-worker` binary.
+/// Processes rather than tasks, because libtorch's random generator and thread
+/// pool are process-wide: two trainings in one process would draw from the
+/// same generator, and a run would no longer repeat exactly.
+fn spawn_local_workers(config: &CoordinatorConfig, addr: SocketAddr) -> Result<Vec<LocalWorker>> {
+    if config.local_workers == 0 {
+        return Ok(Vec::new());
     }
-    Ok(handles)
+    let binary = match &config.worker_binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(CoordinatorError::io("<current executable>"))?
+            .with_file_name("sweep-worker"),
+    };
+    if !binary.is_file() {
+        return Err(CoordinatorError::InvalidArgument(format!(
+            "--local-workers needs the sweep-worker binary, not found at {} (build it with `make build`)",
+            binary.display()
+        )));
+    }
+    (0..config.local_workers)
+        .map(|index| {
+            let name = format!("local-{index}");
+            // Inside the state dir (whose sweep names never start with '.') so
+            // that a sweep's local scratch stays with it.
+            let cache_dir = config.state_dir.join(".local-workers").join(&name);
+            let mut command = tokio::process::Command::new(&binary);
+            command
+                .arg("--connect")
+                .arg(addr.to_string())
+                .arg("--name")
+                .arg(&name)
+                .arg("--cache-dir")
+                .arg(&cache_dir)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true);
+            if let Some(threads) = config.local_worker_threads {
+                command.arg("--threads").arg(threads.to_string());
+            }
+            if std::env::var_os("RUST_LOG").is_none() {
+                // The coordinator reports progress; its workers only speak up when something is wrong.
+                command.env("RUST_LOG", "warn");
+            }
+            let child = command.spawn().map_err(CoordinatorError::io(&binary))?;
+            Ok(LocalWorker { name, child })
+        })
+        .collect()
 }
 
-#[cfg(not(feature = "local-workers"))]
-fn spawn_local_workers(config: &CoordinatorConfig, _addr: SocketAddr, _stop: &CancellationToken) -> Result<Vec<JoinHandle<()>>> {
-    if config.local_workers > 0 {
-        return Err(CoordinatorError::InvalidArgument(
-            "--local-workers needs a coordinator built with the `local-workers` feature".into(),
-        ));
+/// A `sweep-worker` child process started by `--local-workers`.
+struct LocalWorker {
+    name: String,
+    child: tokio::process::Child,
+}
+
+/// How long a local worker may take to stop its job and exit after SIGTERM.
+const LOCAL_WORKER_GRACE: Duration = Duration::from_secs(15);
+
+impl LocalWorker {
+    /// SIGTERM (the worker stops its job; the lease returns it), then SIGKILL
+    /// if it has not exited within [`LOCAL_WORKER_GRACE`].
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+        match tokio::time::timeout(LOCAL_WORKER_GRACE, self.child.wait()).await {
+            Ok(Ok(status)) => tracing::debug!(worker = %self.name, %status, "local worker exited"),
+            Ok(Err(err)) => tracing::warn!(worker = %self.name, error = %err, "waiting for a local worker"),
+            Err(_) => {
+                tracing::warn!(worker = %self.name, "local worker did not stop in time; killing it");
+                let _ = self.child.kill().await;
+            }
+        }
     }
-    Ok(Vec::new())
+}
+
+async fn stop_local_workers(workers: Vec<LocalWorker>) {
+    let stops: Vec<_> = workers.into_iter().map(|w| tokio::spawn(w.stop())).collect();
+    for stop in stops {
+        let _ = stop.await;
+    }
 }
 
 impl Coordinator {
     /// Serves until `shutdown`, or (with `exit_when_done`) until every sweep
-    /// has ended; then stops the in-process workers, then the server.
+    /// has ended; then stops the local workers, then the server.
     pub async fn wait(self) -> Result<()> {
         let mut changes = self.shared.changes.subscribe();
         let mut outcome = Ok(());
@@ -223,10 +287,7 @@ impl Coordinator {
                 changed = changes.changed() => if changed.is_err() { break },
             }
         }
-        self.workers_stop.cancel();
-        for worker in self.workers {
-            let _ = worker.await;
-        }
+        stop_local_workers(self.workers).await;
         self.shared.stopping.cancel();
         let _ = self.expiry.await;
         let served = self

@@ -22,12 +22,15 @@ struct Args {
     /// Run layout root; also holds coordinator.sqlite.
     #[arg(long, default_value = "runs")]
     state_dir: PathBuf,
-    /// Workers to run inside this process.
+    /// `sweep-worker` processes to start on this machine.
     #[arg(long, default_value_t = 0)]
     local_workers: usize,
-    /// Torch threads of each in-process worker (default: the config's).
+    /// Torch threads of each local worker (default: the config's).
     #[arg(long)]
     local_worker_threads: Option<usize>,
+    /// The sweep-worker binary for --local-workers (default: next to this one).
+    #[arg(long)]
+    worker_binary: Option<PathBuf>,
     /// Exit 0 once every sweep has ended (after printing its results).
     #[arg(long)]
     exit_when_done: bool,
@@ -41,32 +44,44 @@ struct Args {
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if v.is_finite() && v > 0.0 { Ok(v) } else { Err("must be a positive number of seconds".into()) }
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err("must be a positive number of seconds".into())
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     let lease_timeout = Duration::from_secs_f64(args.lease_timeout);
     let heartbeat_interval = Duration::from_secs_f64(args.heartbeat_interval);
-    anyhow::ensure!(heartbeat_interval < lease_timeout, "--heartbeat-interval must be shorter than --lease-timeout");
+    anyhow::ensure!(
+        heartbeat_interval < lease_timeout,
+        "--heartbeat-interval must be shorter than --lease-timeout"
+    );
     let config = CoordinatorConfig {
         sweep: args.config,
         listen: args.listen,
         state_dir: args.state_dir,
         local_workers: args.local_workers,
         local_worker_threads: args.local_worker_threads,
+        worker_binary: args.worker_binary,
         exit_when_done: args.exit_when_done,
         lease_timeout,
         heartbeat_interval,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
-    let coordinator = sweep_coordinator::start(config, shutdown).await.context("starting the coordinator")?;
+    let coordinator = sweep_coordinator::start(config, shutdown)
+        .await
+        .context("starting the coordinator")?;
     coordinator.wait().await.context("coordinator")?;
     Ok(())
 }
@@ -76,7 +91,9 @@ async fn on_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
             let _ = ctrl_c.await;
             token.cancel();
             return;

@@ -58,7 +58,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(store: Store, state_dir: PathBuf, lease_timeout: Duration, heartbeat_interval: Duration, stopping: CancellationToken) -> Self {
+    pub fn new(
+        store: Store,
+        state_dir: PathBuf,
+        lease_timeout: Duration,
+        heartbeat_interval: Duration,
+        stopping: CancellationToken,
+    ) -> Self {
         Shared {
             store,
             state_dir,
@@ -172,7 +178,10 @@ impl Shared {
                     let index = match sweeps.iter().position(|s| s.name == job.sweep) {
                         Some(i) => i,
                         None => {
-                            sweeps.push(pb::SweepStatus { name: job.sweep.clone(), ..Default::default() });
+                            sweeps.push(pb::SweepStatus {
+                                name: job.sweep.clone(),
+                                ..Default::default()
+                            });
                             sweeps.len() - 1
                         }
                     };
@@ -185,7 +194,10 @@ impl Shared {
                         JobState::Failed => s.failed += 1,
                         JobState::Cancelled => s.cancelled += 1,
                     }
-                    let latest = store::epochs_of(conn, &job.id)?.last().copied().map(Into::into);
+                    let latest = store::epochs_of(conn, &job.id)?
+                        .last()
+                        .copied()
+                        .map(Into::into);
                     out.push(pb::JobStatus {
                         job_id: job.id,
                         sweep: job.sweep,
@@ -222,14 +234,19 @@ fn required<T>(value: Option<T>, field: &'static str) -> Result<T> {
 
 fn non_empty(value: &str, field: &'static str) -> Result<()> {
     if value.is_empty() {
-        return Err(CoordinatorError::InvalidArgument(format!("missing field {field}")));
+        return Err(CoordinatorError::InvalidArgument(format!(
+            "missing field {field}"
+        )));
     }
     Ok(())
 }
 
 /// Streams files (header, then chunks) through a channel; a failed send means
 /// the client left, which ends the task.
-fn stream_files(files: Vec<(String, PathBuf)>, stopping: CancellationToken) -> BoxStream<pb::FileChunk> {
+fn stream_files(
+    files: Vec<(String, PathBuf)>,
+    stopping: CancellationToken,
+) -> BoxStream<pb::FileChunk> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         for (name, path) in files {
@@ -240,9 +257,17 @@ fn stream_files(files: Vec<(String, PathBuf)>, stopping: CancellationToken) -> B
                     return;
                 }
             };
-            let header = pb::FileHeader { name, size: bytes.len() as u64, sha256: layout::sha256_hex(&bytes) };
-            let mut messages = vec![pb::FileChunk { kind: Some(pb::file_chunk::Kind::Header(header)) }];
-            messages.extend(bytes.chunks(CHUNK_SIZE).map(|c| pb::FileChunk { kind: Some(pb::file_chunk::Kind::Data(c.to_vec())) }));
+            let header = pb::FileHeader {
+                name,
+                size: bytes.len() as u64,
+                sha256: layout::sha256_hex(&bytes),
+            };
+            let mut messages = vec![pb::FileChunk {
+                kind: Some(pb::file_chunk::Kind::Header(header)),
+            }];
+            messages.extend(bytes.chunks(CHUNK_SIZE).map(|c| pb::FileChunk {
+                kind: Some(pb::file_chunk::Kind::Data(c.to_vec())),
+            }));
             for message in messages {
                 tokio::select! {
                     sent = tx.send(Ok(message)) => if sent.is_err() { return },
@@ -257,7 +282,10 @@ fn stream_files(files: Vec<(String, PathBuf)>, stopping: CancellationToken) -> B
 #[tonic::async_trait]
 impl Coordinator for Service {
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
-    async fn register_worker(&self, request: Request<pb::RegisterWorkerRequest>) -> std::result::Result<Response<pb::RegisterWorkerResponse>, Status> {
+    async fn register_worker(
+        &self,
+        request: Request<pb::RegisterWorkerRequest>,
+    ) -> std::result::Result<Response<pb::RegisterWorkerResponse>, Status> {
         let req = request.into_inner();
         if req.protocol_version != PROTOCOL_VERSION {
             return Err(CoordinatorError::FailedPrecondition(format!(
@@ -276,7 +304,11 @@ impl Coordinator for Service {
             slots: req.slots.max(1),
             last_seen_ms: 0,
         };
-        let worker_id = self.shared.store.call(move |conn| store::register_worker(conn, &row)).await?;
+        let worker_id = self
+            .shared
+            .store
+            .call(move |conn| store::register_worker(conn, &row))
+            .await?;
         tracing::info!(worker = %worker_id, "worker registered");
         self.shared.bump();
         Ok(Response::new(pb::RegisterWorkerResponse {
@@ -286,7 +318,10 @@ impl Coordinator for Service {
         }))
     }
 
-    async fn lease_job(&self, request: Request<pb::LeaseJobRequest>) -> std::result::Result<Response<pb::LeaseJobResponse>, Status> {
+    async fn lease_job(
+        &self,
+        request: Request<pb::LeaseJobRequest>,
+    ) -> std::result::Result<Response<pb::LeaseJobResponse>, Status> {
         let worker_id = request.into_inner().worker_id;
         non_empty(&worker_id, "worker_id")?;
         let shared = &self.shared;
@@ -302,7 +337,9 @@ impl Coordinator for Service {
                 .store
                 .call(move |conn| {
                     store::touch_worker(conn, &worker)?;
-                    let Some(job) = store::lease(conn, &worker, lease_timeout)? else { return Ok(None) };
+                    let Some(job) = store::lease(conn, &worker, lease_timeout)? else {
+                        return Ok(None);
+                    };
                     let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
                     layout::clear_staging(&dir)?;
                     let checkpoints = layout::committed_checkpoints(&dir)?;
@@ -337,10 +374,17 @@ impl Coordinator for Service {
         Ok(Response::new(pb::LeaseJobResponse { job: None }))
     }
 
-    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> std::result::Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> std::result::Result<Response<pb::HeartbeatResponse>, Status> {
         let req = request.into_inner();
         non_empty(&req.worker_id, "worker_id")?;
-        let held: Vec<(String, u32)> = req.jobs.into_iter().map(|j| (j.job_id, j.attempt)).collect();
+        let held: Vec<(String, u32)> = req
+            .jobs
+            .into_iter()
+            .map(|j| (j.job_id, j.attempt))
+            .collect();
         let lease_timeout = self.shared.lease_timeout;
         let (cancelled, lost) = self
             .shared
@@ -351,10 +395,14 @@ impl Coordinator for Service {
     }
 
     #[tracing::instrument(skip_all, fields(job = %request.get_ref().job_id, attempt = request.get_ref().attempt))]
-    async fn report_epoch(&self, request: Request<pb::ReportEpochRequest>) -> std::result::Result<Response<pb::ReportEpochResponse>, Status> {
+    async fn report_epoch(
+        &self,
+        request: Request<pb::ReportEpochRequest>,
+    ) -> std::result::Result<Response<pb::ReportEpochResponse>, Status> {
         let req = request.into_inner();
         non_empty(&req.job_id, "job_id")?;
-        let metrics = EpochMetrics::try_from(required(req.metrics, "metrics")?).map_err(CoordinatorError::from)?;
+        let metrics = EpochMetrics::try_from(required(req.metrics, "metrics")?)
+            .map_err(CoordinatorError::from)?;
         let (worker, job_id) = (req.worker_id, req.job_id);
         let ingest = self
             .shared
@@ -364,32 +412,56 @@ impl Coordinator for Service {
         if ingest.new {
             let dir = self.shared.run_dir(&ingest.job);
             layout::write_metrics(&dir, &layout::metrics_from_epochs(&ingest.epochs))?;
-            self.shared.tensorboard.epoch(&ingest.job.id, &dir, &metrics)?;
+            self.shared
+                .tensorboard
+                .epoch(&ingest.job.id, &dir, &metrics)?;
             self.shared.bump();
         }
         Ok(Response::new(pb::ReportEpochResponse {}))
     }
 
-    async fn upload_artifact(&self, request: Request<Streaming<pb::UploadArtifactRequest>>) -> std::result::Result<Response<pb::UploadArtifactResponse>, Status> {
+    async fn upload_artifact(
+        &self,
+        request: Request<Streaming<pb::UploadArtifactRequest>>,
+    ) -> std::result::Result<Response<pb::UploadArtifactResponse>, Status> {
         use pb::upload_artifact_request::Kind;
         let mut stream = request.into_inner();
         let first = required(stream.message().await?, "header")?;
         let Some(Kind::Header(header)) = first.kind else {
-            return Err(CoordinatorError::InvalidArgument("the first message of an upload must be its header".into()).into());
+            return Err(CoordinatorError::InvalidArgument(
+                "the first message of an upload must be its header".into(),
+            )
+            .into());
         };
         let file = required(header.file, "header.file")?;
         names::validate("artifact name", &file.name).map_err(CoordinatorError::from)?;
         if file.size > MAX_ARTIFACT_SIZE {
-            return Err(CoordinatorError::InvalidArgument(format!("artifact of {} bytes exceeds the {MAX_ARTIFACT_SIZE}-byte limit", file.size)).into());
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "artifact of {} bytes exceeds the {MAX_ARTIFACT_SIZE}-byte limit",
+                file.size
+            ))
+            .into());
         }
-        let (worker, job_id, attempt) = (header.worker_id.clone(), header.job_id.clone(), header.attempt);
-        let job = self.shared.store.call(move |conn| store::check_fence(conn, &job_id, attempt, &worker)).await?;
+        let (worker, job_id, attempt) = (
+            header.worker_id.clone(),
+            header.job_id.clone(),
+            header.attempt,
+        );
+        let job = self
+            .shared
+            .store
+            .call(move |conn| store::check_fence(conn, &job_id, attempt, &worker))
+            .await?;
         let dir = self.shared.run_dir(&job);
         let part = layout::upload_part_path(&dir, &file.name, attempt);
         if let Some(parent) = part.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(CoordinatorError::io(parent))?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(CoordinatorError::io(parent))?;
         }
-        let mut out = tokio::fs::File::create(&part).await.map_err(CoordinatorError::io(&part))?;
+        let mut out = tokio::fs::File::create(&part)
+            .await
+            .map_err(CoordinatorError::io(&part))?;
         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
         let mut size = 0u64;
         let received: Result<()> = async {
@@ -436,37 +508,68 @@ impl Coordinator for Service {
 
     type DownloadArtifactStream = BoxStream<pb::FileChunk>;
 
-    async fn download_artifact(&self, request: Request<pb::DownloadArtifactRequest>) -> std::result::Result<Response<Self::DownloadArtifactStream>, Status> {
+    async fn download_artifact(
+        &self,
+        request: Request<pb::DownloadArtifactRequest>,
+    ) -> std::result::Result<Response<Self::DownloadArtifactStream>, Status> {
         let req = request.into_inner();
         names::validate("artifact name", &req.name).map_err(CoordinatorError::from)?;
         let (worker, job_id) = (req.worker_id, req.job_id);
-        let job = self.shared.store.call(move |conn| store::check_fence(conn, &job_id, req.attempt, &worker)).await?;
+        let job = self
+            .shared
+            .store
+            .call(move |conn| store::check_fence(conn, &job_id, req.attempt, &worker))
+            .await?;
         let path = layout::checkpoints_dir(&self.shared.run_dir(&job)).join(&req.name);
         if !path.is_file() {
-            return Err(CoordinatorError::NotFound(format!("job {} has no checkpoint {}", job.id, req.name)).into());
+            return Err(CoordinatorError::NotFound(format!(
+                "job {} has no checkpoint {}",
+                job.id, req.name
+            ))
+            .into());
         }
-        Ok(Response::new(stream_files(vec![(req.name, path)], self.shared.stopping.clone())))
+        Ok(Response::new(stream_files(
+            vec![(req.name, path)],
+            self.shared.stopping.clone(),
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(job = %request.get_ref().job_id, attempt = request.get_ref().attempt))]
-    async fn complete_job(&self, request: Request<pb::CompleteJobRequest>) -> std::result::Result<Response<pb::CompleteJobResponse>, Status> {
+    async fn complete_job(
+        &self,
+        request: Request<pb::CompleteJobRequest>,
+    ) -> std::result::Result<Response<pb::CompleteJobResponse>, Status> {
         use pb::complete_job_request::Outcome as PbOutcome;
         let req = request.into_inner();
         non_empty(&req.job_id, "job_id")?;
         let outcome = match required(req.outcome, "outcome")? {
-            PbOutcome::Metrics(m) => Outcome::Succeeded(RunMetrics::try_from(m).map_err(CoordinatorError::from)?),
-            PbOutcome::Failure(f) => Outcome::Failed { message: f.message, permanent: f.permanent },
+            PbOutcome::Metrics(m) => {
+                Outcome::Succeeded(RunMetrics::try_from(m).map_err(CoordinatorError::from)?)
+            }
+            PbOutcome::Failure(f) => Outcome::Failed {
+                message: f.message,
+                permanent: f.permanent,
+            },
         };
         let final_metrics = match &outcome {
             Outcome::Succeeded(m) => Some(m.clone()),
             Outcome::Failed { .. } => None,
         };
         let (worker, job_id, attempt) = (req.worker_id, req.job_id, req.attempt);
-        let job = self.shared.store.call(move |conn| store::complete(conn, &worker, &job_id, attempt, &outcome)).await?;
+        let job = self
+            .shared
+            .store
+            .call(move |conn| store::complete(conn, &worker, &job_id, attempt, &outcome))
+            .await?;
         let dir = self.shared.run_dir(&job);
         if let Some(metrics) = final_metrics {
             layout::write_metrics(&dir, &metrics)?;
-            self.shared.tensorboard.finish(&job.id, &dir, metrics.test, metrics.epochs.len() as u32)?;
+            self.shared.tensorboard.finish(
+                &job.id,
+                &dir,
+                metrics.test,
+                metrics.epochs.len() as u32,
+            )?;
             tracing::info!(job = %job.id, test_acc = metrics.test.map(|t| t.test_acc), "job succeeded");
         } else {
             self.shared.tensorboard.finish(&job.id, &dir, None, 0)?;
@@ -481,7 +584,10 @@ impl Coordinator for Service {
 
     type FetchDatasetStream = BoxStream<pb::FileChunk>;
 
-    async fn fetch_dataset(&self, request: Request<pb::FetchDatasetRequest>) -> std::result::Result<Response<Self::FetchDatasetStream>, Status> {
+    async fn fetch_dataset(
+        &self,
+        request: Request<pb::FetchDatasetRequest>,
+    ) -> std::result::Result<Response<Self::FetchDatasetStream>, Status> {
         let req = request.into_inner();
         let (worker, job_id) = (req.worker_id, req.job_id);
         let job = self
@@ -492,15 +598,25 @@ impl Coordinator for Service {
                 store::get_job(conn, &job_id)
             })
             .await?;
-        let config = ExperimentConfig::from_yaml(&job.config_yaml, Path::new("stored config")).map_err(CoordinatorError::from)?;
+        let config = ExperimentConfig::from_yaml(&job.config_yaml, Path::new("stored config"))
+            .map_err(CoordinatorError::from)?;
         let dir = config.data.data_dir.ok_or_else(|| {
-            CoordinatorError::FailedPrecondition(format!("job {} names no data.data_dir to serve", job.id))
+            CoordinatorError::FailedPrecondition(format!(
+                "job {} names no data.data_dir to serve",
+                job.id
+            ))
         })?;
         let mut files = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(CoordinatorError::io(&dir))?;
         for entry in entries {
             let path = entry.map_err(CoordinatorError::io(&dir))?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
             // Only plain, safely named files: the worker turns names into paths.
             if path.is_file() && names::validate("file", &name).is_ok() {
                 files.push((name, path));
@@ -508,37 +624,62 @@ impl Coordinator for Service {
         }
         files.sort();
         tracing::info!(job = %job.id, dir = %dir.display(), files = files.len(), "serving dataset");
-        Ok(Response::new(stream_files(files, self.shared.stopping.clone())))
+        Ok(Response::new(stream_files(
+            files,
+            self.shared.stopping.clone(),
+        )))
     }
 
-    async fn submit_sweep(&self, request: Request<pb::SubmitSweepRequest>) -> std::result::Result<Response<pb::SubmitSweepResponse>, Status> {
+    async fn submit_sweep(
+        &self,
+        request: Request<pb::SubmitSweepRequest>,
+    ) -> std::result::Result<Response<pb::SubmitSweepResponse>, Status> {
         let req = request.into_inner();
         names::validate("sweep name", &req.name).map_err(CoordinatorError::from)?;
         names::validate("baseline variant name", &req.baseline).map_err(CoordinatorError::from)?;
         non_empty(&req.metric, "metric")?;
         if req.seeds.is_empty() {
-            return Err(CoordinatorError::InvalidArgument("seeds: list at least one seed".into()).into());
+            return Err(
+                CoordinatorError::InvalidArgument("seeds: list at least one seed".into()).into(),
+            );
         }
         for (i, seed) in req.seeds.iter().enumerate() {
             if req.seeds[..i].contains(seed) {
-                return Err(CoordinatorError::InvalidArgument(format!("seeds: seed {seed} is listed twice")).into());
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "seeds: seed {seed} is listed twice"
+                ))
+                .into());
             }
         }
         let mut variants: Vec<Variant> = Vec::with_capacity(req.variants.len());
         for variant in req.variants {
             names::validate("variant name", &variant.name).map_err(CoordinatorError::from)?;
             if variants.iter().any(|v| v.name == variant.name) {
-                return Err(CoordinatorError::InvalidArgument(format!("variant {:?} is listed twice", variant.name)).into());
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "variant {:?} is listed twice",
+                    variant.name
+                ))
+                .into());
             }
             let source = PathBuf::from(format!("<submitted variant {}>", variant.name));
-            let mut config = ExperimentConfig::from_yaml(&variant.config_yaml, &source).map_err(CoordinatorError::from)?;
+            let mut config = ExperimentConfig::from_yaml(&variant.config_yaml, &source)
+                .map_err(CoordinatorError::from)?;
             config.name = variant.name.clone();
-            variants.push(Variant { name: variant.name, config });
+            variants.push(Variant {
+                name: variant.name,
+                config,
+            });
         }
         if !variants.iter().any(|v| v.name == req.baseline) {
-            return Err(CoordinatorError::InvalidArgument(format!("baseline {:?} is not among the variants", req.baseline)).into());
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "baseline {:?} is not among the variants",
+                req.baseline
+            ))
+            .into());
         }
-        variants.sort_by(|a, b| (a.name != req.baseline, &a.name).cmp(&(b.name != req.baseline, &b.name)));
+        variants.sort_by(|a, b| {
+            (a.name != req.baseline, &a.name).cmp(&(b.name != req.baseline, &b.name))
+        });
         let spec = SweepSpec {
             name: req.name,
             description: (!req.description.is_empty()).then_some(req.description),
@@ -551,14 +692,24 @@ impl Coordinator for Service {
         Ok(Response::new(pb::SubmitSweepResponse { jobs, new_jobs }))
     }
 
-    async fn get_status(&self, request: Request<pb::GetStatusRequest>) -> std::result::Result<Response<pb::StatusSnapshot>, Status> {
+    async fn get_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> std::result::Result<Response<pb::StatusSnapshot>, Status> {
         let sweep = request.into_inner().sweep;
-        Ok(Response::new(self.shared.snapshot((!sweep.is_empty()).then_some(sweep)).await?))
+        Ok(Response::new(
+            self.shared
+                .snapshot((!sweep.is_empty()).then_some(sweep))
+                .await?,
+        ))
     }
 
     type WatchStatusStream = BoxStream<pb::StatusSnapshot>;
 
-    async fn watch_status(&self, request: Request<pb::GetStatusRequest>) -> std::result::Result<Response<Self::WatchStatusStream>, Status> {
+    async fn watch_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> std::result::Result<Response<Self::WatchStatusStream>, Status> {
         let sweep = request.into_inner().sweep;
         let sweep = (!sweep.is_empty()).then_some(sweep);
         let shared = Arc::clone(&self.shared);
@@ -582,12 +733,17 @@ impl Coordinator for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn get_results(&self, request: Request<pb::GetResultsRequest>) -> std::result::Result<Response<pb::GetResultsResponse>, Status> {
+    async fn get_results(
+        &self,
+        request: Request<pb::GetResultsRequest>,
+    ) -> std::result::Result<Response<pb::GetResultsResponse>, Status> {
         let req = request.into_inner();
         let format: Format = if req.format.is_empty() {
             Format::Table
         } else {
-            req.format.parse().map_err(|e: results::UnknownFormat| CoordinatorError::InvalidArgument(e.to_string()))?
+            req.format.parse().map_err(|e: results::UnknownFormat| {
+                CoordinatorError::InvalidArgument(e.to_string())
+            })?
         };
         let requested = req.sweep;
         let table = self
@@ -598,17 +754,29 @@ impl Coordinator for Service {
                     let sweeps = store::sweeps(conn)?;
                     match sweeps.as_slice() {
                         [only] => only.name.clone(),
-                        [] => return Err(CoordinatorError::NotFound("no sweep has been submitted".into())),
+                        [] => {
+                            return Err(CoordinatorError::NotFound(
+                                "no sweep has been submitted".into(),
+                            ));
+                        }
                         _ => {
                             let names: Vec<_> = sweeps.iter().map(|s| s.name.as_str()).collect();
-                            return Err(CoordinatorError::InvalidArgument(format!("several sweeps ({}); name one", names.join(", "))));
+                            return Err(CoordinatorError::InvalidArgument(format!(
+                                "several sweeps ({}); name one",
+                                names.join(", ")
+                            )));
                         }
                     }
                 } else {
                     requested
                 };
                 let (row, outcomes, pending) = store::outcomes(conn, &name)?;
-                Ok(results::summarize(&row.name, &row.baseline, &outcomes, pending))
+                Ok(results::summarize(
+                    &row.name,
+                    &row.baseline,
+                    &outcomes,
+                    pending,
+                ))
             })
             .await?;
         Ok(Response::new(pb::GetResultsResponse {
@@ -619,13 +787,20 @@ impl Coordinator for Service {
         }))
     }
 
-    async fn cancel(&self, request: Request<pb::CancelRequest>) -> std::result::Result<Response<pb::CancelResponse>, Status> {
+    async fn cancel(
+        &self,
+        request: Request<pb::CancelRequest>,
+    ) -> std::result::Result<Response<pb::CancelResponse>, Status> {
         use pb::cancel_request::Target;
         let (sweep, job) = match required(request.into_inner().target, "target")? {
             Target::Sweep(s) => (Some(s), None),
             Target::JobId(j) => (None, Some(j)),
         };
-        let (sweeps, cancelled) = self.shared.store.call(move |conn| store::cancel(conn, sweep.as_deref(), job.as_deref())).await?;
+        let (sweeps, cancelled) = self
+            .shared
+            .store
+            .call(move |conn| store::cancel(conn, sweep.as_deref(), job.as_deref()))
+            .await?;
         tracing::info!(cancelled, "cancelled on request");
         self.shared.bump();
         for sweep in sweeps {
@@ -634,7 +809,10 @@ impl Coordinator for Service {
         Ok(Response::new(pb::CancelResponse { cancelled }))
     }
 
-    async fn list_workers(&self, _request: Request<pb::ListWorkersRequest>) -> std::result::Result<Response<pb::ListWorkersResponse>, Status> {
+    async fn list_workers(
+        &self,
+        _request: Request<pb::ListWorkersRequest>,
+    ) -> std::result::Result<Response<pb::ListWorkersResponse>, Status> {
         let rows = self.shared.store.call(|conn| store::workers(conn)).await?;
         let now = store::now_ms();
         let alive_ms = self.shared.lease_timeout.as_millis() as i64;
@@ -655,13 +833,25 @@ impl Coordinator for Service {
         Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
 
-    async fn get_job_logs(&self, request: Request<pb::GetJobLogsRequest>) -> std::result::Result<Response<pb::GetJobLogsResponse>, Status> {
+    async fn get_job_logs(
+        &self,
+        request: Request<pb::GetJobLogsRequest>,
+    ) -> std::result::Result<Response<pb::GetJobLogsResponse>, Status> {
         let job_id = request.into_inner().job_id;
         non_empty(&job_id, "job_id")?;
-        let rows = self.shared.store.call(move |conn| store::events(conn, &job_id)).await?;
+        let rows = self
+            .shared
+            .store
+            .call(move |conn| store::events(conn, &job_id))
+            .await?;
         let events = rows
             .into_iter()
-            .map(|e| pb::JobEvent { time_ms: e.time_ms, kind: e.kind, attempt: e.attempt, message: e.message })
+            .map(|e| pb::JobEvent {
+                time_ms: e.time_ms,
+                kind: e.kind,
+                attempt: e.attempt,
+                message: e.message,
+            })
             .collect();
         Ok(Response::new(pb::GetJobLogsResponse { events }))
     }

@@ -89,7 +89,9 @@ CREATE INDEX IF NOT EXISTS events_by_job ON events(job_id);
 
 /// Unix time in milliseconds, the unit of every timestamp in the database.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Where a job is in its life.
@@ -123,7 +125,11 @@ impl JobState {
             "succeeded" => JobState::Succeeded,
             "failed" => JobState::Failed,
             "cancelled" => JobState::Cancelled,
-            other => return Err(CoordinatorError::Internal(format!("unknown job state {other:?} in the database"))),
+            other => {
+                return Err(CoordinatorError::Internal(format!(
+                    "unknown job state {other:?} in the database"
+                )));
+            }
         })
     }
 
@@ -133,7 +139,10 @@ impl JobState {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -186,10 +195,9 @@ fn finish_job(parts: (JobRow, String, Option<String>)) -> Result<JobRow> {
     let (mut job, state, metrics) = parts;
     job.state = JobState::parse(&state)?;
     job.final_metrics = match metrics {
-        Some(text) => Some(
-            serde_json::from_str(&text)
-                .map_err(|e| CoordinatorError::Internal(format!("job {}: stored metrics: {e}", job.id)))?,
-        ),
+        Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+            CoordinatorError::Internal(format!("job {}: stored metrics: {e}", job.id))
+        })?),
         None => None,
     };
     Ok(job)
@@ -250,7 +258,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     /// Runs `f` with the connection on a blocking thread.
@@ -281,7 +291,11 @@ pub fn event(tx: &Connection, job_id: &str, attempt: u32, kind: &str, message: &
 
 pub fn get_job(conn: &Connection, job_id: &str) -> Result<JobRow> {
     let row = conn
-        .query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [job_id], job_from_row)
+        .query_row(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+            [job_id],
+            job_from_row,
+        )
         .optional()?
         .ok_or_else(|| CoordinatorError::NotFound(format!("no job {job_id:?}")))?;
     finish_job(row)
@@ -291,15 +305,22 @@ pub fn jobs(conn: &Connection, sweep: Option<&str>) -> Result<Vec<JobRow>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE ?1 IS NULL OR sweep = ?1 ORDER BY rowid"
     ))?;
-    let rows = stmt.query_map([sweep], job_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map([sweep], job_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter().map(finish_job).collect()
 }
 
 pub fn sweeps(conn: &Connection) -> Result<Vec<SweepRow>> {
-    let mut stmt = conn.prepare("SELECT name, baseline, results_written FROM sweeps ORDER BY created_ms, name")?;
+    let mut stmt = conn
+        .prepare("SELECT name, baseline, results_written FROM sweeps ORDER BY created_ms, name")?;
     let rows = stmt
         .query_map([], |row| {
-            Ok(SweepRow { name: row.get(0)?, baseline: row.get(1)?, results_written: row.get(2)? })
+            Ok(SweepRow {
+                name: row.get(0)?,
+                baseline: row.get(1)?,
+                results_written: row.get(2)?,
+            })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
@@ -319,11 +340,18 @@ pub struct NewSweep {
 /// its runs would land in the directories of the old one.
 pub fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Result<(u32, u32)> {
     let tx = conn.transaction()?;
-    let known: Option<String> =
-        tx.query_row("SELECT name FROM sweeps WHERE name = ?1", [&sweep.name], |r| r.get(0)).optional()?;
+    let known: Option<String> = tx
+        .query_row(
+            "SELECT name FROM sweeps WHERE name = ?1",
+            [&sweep.name],
+            |r| r.get(0),
+        )
+        .optional()?;
     if known.is_some() {
         let mut stmt = tx.prepare("SELECT id FROM jobs WHERE sweep = ?1 ORDER BY id")?;
-        let mut existing = stmt.query_map([&sweep.name], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut existing = stmt
+            .query_map([&sweep.name], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         drop(stmt);
         existing.sort();
         let mut submitted: Vec<String> = specs.iter().map(|j| j.id.clone()).collect();
@@ -336,7 +364,8 @@ pub fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Res
         }
         return Ok((specs.len() as u32, 0));
     }
-    let seeds = serde_json::to_string(&sweep.seeds).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+    let seeds = serde_json::to_string(&sweep.seeds)
+        .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
     tx.execute(
         "INSERT INTO sweeps (name, description, seeds, metric, baseline, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![sweep.name, sweep.description, seeds, sweep.metric, sweep.baseline, now_ms()],
@@ -355,7 +384,13 @@ pub fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Res
                 now_ms()
             ],
         )?;
-        event(&tx, &spec.id, 0, "submitted", &format!("sweep {}", spec.sweep))?;
+        event(
+            &tx,
+            &spec.id,
+            0,
+            "submitted",
+            &format!("sweep {}", spec.sweep),
+        )?;
     }
     tx.commit()?;
     Ok((specs.len() as u32, specs.len() as u32))
@@ -371,7 +406,15 @@ pub fn register_worker(conn: &mut Connection, worker: &WorkerRow) -> Result<Stri
     tx.execute(
         "INSERT INTO workers (id, name, host, device, threads, slots, registered_ms, last_seen_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-        params![id, worker.name, worker.host, worker.device, worker.threads, worker.slots, now],
+        params![
+            id,
+            worker.name,
+            worker.host,
+            worker.device,
+            worker.threads,
+            worker.slots,
+            now
+        ],
     )?;
     tx.commit()?;
     Ok(id)
@@ -379,9 +422,14 @@ pub fn register_worker(conn: &mut Connection, worker: &WorkerRow) -> Result<Stri
 
 /// Marks the worker as heard from; NotFound when it is unknown (it must register).
 pub fn touch_worker(conn: &Connection, worker_id: &str) -> Result<()> {
-    let n = conn.execute("UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1", params![worker_id, now_ms()])?;
+    let n = conn.execute(
+        "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
+        params![worker_id, now_ms()],
+    )?;
     if n == 0 {
-        return Err(CoordinatorError::NotFound(format!("unknown worker {worker_id:?}: register first")));
+        return Err(CoordinatorError::NotFound(format!(
+            "unknown worker {worker_id:?}: register first"
+        )));
     }
     Ok(())
 }
@@ -401,20 +449,32 @@ pub fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut jobs_of = conn.prepare("SELECT id FROM jobs WHERE worker = ?1 AND state IN ('leased', 'running') ORDER BY id")?;
+    let mut jobs_of = conn.prepare(
+        "SELECT id FROM jobs WHERE worker = ?1 AND state IN ('leased', 'running') ORDER BY id",
+    )?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let jobs = jobs_of.query_map([&row.id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        let jobs = jobs_of
+            .query_map([&row.id], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
         out.push((row, jobs));
     }
     Ok(out)
 }
 
 /// Leases the oldest pending job to `worker_id`, starting a new attempt.
-pub fn lease(conn: &mut Connection, worker_id: &str, lease_timeout: Duration) -> Result<Option<JobRow>> {
+pub fn lease(
+    conn: &mut Connection,
+    worker_id: &str,
+    lease_timeout: Duration,
+) -> Result<Option<JobRow>> {
     let tx = conn.transaction()?;
     let id: Option<String> = tx
-        .query_row("SELECT id FROM jobs WHERE state = 'pending' ORDER BY rowid LIMIT 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT id FROM jobs WHERE state = 'pending' ORDER BY rowid LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
         .optional()?;
     let Some(id) = id else {
         return Ok(None);
@@ -427,21 +487,36 @@ pub fn lease(conn: &mut Connection, worker_id: &str, lease_timeout: Duration) ->
         params![id, worker_id, deadline, now],
     )?;
     let job = get_job(&tx, &id)?;
-    event(&tx, &id, job.attempt, "leased", &format!("attempt {} on worker {worker_id}", job.attempt))?;
+    event(
+        &tx,
+        &id,
+        job.attempt,
+        "leased",
+        &format!("attempt {} on worker {worker_id}", job.attempt),
+    )?;
     tx.commit()?;
     Ok(Some(job))
 }
 
 /// Checks that `attempt` is the live attempt of the job, held by `worker_id`:
 /// the fence that keeps a worker that lost its lease from writing results.
-pub fn check_fence(conn: &Connection, job_id: &str, attempt: u32, worker_id: &str) -> Result<JobRow> {
+pub fn check_fence(
+    conn: &Connection,
+    job_id: &str,
+    attempt: u32,
+    worker_id: &str,
+) -> Result<JobRow> {
     let job = get_job(conn, job_id)?;
-    if job.attempt != attempt || !job.state.is_active() || job.worker.as_deref() != Some(worker_id) {
+    if job.attempt != attempt || !job.state.is_active() || job.worker.as_deref() != Some(worker_id)
+    {
         return Err(CoordinatorError::FailedPrecondition(format!(
             "job {job_id} attempt {attempt} is stale: the job is {} at attempt {}{}",
             job.state.as_str(),
             job.attempt,
-            job.worker.as_deref().map(|w| format!(" on {w}")).unwrap_or_default()
+            job.worker
+                .as_deref()
+                .map(|w| format!(" on {w}"))
+                .unwrap_or_default()
         )));
     }
     Ok(job)
@@ -462,8 +537,15 @@ pub fn heartbeat(
     for (job_id, attempt) in held {
         match get_job(&tx, job_id) {
             Ok(job) if job.state == JobState::Cancelled => cancelled.push(job_id.clone()),
-            Ok(job) if job.state.is_active() && job.attempt == *attempt && job.worker.as_deref() == Some(worker_id) => {
-                tx.execute("UPDATE jobs SET lease_deadline_ms = ?2 WHERE id = ?1", params![job_id, deadline])?;
+            Ok(job)
+                if job.state.is_active()
+                    && job.attempt == *attempt
+                    && job.worker.as_deref() == Some(worker_id) =>
+            {
+                tx.execute(
+                    "UPDATE jobs SET lease_deadline_ms = ?2 WHERE id = ?1",
+                    params![job_id, deadline],
+                )?;
             }
             Ok(_) | Err(CoordinatorError::NotFound(_)) => lost.push(job_id.clone()),
             Err(other) => return Err(other),
@@ -491,9 +573,14 @@ pub fn report_epoch(
 ) -> Result<EpochIngest> {
     let tx = conn.transaction()?;
     let job = check_fence(&tx, job_id, attempt, worker_id)?;
-    let text = serde_json::to_string(metrics).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+    let text =
+        serde_json::to_string(metrics).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
     let previous: Option<u32> = tx
-        .query_row("SELECT attempt FROM epochs WHERE job_id = ?1 AND epoch = ?2", params![job_id, metrics.epoch], |r| r.get(0))
+        .query_row(
+            "SELECT attempt FROM epochs WHERE job_id = ?1 AND epoch = ?2",
+            params![job_id, metrics.epoch],
+            |r| r.get(0),
+        )
         .optional()?;
     let new = previous != Some(attempt);
     if new {
@@ -503,7 +590,10 @@ pub fn report_epoch(
             "INSERT OR REPLACE INTO epochs (job_id, epoch, attempt, metrics) VALUES (?1, ?2, ?3, ?4)",
             params![job_id, metrics.epoch, attempt, text],
         )?;
-        tx.execute("DELETE FROM epochs WHERE job_id = ?1 AND epoch > ?2", params![job_id, metrics.epoch])?;
+        tx.execute(
+            "DELETE FROM epochs WHERE job_id = ?1 AND epoch > ?2",
+            params![job_id, metrics.epoch],
+        )?;
         tx.execute(
             "UPDATE jobs SET state = 'running', epochs_done = ?2, updated_ms = ?3 WHERE id = ?1",
             params![job_id, metrics.epoch, now_ms()],
@@ -526,19 +616,40 @@ pub fn report_epoch(
 
 pub fn epochs_of(conn: &Connection, job_id: &str) -> Result<Vec<EpochMetrics>> {
     let mut stmt = conn.prepare("SELECT metrics FROM epochs WHERE job_id = ?1 ORDER BY epoch")?;
-    let texts = stmt.query_map([job_id], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let texts = stmt
+        .query_map([job_id], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     texts
         .iter()
-        .map(|t| serde_json::from_str(t).map_err(|e| CoordinatorError::Internal(format!("stored epoch: {e}"))))
+        .map(|t| {
+            serde_json::from_str(t)
+                .map_err(|e| CoordinatorError::Internal(format!("stored epoch: {e}")))
+        })
         .collect()
 }
 
-pub fn record_artifact(conn: &Connection, job_id: &str, attempt: u32, name: &str, sha256: &str, size: u64) -> Result<()> {
+pub fn record_artifact(
+    conn: &Connection,
+    job_id: &str,
+    attempt: u32,
+    name: &str,
+    sha256: &str,
+    size: u64,
+) -> Result<()> {
     conn.execute(
         "INSERT OR REPLACE INTO artifacts (job_id, name, sha256, size, attempt) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![job_id, name, sha256, size as i64, attempt],
     )?;
-    event(conn, job_id, attempt, "artifact", &format!("{name} ({size} bytes, sha256 {})", &sha256[..12.min(sha256.len())]))?;
+    event(
+        conn,
+        job_id,
+        attempt,
+        "artifact",
+        &format!(
+            "{name} ({size} bytes, sha256 {})",
+            &sha256[..12.min(sha256.len())]
+        ),
+    )?;
     Ok(())
 }
 
@@ -550,19 +661,29 @@ pub enum Outcome {
 
 /// Commits an attempt's outcome, once: the fence refuses a stale attempt and
 /// any report after the job ended. Returns the job as it now stands.
-pub fn complete(conn: &mut Connection, worker_id: &str, job_id: &str, attempt: u32, outcome: &Outcome) -> Result<JobRow> {
+pub fn complete(
+    conn: &mut Connection,
+    worker_id: &str,
+    job_id: &str,
+    attempt: u32,
+    outcome: &Outcome,
+) -> Result<JobRow> {
     let tx = conn.transaction()?;
     let job = check_fence(&tx, job_id, attempt, worker_id)?;
     let now = now_ms();
     match outcome {
         Outcome::Succeeded(metrics) => {
-            let text = serde_json::to_string(metrics).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+            let text = serde_json::to_string(metrics)
+                .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
             tx.execute(
                 "UPDATE jobs SET state = 'succeeded', final_metrics = ?2, epochs_done = ?3, worker = NULL, \
                  lease_deadline_ms = NULL, updated_ms = ?4 WHERE id = ?1",
                 params![job_id, text, metrics.epochs.len() as u32, now],
             )?;
-            let test = metrics.test.map(|t| format!("test acc {:.4}", t.test_acc)).unwrap_or_default();
+            let test = metrics
+                .test
+                .map(|t| format!("test acc {:.4}", t.test_acc))
+                .unwrap_or_default();
             event(&tx, job_id, attempt, "succeeded", &test)?;
         }
         Outcome::Failed { message, permanent } => {
@@ -590,14 +711,23 @@ pub fn expire_leases(conn: &mut Connection) -> Result<Expired> {
         "SELECT id, sweep, attempt, worker FROM jobs WHERE state IN ('leased', 'running') AND lease_deadline_ms < ?1",
     )?;
     let stale = stmt
-        .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?, r.get::<_, Option<String>>(3)?)))?
+        .query_map([now], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     drop(stmt);
     let mut expired = Expired::default();
     for (id, sweep, attempt, worker) in stale {
         let worker = worker.unwrap_or_default();
         if attempt >= MAX_ATTEMPTS {
-            let message = format!("lease of attempt {attempt} on {worker} expired; giving up after {MAX_ATTEMPTS} attempts");
+            let message = format!(
+                "lease of attempt {attempt} on {worker} expired; giving up after {MAX_ATTEMPTS} attempts"
+            );
             tx.execute(
                 "UPDATE jobs SET state = 'failed', error = ?2, worker = NULL, lease_deadline_ms = NULL, updated_ms = ?3 WHERE id = ?1",
                 params![id, message, now],
@@ -609,7 +739,13 @@ pub fn expire_leases(conn: &mut Connection) -> Result<Expired> {
                 "UPDATE jobs SET state = 'pending', worker = NULL, lease_deadline_ms = NULL, updated_ms = ?2 WHERE id = ?1",
                 params![id, now],
             )?;
-            event(&tx, &id, attempt, "expired", &format!("lease on {worker} expired; the job returns to pending"))?;
+            event(
+                &tx,
+                &id,
+                attempt,
+                "expired",
+                &format!("lease on {worker} expired; the job returns to pending"),
+            )?;
             expired.requeued.push(id);
         }
     }
@@ -619,15 +755,21 @@ pub fn expire_leases(conn: &mut Connection) -> Result<Expired> {
 
 /// Cancels every job of a sweep, or one job, that has not ended. Returns the
 /// affected sweeps and the number of jobs cancelled.
-pub fn cancel(conn: &mut Connection, sweep: Option<&str>, job_id: Option<&str>) -> Result<(Vec<String>, u32)> {
+pub fn cancel(
+    conn: &mut Connection,
+    sweep: Option<&str>,
+    job_id: Option<&str>,
+) -> Result<(Vec<String>, u32)> {
     let tx = conn.transaction()?;
     let targets: Vec<(String, String, u32)> = {
         let mut stmt = tx.prepare(
             "SELECT id, sweep, attempt FROM jobs WHERE state IN ('pending', 'leased', 'running') \
              AND (?1 IS NULL OR sweep = ?1) AND (?2 IS NULL OR id = ?2)",
         )?;
-        stmt.query_map(params![sweep, job_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?
+        stmt.query_map(params![sweep, job_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
     };
     if targets.is_empty() {
         // Distinguish "nothing to cancel" from "no such thing".
@@ -635,7 +777,11 @@ pub fn cancel(conn: &mut Connection, sweep: Option<&str>, job_id: Option<&str>) 
             get_job(&tx, id)?;
         }
         if let Some(name) = sweep {
-            let known: Option<String> = tx.query_row("SELECT name FROM sweeps WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+            let known: Option<String> = tx
+                .query_row("SELECT name FROM sweeps WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
             if known.is_none() {
                 return Err(CoordinatorError::NotFound(format!("no sweep {name:?}")));
             }
@@ -646,7 +792,10 @@ pub fn cancel(conn: &mut Connection, sweep: Option<&str>, job_id: Option<&str>) 
     for (id, sweep, attempt) in &targets {
         // The worker keeps its lease fields until it hears of the
         // cancellation through its heartbeat.
-        tx.execute("UPDATE jobs SET state = 'cancelled', updated_ms = ?2 WHERE id = ?1", params![id, now])?;
+        tx.execute(
+            "UPDATE jobs SET state = 'cancelled', updated_ms = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
         event(&tx, id, *attempt, "cancelled", "cancelled on request")?;
         if !sweeps.contains(sweep) {
             sweeps.push(sweep.clone());
@@ -658,9 +807,18 @@ pub fn cancel(conn: &mut Connection, sweep: Option<&str>, job_id: Option<&str>) 
 
 pub fn events(conn: &Connection, job_id: &str) -> Result<Vec<EventRow>> {
     get_job(conn, job_id)?;
-    let mut stmt = conn.prepare("SELECT time_ms, kind, attempt, message FROM events WHERE job_id = ?1 ORDER BY id")?;
+    let mut stmt = conn.prepare(
+        "SELECT time_ms, kind, attempt, message FROM events WHERE job_id = ?1 ORDER BY id",
+    )?;
     let rows = stmt
-        .query_map([job_id], |r| Ok(EventRow { time_ms: r.get(0)?, kind: r.get(1)?, attempt: r.get(2)?, message: r.get(3)? }))?
+        .query_map([job_id], |r| {
+            Ok(EventRow {
+                time_ms: r.get(0)?,
+                kind: r.get(1)?,
+                attempt: r.get(2)?,
+                message: r.get(3)?,
+            })
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
@@ -680,7 +838,9 @@ pub fn outcomes(conn: &Connection, sweep: &str) -> Result<(SweepRow, Vec<RunOutc
         if job.state != JobState::Succeeded {
             continue;
         }
-        let Some(metrics) = job.final_metrics else { continue };
+        let Some(metrics) = job.final_metrics else {
+            continue;
+        };
         let Some(test) = metrics.test else { continue };
         outcomes.push(RunOutcome {
             variant: job.variant,
@@ -695,7 +855,161 @@ pub fn outcomes(conn: &Connection, sweep: &str) -> Result<(SweepRow, Vec<RunOutc
 }
 
 pub fn mark_results_written(conn: &Connection, sweep: &str) -> Result<()> {
-    conn.execute("UPDATE sweeps SET results_written = 1 WHERE name = ?1", [sweep])?;
+    conn.execute(
+        "UPDATE sweeps SET results_written = 1 WHERE name = ?1",
+        [sweep],
+    )?;
     Ok(())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sweep_core::config::ExperimentConfig;
+
+    const CONFIG: &str = "name: v\nseed: 1\nmodel: {type: fc, input_size: 784, hidden_sizes: [8], num_classes: 10}\n";
+
+    fn store_with_job() -> (tempfile::TempDir, Connection, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = Connection::open(dir.path().join("db.sqlite")).expect("open");
+        conn.execute_batch(SCHEMA).expect("schema");
+        let config = ExperimentConfig::from_yaml(CONFIG, Path::new("test")).expect("config");
+        let job = JobSpec {
+            id: "v-seed-1-00000000".into(),
+            sweep: "s".into(),
+            variant: "v".into(),
+            seed: 1,
+            config,
+        };
+        let sweep = NewSweep {
+            name: "s".into(),
+            description: String::new(),
+            seeds: vec![1],
+            metric: "test_acc".into(),
+            baseline: "v".into(),
+        };
+        assert_eq!(
+            submit(&mut conn, &sweep, std::slice::from_ref(&job)).expect("submit"),
+            (1, 1)
+        );
+        // Resubmitting the same spec adds nothing.
+        assert_eq!(
+            submit(&mut conn, &sweep, std::slice::from_ref(&job)).expect("resubmit"),
+            (1, 0)
+        );
+        (dir, conn, job.id)
+    }
+
+    fn worker(conn: &mut Connection, name: &str) -> String {
+        let row = WorkerRow {
+            id: String::new(),
+            name: name.into(),
+            host: "h".into(),
+            device: "cpu".into(),
+            threads: 1,
+            slots: 1,
+            last_seen_ms: 0,
+        };
+        register_worker(conn, &row).expect("register")
+    }
+
+    #[test]
+    fn expired_lease_fences_the_old_attempt_and_completion_is_once() {
+        let (_dir, mut conn, id) = store_with_job();
+        let (a, b) = (worker(&mut conn, "a"), worker(&mut conn, "b"));
+        let first = lease(&mut conn, &a, Duration::ZERO)
+            .expect("lease")
+            .expect("a job");
+        assert_eq!(first.attempt, 1);
+        std::thread::sleep(Duration::from_millis(5));
+        let expired = expire_leases(&mut conn).expect("expire");
+        assert_eq!(expired.requeued, vec![id.clone()]);
+        let second = lease(&mut conn, &b, Duration::from_secs(60))
+            .expect("lease")
+            .expect("a job");
+        assert_eq!(second.attempt, 2);
+
+        // The first attempt is stale for everything it may still send.
+        let epoch = EpochMetrics {
+            epoch: 1,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            val_loss: 1.0,
+            val_acc: 0.5,
+            lr: 0.1,
+            seconds: 1.0,
+        };
+        assert!(matches!(
+            report_epoch(&mut conn, &a, &id, 1, &epoch),
+            Err(CoordinatorError::FailedPrecondition(_))
+        ));
+        let done = Outcome::Succeeded(RunMetrics::default());
+        assert!(matches!(
+            complete(&mut conn, &a, &id, 1, &done),
+            Err(CoordinatorError::FailedPrecondition(_))
+        ));
+        let (cancelled, lost) =
+            heartbeat(&mut conn, &a, &[(id.clone(), 1)], Duration::from_secs(60))
+                .expect("heartbeat");
+        assert!(cancelled.is_empty());
+        assert_eq!(lost, vec![id.clone()]);
+
+        // Re-sent epochs are ingested once; completion commits once.
+        assert!(
+            report_epoch(&mut conn, &b, &id, 2, &epoch)
+                .expect("epoch")
+                .new
+        );
+        assert!(
+            !report_epoch(&mut conn, &b, &id, 2, &epoch)
+                .expect("epoch again")
+                .new
+        );
+        assert_eq!(
+            complete(&mut conn, &b, &id, 2, &done)
+                .expect("complete")
+                .state,
+            JobState::Succeeded
+        );
+        assert!(matches!(
+            complete(&mut conn, &b, &id, 2, &done),
+            Err(CoordinatorError::FailedPrecondition(_))
+        ));
+        let (_, outcomes, pending) = outcomes(&conn, "s").expect("outcomes");
+        assert_eq!(pending, 0);
+        assert!(outcomes.is_empty(), "no test metrics, so no outcome");
+    }
+
+    #[test]
+    fn permanent_failures_are_not_retried_and_transient_ones_are() {
+        let (_dir, mut conn, id) = store_with_job();
+        let a = worker(&mut conn, "a");
+        lease(&mut conn, &a, Duration::from_secs(60)).expect("lease");
+        let transient = Outcome::Failed {
+            message: "oom".into(),
+            permanent: false,
+        };
+        assert_eq!(
+            complete(&mut conn, &a, &id, 1, &transient)
+                .expect("complete")
+                .state,
+            JobState::Pending
+        );
+        lease(&mut conn, &a, Duration::from_secs(60)).expect("lease");
+        let permanent = Outcome::Failed {
+            message: "bad config".into(),
+            permanent: true,
+        };
+        assert_eq!(
+            complete(&mut conn, &a, &id, 2, &permanent)
+                .expect("complete")
+                .state,
+            JobState::Failed
+        );
+        assert!(
+            lease(&mut conn, &a, Duration::from_secs(60))
+                .expect("lease")
+                .is_none()
+        );
+    }
+}

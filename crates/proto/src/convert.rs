@@ -50,13 +50,19 @@ impl TryFrom<pb::EpochMetrics> for EpochMetrics {
 
 impl From<TestMetrics> for pb::TestMetrics {
     fn from(m: TestMetrics) -> Self {
-        pb::TestMetrics { test_loss: m.test_loss, test_acc: m.test_acc }
+        pb::TestMetrics {
+            test_loss: m.test_loss,
+            test_acc: m.test_acc,
+        }
     }
 }
 
 impl From<pb::TestMetrics> for TestMetrics {
     fn from(m: pb::TestMetrics) -> Self {
-        TestMetrics { test_loss: m.test_loss, test_acc: m.test_acc }
+        TestMetrics {
+            test_loss: m.test_loss,
+            test_acc: m.test_acc,
+        }
     }
 }
 
@@ -78,9 +84,16 @@ impl TryFrom<pb::RunMetrics> for RunMetrics {
     type Error = ConvertError;
 
     fn try_from(m: pb::RunMetrics) -> Result<Self, Self::Error> {
-        let epochs = m.epochs.into_iter().map(EpochMetrics::try_from).collect::<Result<Vec<_>, _>>()?;
+        let epochs = m
+            .epochs
+            .into_iter()
+            .map(EpochMetrics::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
         if m.best_epoch as usize > epochs.len() && !epochs.is_empty() {
-            return Err(ConvertError::Invalid("best_epoch", format!("{} is past the last epoch", m.best_epoch)));
+            return Err(ConvertError::Invalid(
+                "best_epoch",
+                format!("{} is past the last epoch", m.best_epoch),
+            ));
         }
         Ok(RunMetrics {
             epochs,
@@ -101,9 +114,20 @@ mod tests {
     #[test]
     fn run_metrics_round_trip() {
         let mut metrics = RunMetrics::default();
-        let epoch = EpochMetrics { epoch: 1, train_loss: 0.5, train_acc: 0.8, val_loss: 0.4, val_acc: 0.85, lr: 1e-3, seconds: 2.0 };
+        let epoch = EpochMetrics {
+            epoch: 1,
+            train_loss: 0.5,
+            train_acc: 0.8,
+            val_loss: 0.4,
+            val_acc: 0.85,
+            lr: 1e-3,
+            seconds: 2.0,
+        };
         metrics.record_epoch(epoch, true);
-        metrics.test = Some(TestMetrics { test_loss: 0.3, test_acc: 0.9 });
+        metrics.test = Some(TestMetrics {
+            test_loss: 0.3,
+            test_acc: 0.9,
+        });
         let back = RunMetrics::try_from(pb::RunMetrics::from(metrics.clone())).expect("valid");
         assert_eq!(back, metrics);
     }

@@ -33,7 +33,10 @@ const EPOCH_QUEUE: usize = 2;
 const DATASET_COMPLETE: &str = "COMPLETE";
 
 enum Msg {
-    Epoch { metrics: EpochMetrics, files: Vec<(String, Vec<u8>)> },
+    Epoch {
+        metrics: EpochMetrics,
+        files: Vec<(String, Vec<u8>)>,
+    },
     Done(Result<RunMetrics, TrainError>),
 }
 
@@ -73,7 +76,10 @@ impl TrainHooks for Hooks {
             }
         }
         // Fails only when the async side is gone (worker stopping).
-        let _ = self.tx.blocking_send(Msg::Epoch { metrics: *metrics, files });
+        let _ = self.tx.blocking_send(Msg::Epoch {
+            metrics: *metrics,
+            files,
+        });
     }
 
     fn should_stop(&self) -> bool {
@@ -84,10 +90,13 @@ impl TrainHooks for Hooks {
 /// Runs one leased job to its end (or until stopped).
 pub(crate) async fn run(ctx: &Ctx, job: pb::Job) {
     let stop = Arc::new(AtomicBool::new(false));
-    ctx.held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(job.job_id.clone(), Held { attempt: job.attempt, stop: Arc::clone(&stop) });
+    ctx.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        job.job_id.clone(),
+        Held {
+            attempt: job.attempt,
+            stop: Arc::clone(&stop),
+        },
+    );
     let on_shutdown = {
         let (token, stop) = (ctx.shutdown.clone(), Arc::clone(&stop));
         tokio::spawn(async move {
@@ -98,23 +107,44 @@ pub(crate) async fn run(ctx: &Ctx, job: pb::Job) {
     tracing::info!(job = %job.job_id, attempt = job.attempt, resume = !job.checkpoints.is_empty(), "job started");
     run_leased(ctx, &job, &stop).await;
     on_shutdown.abort();
-    ctx.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.job_id);
+    ctx.held
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&job.job_id);
 }
 
 async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
     let (config, run_dir, resume) = match prepare(ctx, job).await {
         Ok(prepared) => prepared,
         Err(PrepareError::Permanent(message)) => {
-            complete(ctx, job, pb::complete_job_request::Outcome::Failure(pb::Failure { message, permanent: true })).await;
+            complete(
+                ctx,
+                job,
+                pb::complete_job_request::Outcome::Failure(pb::Failure {
+                    message,
+                    permanent: true,
+                }),
+            )
+            .await;
             return;
         }
-        Err(PrepareError::Transfer(TransferError::Status(status))) if is_fenced(&status) || ctx.shutdown.is_cancelled() => {
+        Err(PrepareError::Transfer(TransferError::Status(status)))
+            if is_fenced(&status) || ctx.shutdown.is_cancelled() =>
+        {
             tracing::warn!(job = %job.job_id, error = %status.message(), "job abandoned before it started");
             return;
         }
         Err(err) => {
             let message = format!("preparing the job: {err}");
-            complete(ctx, job, pb::complete_job_request::Outcome::Failure(pb::Failure { message, permanent: false })).await;
+            complete(
+                ctx,
+                job,
+                pb::complete_job_request::Outcome::Failure(pb::Failure {
+                    message,
+                    permanent: false,
+                }),
+            )
+            .await;
             return;
         }
     };
@@ -122,14 +152,27 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
     let (tx, mut rx) = mpsc::channel(EPOCH_QUEUE);
     let hooks_stop = Arc::clone(stop);
     let thread_name = format!("train-{}", job.job_id);
-    let spawned = std::thread::Builder::new().name(thread_name).spawn(move || {
-        let mut hooks = Hooks { tx: tx.clone(), stop: hooks_stop };
-        let result = train_blocking(&config, &run_dir, resume, &mut hooks);
-        let _ = tx.blocking_send(Msg::Done(result));
-    });
+    let spawned = std::thread::Builder::new()
+        .name(thread_name)
+        .spawn(move || {
+            let mut hooks = Hooks {
+                tx: tx.clone(),
+                stop: hooks_stop,
+            };
+            let result = train_blocking(&config, &run_dir, resume, &mut hooks);
+            let _ = tx.blocking_send(Msg::Done(result));
+        });
     if let Err(err) = spawned {
         let message = format!("cannot start a training thread: {err}");
-        complete(ctx, job, pb::complete_job_request::Outcome::Failure(pb::Failure { message, permanent: false })).await;
+        complete(
+            ctx,
+            job,
+            pb::complete_job_request::Outcome::Failure(pb::Failure {
+                message,
+                permanent: false,
+            }),
+        )
+        .await;
         return;
     }
 
@@ -150,7 +193,7 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
                 }
             }
             Msg::Done(result) => {
-                if fenced || ctx.shutdown.is_cancelled() {
+                if fenced {
                     break;
                 }
                 let outcome = match result {
@@ -165,7 +208,10 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
                     }
                     Err(err) => {
                         tracing::error!(job = %job.job_id, error = %err, permanent = err.is_permanent(), "job failed");
-                        pb::complete_job_request::Outcome::Failure(pb::Failure { message: err.to_string(), permanent: err.is_permanent() })
+                        pb::complete_job_request::Outcome::Failure(pb::Failure {
+                            message: err.to_string(),
+                            permanent: err.is_permanent(),
+                        })
                     }
                 };
                 complete(ctx, job, outcome).await;
@@ -177,8 +223,17 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
 
 /// Loads the data and trains; a resume from a checkpoint that does not verify
 /// (an upload cut short) falls back to a fresh start instead of failing forever.
-fn train_blocking(config: &ExperimentConfig, run_dir: &Path, resume: bool, hooks: &mut Hooks) -> Result<RunMetrics, TrainError> {
-    let data_dir = config.data.data_dir.clone().unwrap_or_else(|| sweep_train::data::default_data_dir(config.data.dataset));
+fn train_blocking(
+    config: &ExperimentConfig,
+    run_dir: &Path,
+    resume: bool,
+    hooks: &mut Hooks,
+) -> Result<RunMetrics, TrainError> {
+    let data_dir = config
+        .data
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| sweep_train::data::default_data_dir(config.data.dataset));
     let dataset = Dataset::load(config.data.dataset, &data_dir)?;
     match sweep_train::train(config, &dataset, run_dir, resume, hooks) {
         Err(TrainError::Checkpoint { path, reason }) if resume => {
@@ -197,7 +252,10 @@ fn is_fenced(status: &Status) -> bool {
 }
 
 /// The resolved config, the local run dir and whether to resume.
-async fn prepare(ctx: &Ctx, job: &pb::Job) -> Result<(ExperimentConfig, PathBuf, bool), PrepareError> {
+async fn prepare(
+    ctx: &Ctx,
+    job: &pb::Job,
+) -> Result<(ExperimentConfig, PathBuf, bool), PrepareError> {
     for (what, name) in [("sweep name", &job.sweep), ("variant name", &job.variant)] {
         names::validate(what, name).map_err(|e| PrepareError::Permanent(e.to_string()))?;
     }
@@ -212,7 +270,11 @@ async fn prepare(ctx: &Ctx, job: &pb::Job) -> Result<(ExperimentConfig, PathBuf,
     // the worker's scratch dir would only confuse `tensorboard --logdir`.
     config.logging.tensorboard = false;
 
-    let data_dir = config.data.data_dir.clone().unwrap_or_else(|| sweep_train::data::default_data_dir(config.data.dataset));
+    let data_dir = config
+        .data
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| sweep_train::data::default_data_dir(config.data.dataset));
     if !data_dir.is_dir() {
         config.data.data_dir = Some(fetch_dataset(ctx, job, config.data.dataset).await?);
     }
@@ -222,7 +284,11 @@ async fn prepare(ctx: &Ctx, job: &pb::Job) -> Result<(ExperimentConfig, PathBuf,
     // Whatever a previous attempt left here is not what the coordinator holds.
     match tokio::fs::remove_dir_all(&checkpoints).await {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(TransferError::Io { path: checkpoints, source: e }.into());
+            return Err(TransferError::Io {
+                path: checkpoints,
+                source: e,
+            }
+            .into());
         }
         _ => {}
     }
@@ -234,14 +300,24 @@ async fn prepare(ctx: &Ctx, job: &pb::Job) -> Result<(ExperimentConfig, PathBuf,
             attempt: job.attempt,
             name: file.name.clone(),
         };
-        let stream = ctx.retry("download checkpoint", || { let mut client = ctx.client(); let arg = request.clone(); async move { client.download_artifact(arg).await } }).await?;
+        let stream = ctx
+            .retry("download checkpoint", || {
+                let mut client = ctx.client();
+                let arg = request.clone();
+                async move { client.download_artifact(arg).await }
+            })
+            .await?;
         transfer::receive_files(stream.into_inner(), &checkpoints).await?;
     }
     Ok((config, run_dir, resume))
 }
 
 /// Fetches the job's dataset into the cache (once) and returns its directory.
-async fn fetch_dataset(ctx: &Ctx, job: &pb::Job, kind: DatasetKind) -> Result<PathBuf, TransferError> {
+async fn fetch_dataset(
+    ctx: &Ctx,
+    job: &pb::Job,
+    kind: DatasetKind,
+) -> Result<PathBuf, TransferError> {
     let name = match kind {
         DatasetKind::Mnist => "mnist",
         DatasetKind::FashionMnist => "fashion-mnist",
@@ -251,28 +327,58 @@ async fn fetch_dataset(ctx: &Ctx, job: &pb::Job, kind: DatasetKind) -> Result<Pa
         return Ok(dir);
     }
     tracing::info!(dataset = name, dir = %dir.display(), "dataset not found locally; fetching it from the coordinator");
-    let request = pb::FetchDatasetRequest { worker_id: ctx.worker_id(), job_id: job.job_id.clone() };
-    let stream = ctx.retry("fetch dataset", || { let mut client = ctx.client(); let arg = request.clone(); async move { client.fetch_dataset(arg).await } }).await?;
+    let request = pb::FetchDatasetRequest {
+        worker_id: ctx.worker_id(),
+        job_id: job.job_id.clone(),
+    };
+    let stream = ctx
+        .retry("fetch dataset", || {
+            let mut client = ctx.client();
+            let arg = request.clone();
+            async move { client.fetch_dataset(arg).await }
+        })
+        .await?;
     // The files' integrity is checked again by Dataset::load (canonical SHA-256).
     let files = transfer::receive_files(stream.into_inner(), &dir).await?;
     let marker = dir.join(DATASET_COMPLETE);
-    tokio::fs::write(&marker, files.join("\n")).await.map_err(|source| TransferError::Io { path: marker, source })?;
+    tokio::fs::write(&marker, files.join("\n"))
+        .await
+        .map_err(|source| TransferError::Io {
+            path: marker,
+            source,
+        })?;
     Ok(dir)
 }
 
 /// ReportEpoch, then each checkpoint file in the trainer's order (the state
 /// file, the commit record, last).
-async fn report_epoch(ctx: &Ctx, job: &pb::Job, metrics: EpochMetrics, files: Vec<(String, Vec<u8>)>) -> Result<(), Status> {
+async fn report_epoch(
+    ctx: &Ctx,
+    job: &pb::Job,
+    metrics: EpochMetrics,
+    files: Vec<(String, Vec<u8>)>,
+) -> Result<(), Status> {
     let request = pb::ReportEpochRequest {
         worker_id: ctx.worker_id(),
         job_id: job.job_id.clone(),
         attempt: job.attempt,
         metrics: Some(metrics.into()),
     };
-    ctx.retry("report epoch", || { let mut client = ctx.client(); let arg = request.clone(); async move { client.report_epoch(arg).await } }).await?;
+    ctx.retry("report epoch", || {
+        let mut client = ctx.client();
+        let arg = request.clone();
+        async move { client.report_epoch(arg).await }
+    })
+    .await?;
     for (name, bytes) in &files {
-        let messages = transfer::upload_messages(&ctx.worker_id(), &job.job_id, job.attempt, name, bytes);
-        ctx.retry("upload checkpoint", || { let mut client = ctx.client(); let arg = tokio_stream::iter(messages.clone()); async move { client.upload_artifact(arg).await } }).await?;
+        let messages =
+            transfer::upload_messages(&ctx.worker_id(), &job.job_id, job.attempt, name, bytes);
+        ctx.retry("upload checkpoint", || {
+            let mut client = ctx.client();
+            let arg = tokio_stream::iter(messages.clone());
+            async move { client.upload_artifact(arg).await }
+        })
+        .await?;
     }
     Ok(())
 }
@@ -284,7 +390,14 @@ async fn complete(ctx: &Ctx, job: &pb::Job, outcome: pb::complete_job_request::O
         attempt: job.attempt,
         outcome: Some(outcome),
     };
-    if let Err(status) = ctx.retry("complete job", || { let mut client = ctx.client(); let arg = request.clone(); async move { client.complete_job(arg).await } }).await {
+    if let Err(status) = ctx
+        .retry_final("complete job", || {
+            let mut client = ctx.client();
+            let arg = request.clone();
+            async move { client.complete_job(arg).await }
+        })
+        .await
+    {
         tracing::warn!(job = %job.job_id, error = %status.message(), "coordinator did not take the outcome");
     }
 }

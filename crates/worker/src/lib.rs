@@ -34,6 +34,11 @@ use tonic::{Code, Status};
 const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
 /// Longest wait between retries: a restarted coordinator is found within this.
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
+/// How long a job's final report may still be retried once the worker is told
+/// to stop: a finished result is worth a few seconds of shutdown, and an
+/// in-process worker stopping with its coordinator must not drop the last
+/// answer in flight.
+const FINAL_REPORT_GRACE: Duration = Duration::from_secs(10);
 /// A TCP connect that takes longer than this is treated as a failure (and retried).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -41,7 +46,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[non_exhaustive]
 pub enum WorkerError {
     #[error("coordinator address {address:?}: {source}")]
-    Address { address: String, source: tonic::transport::Error },
+    Address {
+        address: String,
+        source: tonic::transport::Error,
+    },
     /// The coordinator refused the handshake (protocol version, bad request).
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
@@ -112,7 +120,10 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     fn worker_id(&self) -> String {
-        self.worker_id.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.worker_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn client(&self) -> CoordinatorClient<Channel> {
@@ -137,6 +148,28 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// Like [`Ctx::retry`], but a shutdown only interrupts it after
+    /// [`FINAL_REPORT_GRACE`].
+    pub(crate) async fn retry_final<T, F, Fut>(&self, what: &str, f: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let call = f.retry(backoff()).when(is_transient).notify(|err: &Status, delay| {
+            tracing::warn!(what, error = %err.message(), code = ?err.code(), ?delay, "coordinator call failed; retrying")
+        });
+        let give_up = async {
+            self.shutdown.cancelled().await;
+            tokio::time::sleep(FINAL_REPORT_GRACE).await;
+        };
+        tokio::select! {
+            result = call => result,
+            _ = give_up => Err(Status::cancelled("worker shut down before the coordinator took the report")),
+        }
+    }
+}
+
 fn backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(RETRY_MIN_DELAY)
@@ -149,7 +182,13 @@ fn backoff() -> ExponentialBuilder {
 pub(crate) fn is_transient(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted | Code::Cancelled | Code::Internal
+        Code::Unavailable
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::ResourceExhausted
+            | Code::Cancelled
+            | Code::Internal
     )
 }
 
@@ -157,8 +196,15 @@ pub(crate) fn is_transient(status: &Status) -> bool {
 /// epoch's checkpoint is already with the coordinator) and the lease's expiry
 /// hands it to another worker.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
-    let url = if config.connect.contains("://") { config.connect.clone() } else { format!("http://{}", config.connect) };
-    let endpoint = Endpoint::from_shared(url).map_err(|source| WorkerError::Address { address: config.connect.clone(), source })?;
+    let url = if config.connect.contains("://") {
+        config.connect.clone()
+    } else {
+        format!("http://{}", config.connect)
+    };
+    let endpoint = Endpoint::from_shared(url).map_err(|source| WorkerError::Address {
+        address: config.connect.clone(),
+        source,
+    })?;
     // Lazy: the channel (re)connects on use, so a coordinator that is not up
     // yet, or restarts, is just a retried call.
     let channel = endpoint.connect_timeout(CONNECT_TIMEOUT).connect_lazy();
@@ -174,8 +220,14 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     };
 
     let heartbeat_stop = CancellationToken::new();
-    let heartbeats = tokio::spawn(heartbeat_loop(Arc::clone(&ctx), heartbeat_interval, heartbeat_stop.clone()));
-    let slots: Vec<_> = (0..ctx.config.slots.max(1)).map(|slot| tokio::spawn(lease_loop(Arc::clone(&ctx), slot))).collect();
+    let heartbeats = tokio::spawn(heartbeat_loop(
+        Arc::clone(&ctx),
+        heartbeat_interval,
+        heartbeat_stop.clone(),
+    ));
+    let slots: Vec<_> = (0..ctx.config.slots.max(1))
+        .map(|slot| tokio::spawn(lease_loop(Arc::clone(&ctx), slot)))
+        .collect();
     let mut outcome = Ok(());
     for slot in slots {
         match slot.await {
@@ -201,13 +253,22 @@ async fn register(ctx: &Ctx) -> Result<Option<Duration>, WorkerError> {
         threads: ctx.config.threads.unwrap_or(0) as u32,
         slots: ctx.config.slots.max(1) as u32,
     };
-    match ctx.retry("register", || { let mut client = ctx.client(); let arg = request.clone(); async move { client.register_worker(arg).await } }).await {
+    match ctx
+        .retry("register", || {
+            let mut client = ctx.client();
+            let arg = request.clone();
+            async move { client.register_worker(arg).await }
+        })
+        .await
+    {
         Ok(response) => {
             let response = response.into_inner();
             tracing::info!(worker = %response.worker_id, coordinator = %ctx.config.connect, "registered");
             *ctx.worker_id.lock().unwrap_or_else(|p| p.into_inner()) = response.worker_id;
             // Never hammer the coordinator, whatever it asks for.
-            Ok(Some(Duration::from_millis(response.heartbeat_interval_ms.max(10))))
+            Ok(Some(Duration::from_millis(
+                response.heartbeat_interval_ms.max(10),
+            )))
         }
         Err(status) if status.code() == Code::Cancelled && ctx.shutdown.is_cancelled() => Ok(None),
         Err(status) => Err(WorkerError::Refused(status.message().to_string())),
@@ -224,9 +285,17 @@ async fn heartbeat_loop(ctx: Arc<Ctx>, interval: Duration, stop: CancellationTok
         }
         let jobs: Vec<pb::JobRef> = {
             let held = ctx.held.lock().unwrap_or_else(|p| p.into_inner());
-            held.iter().map(|(id, h)| pb::JobRef { job_id: id.clone(), attempt: h.attempt }).collect()
+            held.iter()
+                .map(|(id, h)| pb::JobRef {
+                    job_id: id.clone(),
+                    attempt: h.attempt,
+                })
+                .collect()
         };
-        let request = pb::HeartbeatRequest { worker_id: ctx.worker_id(), jobs };
+        let request = pb::HeartbeatRequest {
+            worker_id: ctx.worker_id(),
+            jobs,
+        };
         // Not retried: the next tick is the retry, and a missed beat is what
         // the lease's slack is for.
         let mut client = ctx.client();
@@ -238,7 +307,12 @@ async fn heartbeat_loop(ctx: Arc<Ctx>, interval: Duration, stop: CancellationTok
             Ok(response) => {
                 let response = response.into_inner();
                 let held = ctx.held.lock().unwrap_or_else(|p| p.into_inner());
-                for (id, why) in response.cancelled.iter().map(|id| (id, "cancelled")).chain(response.lost.iter().map(|id| (id, "lease lost"))) {
+                for (id, why) in response
+                    .cancelled
+                    .iter()
+                    .map(|id| (id, "cancelled"))
+                    .chain(response.lost.iter().map(|id| (id, "lease lost")))
+                {
                     if let Some(job) = held.get(id)
                         && !job.stop.swap(true, Ordering::SeqCst)
                     {
@@ -246,7 +320,9 @@ async fn heartbeat_loop(ctx: Arc<Ctx>, interval: Duration, stop: CancellationTok
                     }
                 }
             }
-            Err(status) => tracing::warn!(error = %status.message(), code = ?status.code(), "heartbeat failed"),
+            Err(status) => {
+                tracing::warn!(error = %status.message(), code = ?status.code(), "heartbeat failed")
+            }
         }
     }
 }
@@ -255,7 +331,9 @@ async fn heartbeat_loop(ctx: Arc<Ctx>, interval: Duration, stop: CancellationTok
 async fn lease_loop(ctx: Arc<Ctx>, slot: usize) -> Result<(), WorkerError> {
     let mut delays = backoff().build();
     while !ctx.shutdown.is_cancelled() {
-        let request = pb::LeaseJobRequest { worker_id: ctx.worker_id() };
+        let request = pb::LeaseJobRequest {
+            worker_id: ctx.worker_id(),
+        };
         let mut client = ctx.client();
         let response = tokio::select! {
             r = client.lease_job(request) => r,

@@ -35,7 +35,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -52,7 +54,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
-    sweep_worker::run(config, shutdown).await.context("worker")?;
+    sweep_worker::run(config, shutdown)
+        .await
+        .context("worker")?;
     Ok(())
 }
 
@@ -61,7 +65,9 @@ async fn on_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
             let _ = ctrl_c.await;
             token.cancel();
             return;

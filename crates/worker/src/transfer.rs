@@ -15,17 +15,26 @@ pub enum TransferError {
     #[error(transparent)]
     Status(#[from] Status),
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Corrupt(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
-    move |source| TransferError::Io { path: path.to_path_buf(), source }
+    move |source| TransferError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Receives every file of `stream` into `dir`. Returns their names.
-pub async fn receive_files(mut stream: Streaming<pb::FileChunk>, dir: &Path) -> Result<Vec<String>, TransferError> {
+pub async fn receive_files(
+    mut stream: Streaming<pb::FileChunk>,
+    dir: &Path,
+) -> Result<Vec<String>, TransferError> {
     use pb::file_chunk::Kind;
     tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
     let mut done = Vec::new();
@@ -36,7 +45,8 @@ pub async fn receive_files(mut stream: Streaming<pb::FileChunk>, dir: &Path) -> 
                 if let Some((header, data)) = current.take() {
                     done.push(finish(dir, header, data).await?);
                 }
-                names::validate("file name", &header.name).map_err(|e| TransferError::Corrupt(e.to_string()))?;
+                names::validate("file name", &header.name)
+                    .map_err(|e| TransferError::Corrupt(e.to_string()))?;
                 current = Some((header, Vec::new()));
             }
             Some(Kind::Data(data)) => {
@@ -44,7 +54,10 @@ pub async fn receive_files(mut stream: Streaming<pb::FileChunk>, dir: &Path) -> 
                     return Err(TransferError::Corrupt("data before any file header".into()));
                 };
                 if buffer.len() as u64 + data.len() as u64 > header.size {
-                    return Err(TransferError::Corrupt(format!("{} is longer than its declared {} bytes", header.name, header.size)));
+                    return Err(TransferError::Corrupt(format!(
+                        "{} is longer than its declared {} bytes",
+                        header.name, header.size
+                    )));
                 }
                 buffer.extend_from_slice(&data);
             }
@@ -57,7 +70,11 @@ pub async fn receive_files(mut stream: Streaming<pb::FileChunk>, dir: &Path) -> 
     Ok(done)
 }
 
-async fn finish(dir: &Path, header: pb::FileHeader, data: Vec<u8>) -> Result<String, TransferError> {
+async fn finish(
+    dir: &Path,
+    header: pb::FileHeader,
+    data: Vec<u8>,
+) -> Result<String, TransferError> {
     let sha = hex::encode(Sha256::digest(&data));
     if data.len() as u64 != header.size || sha != header.sha256 {
         return Err(TransferError::Corrupt(format!(
@@ -76,15 +93,29 @@ async fn finish(dir: &Path, header: pb::FileHeader, data: Vec<u8>) -> Result<Str
 }
 
 /// The messages of one upload: header, then the data in chunks.
-pub fn upload_messages(worker_id: &str, job_id: &str, attempt: u32, name: &str, data: &[u8]) -> Vec<pb::UploadArtifactRequest> {
+pub fn upload_messages(
+    worker_id: &str,
+    job_id: &str,
+    attempt: u32,
+    name: &str,
+    data: &[u8],
+) -> Vec<pb::UploadArtifactRequest> {
     use pb::upload_artifact_request::Kind;
     let header = pb::UploadArtifactHeader {
         worker_id: worker_id.to_string(),
         job_id: job_id.to_string(),
         attempt,
-        file: Some(pb::FileHeader { name: name.to_string(), size: data.len() as u64, sha256: hex::encode(Sha256::digest(data)) }),
+        file: Some(pb::FileHeader {
+            name: name.to_string(),
+            size: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+        }),
     };
-    let mut messages = vec![pb::UploadArtifactRequest { kind: Some(Kind::Header(header)) }];
-    messages.extend(data.chunks(CHUNK_SIZE).map(|c| pb::UploadArtifactRequest { kind: Some(Kind::Data(c.to_vec())) }));
+    let mut messages = vec![pb::UploadArtifactRequest {
+        kind: Some(Kind::Header(header)),
+    }];
+    messages.extend(data.chunks(CHUNK_SIZE).map(|c| pb::UploadArtifactRequest {
+        kind: Some(Kind::Data(c.to_vec())),
+    }));
     messages
 }

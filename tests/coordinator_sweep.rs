@@ -1,5 +1,5 @@
-//! End to end in one process: the real coordinator on an ephemeral port with
-//! two in-process workers runs a tiny sweep (2 variants × 2 seeds, 2 epochs,
+//! The real coordinator on an ephemeral port with two local `sweep-worker`
+//! processes runs a tiny sweep (2 variants × 2 seeds, 2 epochs,
 //! a 500-image subset), and the protocol's guards refuse what they must.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +15,10 @@ use tonic::Code;
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist").canonicalize().expect("data/mnist")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/mnist")
+        .canonicalize()
+        .expect("data/mnist")
 }
 
 fn write_sweep(root: &Path) -> PathBuf {
@@ -29,7 +32,11 @@ fn write_sweep(root: &Path) -> PathBuf {
         data_dir().display()
     );
     std::fs::write(root.join("base.yaml"), base).expect("base");
-    std::fs::write(sweep.join("sweep.yaml"), "name: tiny\nbase: ../base.yaml\nseeds: [1, 2]\n").expect("sweep");
+    std::fs::write(
+        sweep.join("sweep.yaml"),
+        "name: tiny\nbase: ../base.yaml\nseeds: [1, 2]\n",
+    )
+    .expect("sweep");
     std::fs::write(sweep.join("no_dropout.yaml"), "model: {dropout: 0.0}\n").expect("variant");
     sweep
 }
@@ -42,19 +49,28 @@ async fn two_local_workers_run_a_sweep_exactly_once() {
     config.sweep = Some(write_sweep(root.path()));
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.local_workers = 2;
+    config.worker_binary = Some(sweep_e2e::release_bin_dir().join("sweep-worker"));
     config.local_worker_threads = Some(1);
     config.lease_timeout = Duration::from_secs(10);
     config.heartbeat_interval = Duration::from_millis(500);
 
     let shutdown = CancellationToken::new();
-    let coordinator = sweep_coordinator::start(config, shutdown.clone()).await.expect("start");
+    let coordinator = sweep_coordinator::start(config, shutdown.clone())
+        .await
+        .expect("start");
     let addr = coordinator.addr;
     let served = tokio::spawn(coordinator.wait());
-    let mut client = CoordinatorClient::connect(format!("http://{addr}")).await.expect("connect");
+    let mut client = CoordinatorClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
 
     let status = tokio::time::timeout(SWEEP_TIMEOUT, async {
         loop {
-            let status = client.get_status(pb::GetStatusRequest::default()).await.expect("status").into_inner();
+            let status = client
+                .get_status(pb::GetStatusRequest::default())
+                .await
+                .expect("status")
+                .into_inner();
             if status.sweeps.iter().all(|s| s.done) && !status.sweeps.is_empty() {
                 return status;
             }
@@ -74,7 +90,9 @@ async fn two_local_workers_run_a_sweep_exactly_once() {
         assert_eq!(job.epoch, 2);
         assert!(job.test.is_some());
         let logs = client
-            .get_job_logs(pb::GetJobLogsRequest { job_id: job.job_id.clone() })
+            .get_job_logs(pb::GetJobLogsRequest {
+                job_id: job.job_id.clone(),
+            })
             .await
             .expect("logs")
             .into_inner();
@@ -87,19 +105,49 @@ async fn two_local_workers_run_a_sweep_exactly_once() {
     // The run layout, for every run.
     for variant in ["baseline", "no_dropout"] {
         for seed in [1, 2] {
-            let run = state_dir.join("tiny").join(variant).join(format!("seed-{seed}"));
-            for file in ["config.yaml", "metrics.json", "checkpoints/best.safetensors", "checkpoints/last.safetensors", "checkpoints/last.optimizer.safetensors", "checkpoints/last.state.json"] {
-                assert!(run.join(file).is_file(), "{} missing", run.join(file).display());
+            let run = state_dir
+                .join("tiny")
+                .join(variant)
+                .join(format!("seed-{seed}"));
+            for file in [
+                "config.yaml",
+                "metrics.json",
+                "checkpoints/best.safetensors",
+                "checkpoints/last.safetensors",
+                "checkpoints/last.optimizer.safetensors",
+                "checkpoints/last.state.json",
+            ] {
+                assert!(
+                    run.join(file).is_file(),
+                    "{} missing",
+                    run.join(file).display()
+                );
             }
-            let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).expect("metrics")).expect("json");
+            let metrics: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(run.join("metrics.json")).expect("metrics"),
+            )
+            .expect("json");
             assert_eq!(metrics["epochs"].as_array().map(Vec::len), Some(2));
-            assert!(metrics["test"]["test_acc"].as_f64().is_some_and(|acc| acc > 0.3), "{metrics}");
+            assert!(
+                metrics["test"]["test_acc"]
+                    .as_f64()
+                    .is_some_and(|acc| acc > 0.3),
+                "{metrics}"
+            );
             let events = std::fs::read_dir(&run)
                 .expect("run dir")
                 .filter_map(|e| e.ok())
-                .any(|e| e.file_name().to_string_lossy().starts_with("events.out.tfevents."));
+                .any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("events.out.tfevents.")
+                });
             assert!(events, "no TensorBoard events in {}", run.display());
-            assert!(!run.join("checkpoints/.staging").join("last.safetensors").exists());
+            assert!(
+                !run.join("checkpoints/.staging")
+                    .join("last.safetensors")
+                    .exists()
+            );
         }
     }
     let csv = std::fs::read_to_string(state_dir.join("tiny/results.csv")).expect("results.csv");
@@ -111,7 +159,10 @@ async fn two_local_workers_run_a_sweep_exactly_once() {
         assert!(state_dir.join(format!("tiny/results.{ext}")).is_file());
     }
     let results = client
-        .get_results(pb::GetResultsRequest { sweep: String::new(), format: "csv".into() })
+        .get_results(pb::GetResultsRequest {
+            sweep: String::new(),
+            format: "csv".into(),
+        })
         .await
         .expect("results")
         .into_inner();
@@ -137,37 +188,81 @@ async fn two_local_workers_run_a_sweep_exactly_once() {
                 worker_id: intruder.worker_id.clone(),
                 job_id: job.job_id.clone(),
                 attempt,
-                outcome: Some(pb::complete_job_request::Outcome::Failure(pb::Failure { message: "late".into(), permanent: true })),
+                outcome: Some(pb::complete_job_request::Outcome::Failure(pb::Failure {
+                    message: "late".into(),
+                    permanent: true,
+                })),
             })
             .await
             .expect_err("stale completion accepted");
         assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     }
-    let after = client.get_status(pb::GetStatusRequest { sweep: "tiny".into() }).await.expect("status").into_inner();
-    let same = after.jobs.iter().find(|j| j.job_id == job.job_id).expect("job");
+    let after = client
+        .get_status(pb::GetStatusRequest {
+            sweep: "tiny".into(),
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    let same = after
+        .jobs
+        .iter()
+        .find(|j| j.job_id == job.job_id)
+        .expect("job");
     assert_eq!(same.state, "succeeded");
     assert_eq!(same.test, job.test);
 
     // Handshake and request validation.
     let mismatch = client
-        .register_worker(pb::RegisterWorkerRequest { protocol_version: PROTOCOL_VERSION + 1, name: "old".into(), ..Default::default() })
+        .register_worker(pb::RegisterWorkerRequest {
+            protocol_version: PROTOCOL_VERSION + 1,
+            name: "old".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("version mismatch accepted");
     assert_eq!(mismatch.code(), Code::FailedPrecondition);
     let missing = client
-        .report_epoch(pb::ReportEpochRequest { worker_id: intruder.worker_id.clone(), job_id: job.job_id.clone(), attempt: 1, metrics: None })
+        .report_epoch(pb::ReportEpochRequest {
+            worker_id: intruder.worker_id.clone(),
+            job_id: job.job_id.clone(),
+            attempt: 1,
+            metrics: None,
+        })
         .await
         .expect_err("missing metrics accepted");
     assert_eq!(missing.code(), Code::InvalidArgument);
     let bad_sweep = client
-        .submit_sweep(pb::SubmitSweepRequest { name: "../escape".into(), baseline: "baseline".into(), metric: "test_acc".into(), seeds: vec![1], ..Default::default() })
+        .submit_sweep(pb::SubmitSweepRequest {
+            name: "../escape".into(),
+            baseline: "baseline".into(),
+            metric: "test_acc".into(),
+            seeds: vec![1],
+            ..Default::default()
+        })
         .await
         .expect_err("path-like sweep name accepted");
     assert_eq!(bad_sweep.code(), Code::InvalidArgument);
 
-    let workers = client.list_workers(pb::ListWorkersRequest {}).await.expect("workers").into_inner();
-    assert!(workers.workers.iter().filter(|w| w.name.starts_with("local-")).count() == 2, "{workers:?}");
+    let workers = client
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .expect("workers")
+        .into_inner();
+    assert!(
+        workers
+            .workers
+            .iter()
+            .filter(|w| w.name.starts_with("local-"))
+            .count()
+            == 2,
+        "{workers:?}"
+    );
 
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), served).await.expect("clean shutdown").expect("join").expect("coordinator");
+    tokio::time::timeout(Duration::from_secs(30), served)
+        .await
+        .expect("clean shutdown")
+        .expect("join")
+        .expect("coordinator");
 }

@@ -1,0 +1,119 @@
+//! Cancelling a sweep reaches its running job within a heartbeat: the worker
+//! stops training, the job ends cancelled, and the sweep counts as ended.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sweep_coordinator::CoordinatorConfig;
+use sweep_proto::CoordinatorClient;
+use sweep_proto::pb;
+use tokio_util::sync::CancellationToken;
+
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_stops_a_running_job_within_a_heartbeat() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/mnist")
+        .canonicalize()
+        .expect("data");
+    std::fs::write(
+        root.path().join("base.yaml"),
+        format!(
+            "name: base\nseed: 1\n\
+             model: {{type: fc, input_size: 784, hidden_sizes: [32], num_classes: 10}}\n\
+             data: {{dataset: mnist, data_dir: {}, batch_size: 64, subset: {{train: 500, test: 200}}}}\n\
+             training: {{epochs: 1000, threads: 1}}\n",
+            data.display()
+        ),
+    )
+    .expect("base");
+    let sweep = root.path().join("long.yaml");
+    std::fs::write(&sweep, "name: long\nbase: base.yaml\nseeds: [3]\n").expect("sweep");
+
+    let mut config = CoordinatorConfig::new(root.path().join("runs"));
+    config.sweep = Some(sweep);
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.local_workers = 1;
+    config.worker_binary = Some(sweep_e2e::release_bin_dir().join("sweep-worker"));
+    config.local_worker_threads = Some(1);
+    config.lease_timeout = Duration::from_secs(5);
+    config.heartbeat_interval = HEARTBEAT;
+    let shutdown = CancellationToken::new();
+    let coordinator = sweep_coordinator::start(config, shutdown.clone())
+        .await
+        .expect("start");
+    let mut client = CoordinatorClient::connect(format!("http://{}", coordinator.addr))
+        .await
+        .expect("connect");
+    let served = tokio::spawn(coordinator.wait());
+
+    let job_id = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let status = client
+                .get_status(pb::GetStatusRequest::default())
+                .await
+                .expect("status")
+                .into_inner();
+            if let Some(job) = status.jobs.first().filter(|j| j.epoch >= 1) {
+                return job.job_id.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("job running");
+    let cancelled = client
+        .cancel(pb::CancelRequest {
+            target: Some(pb::cancel_request::Target::Sweep("long".into())),
+        })
+        .await
+        .expect("cancel")
+        .into_inner();
+    assert_eq!(cancelled.cancelled, 1);
+
+    let epochs =
+        |logs: &pb::GetJobLogsResponse| logs.events.iter().filter(|e| e.kind == "epoch").count();
+    // A heartbeat carries the word; give it two, then the epoch in flight may
+    // still end, but no further one may start.
+    tokio::time::sleep(HEARTBEAT * 2).await;
+    let before = client
+        .get_job_logs(pb::GetJobLogsRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .expect("logs")
+        .into_inner();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = client
+        .get_job_logs(pb::GetJobLogsRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .expect("logs")
+        .into_inner();
+    // Epoch reports after the cancellation are refused (the job is no longer
+    // leased), so the log cannot grow at all.
+    assert_eq!(epochs(&before), epochs(&after), "{:?}", after.events);
+
+    let status = client
+        .get_status(pb::GetStatusRequest::default())
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.jobs[0].state, "cancelled");
+    assert!(status.sweeps[0].done);
+    let workers = client
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .expect("workers")
+        .into_inner();
+    assert!(
+        workers.workers.iter().all(|w| w.jobs.is_empty()),
+        "{workers:?}"
+    );
+
+    shutdown.cancel();
+    served.await.expect("join").expect("coordinator");
+}

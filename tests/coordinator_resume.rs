@@ -1,0 +1,150 @@
+//! A worker that stops mid-job (as on SIGTERM) leaves its lease to expire; a
+//! second worker then resumes the job from the checkpoint the coordinator
+//! holds, and the job still ends with exactly one result.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sweep_coordinator::CoordinatorConfig;
+use sweep_proto::CoordinatorClient;
+use sweep_proto::pb;
+use sweep_worker::WorkerConfig;
+use tokio_util::sync::CancellationToken;
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_worker_job_resumes_from_its_checkpoint() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/mnist")
+        .canonicalize()
+        .expect("data");
+    let sweep = root.path().join("one.yaml");
+    std::fs::write(
+        root.path().join("base.yaml"),
+        format!(
+            "name: base\nseed: 1\n\
+             model: {{type: fc, input_size: 784, hidden_sizes: [32], num_classes: 10, dropout: 0.2}}\n\
+             data: {{dataset: mnist, data_dir: {}, train_split: 0.8, batch_size: 64, subset: {{train: 500, test: 200}}}}\n\
+             training: {{epochs: 30, learning_rate: 0.001, optimizer: adam, threads: 1}}\n",
+            data.display()
+        ),
+    )
+    .expect("base");
+    std::fs::write(&sweep, "name: one\nbase: base.yaml\nseeds: [7]\n").expect("sweep");
+
+    let state_dir = root.path().join("runs");
+    let mut config = CoordinatorConfig::new(state_dir.clone());
+    config.sweep = Some(sweep);
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.lease_timeout = Duration::from_millis(1500);
+    config.heartbeat_interval = Duration::from_millis(200);
+    let shutdown = CancellationToken::new();
+    let coordinator = sweep_coordinator::start(config, shutdown.clone())
+        .await
+        .expect("start");
+    let addr = coordinator.addr.to_string();
+    let served = tokio::spawn(coordinator.wait());
+    let mut client = CoordinatorClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+
+    let worker = |name: &str| {
+        let mut config = WorkerConfig::new(addr.clone());
+        config.name = name.into();
+        config.threads = Some(1);
+        config.cache_dir = root.path().join(name);
+        config
+    };
+    let first_stop = CancellationToken::new();
+    let first = tokio::spawn(sweep_worker::run(worker("first"), first_stop.clone()));
+
+    // Wait for a committed checkpoint (the state file is uploaded last).
+    let job_id = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let status = client
+                .get_status(pb::GetStatusRequest::default())
+                .await
+                .expect("status")
+                .into_inner();
+            if let Some(job) = status.jobs.first() {
+                let logs = client
+                    .get_job_logs(pb::GetJobLogsRequest {
+                        job_id: job.job_id.clone(),
+                    })
+                    .await
+                    .expect("logs")
+                    .into_inner();
+                if logs
+                    .events
+                    .iter()
+                    .any(|e| e.kind == "artifact" && e.message.starts_with("last.state.json"))
+                {
+                    return job.job_id.clone();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a checkpoint in time");
+    first_stop.cancel();
+    first.await.expect("join").expect("first worker");
+
+    let second_stop = CancellationToken::new();
+    let second = tokio::spawn(sweep_worker::run(worker("second"), second_stop.clone()));
+    let job = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let status = client
+                .get_status(pb::GetStatusRequest::default())
+                .await
+                .expect("status")
+                .into_inner();
+            if status.sweeps.first().is_some_and(|s| s.done) {
+                return status.jobs[0].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("sweep finished");
+    assert_eq!(job.state, "succeeded", "{job:?}");
+    assert_eq!(job.attempt, 2, "{job:?}");
+
+    let logs = client
+        .get_job_logs(pb::GetJobLogsRequest { job_id })
+        .await
+        .expect("logs")
+        .into_inner();
+    let kinds: Vec<&str> = logs.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "expired").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "succeeded").count(),
+        1,
+        "{kinds:?}"
+    );
+    // The second attempt resumed: it never redid epoch 1.
+    let redone = logs
+        .events
+        .iter()
+        .any(|e| e.kind == "epoch" && e.attempt == 2 && e.message.starts_with("epoch 1/"));
+    assert!(!redone, "{:?}", logs.events);
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state_dir.join("one/baseline/seed-7/metrics.json"))
+            .expect("metrics"),
+    )
+    .expect("json");
+    let epochs = metrics["epochs"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(epochs >= 1 && metrics["test"].is_object(), "{metrics}");
+    assert!(state_dir.join("one/results.csv").is_file());
+
+    second_stop.cancel();
+    second.await.expect("join").expect("second worker");
+    shutdown.cancel();
+    served.await.expect("join").expect("coordinator");
+}
