@@ -8,6 +8,8 @@ use sweep_core::names::NameError;
 use sweep_core::sweep::SweepError;
 use sweep_proto::convert::ConvertError;
 
+use crate::auth::{AuthError, AuthSetupError};
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CoordinatorError {
@@ -26,6 +28,15 @@ pub enum CoordinatorError {
     Sweep(#[from] SweepError),
     #[error("{0}")]
     NotFound(String),
+    /// A request turned away by the token check.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Tokens missing or inconsistent at start (never a request's answer).
+    #[error(transparent)]
+    AuthSetup(#[from] AuthSetupError),
+    /// A request over one of the limits (`crate::limits`).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A request that is well formed but not valid now: a stale attempt, a
     /// protocol mismatch, a sweep resubmitted with other jobs.
     #[error("{0}")]
@@ -59,6 +70,10 @@ impl From<CoordinatorError> for tonic::Status {
                 tonic::Status::invalid_argument(message)
             }
             E::NotFound(_) => tonic::Status::not_found(message),
+            E::Auth(AuthError::Forbidden { .. }) => tonic::Status::permission_denied(message),
+            E::Auth(_) => tonic::Status::unauthenticated(message),
+            E::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            E::AuthSetup(_) => tonic::Status::failed_precondition(message),
             E::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             E::Db(_) | E::Io { .. } | E::Transport(_) | E::Internal(_) => {
                 tracing::error!(error = %message, "internal error answering a request");

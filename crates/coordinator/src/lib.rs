@@ -9,13 +9,18 @@
 //!   checkpoint uploads, results).
 //! - [`service`]: the gRPC handlers over the store and the layout.
 //! - [`error`]: the error type and its one mapping to gRPC status codes.
+//! - [`auth`]: bearer tokens with a worker and an admin role, checked before
+//!   any handler runs; the health service stays open.
+//! - [`limits`]: what one client may make the coordinator store or allocate.
 //!
 //! [`start`] binds, reloads the state, optionally submits a sweep and starts
 //! local worker processes; [`Coordinator::wait`] runs until shutdown or, with
 //! `exit_when_done`, until every sweep has ended.
 
+pub mod auth;
 pub mod error;
 pub mod layout;
+pub mod limits;
 pub mod service;
 pub mod store;
 
@@ -25,10 +30,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sweep_core::sweep::SweepSpec;
+use sweep_core::token::Token;
 use sweep_proto::CoordinatorServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{CoordinatorError, Result};
@@ -65,6 +70,24 @@ pub struct CoordinatorConfig {
     pub exit_when_done: bool,
     pub lease_timeout: Duration,
     pub heartbeat_interval: Duration,
+    /// Opens the worker methods. Without either token the coordinator is
+    /// open, which [`start`] allows on a loopback address only.
+    pub worker_token: Option<Token>,
+    /// Opens every method.
+    pub admin_token: Option<Token>,
+    /// Serve TLS with this certificate and key (PEM).
+    pub tls: Option<TlsFiles>,
+    pub limits: limits::Limits,
+}
+
+/// The PEM files of the server's TLS identity (`sweepctl certs` makes them).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that signed `cert`, handed to local workers so they can verify
+    /// the server they connect to.
+    pub ca: Option<PathBuf>,
 }
 
 impl CoordinatorConfig {
@@ -79,6 +102,10 @@ impl CoordinatorConfig {
             exit_when_done: false,
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            worker_token: None,
+            admin_token: None,
+            tls: None,
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -101,6 +128,10 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
     std::fs::create_dir_all(&config.state_dir).map_err(CoordinatorError::io(&config.state_dir))?;
     let store = store::Store::open(&config.state_dir.join("coordinator.sqlite"))?;
     let spec = config.sweep.as_deref().map(SweepSpec::load).transpose()?;
+    // Before binding: an exposed coordinator without tokens never serves.
+    let authenticator = auth::Authenticator::new(config.worker_token.as_ref(), config.admin_token.as_ref())?;
+    auth::check_exposure(config.listen, authenticator.as_ref())?;
+    let tls = config.tls.as_ref().map(server_tls).transpose()?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -116,6 +147,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
         config.state_dir.clone(),
         config.lease_timeout,
         config.heartbeat_interval,
+        config.limits.clone(),
         stopping.clone(),
     ));
     // Leases that were live when a previous coordinator died are honoured
@@ -129,11 +161,30 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
         shared: Arc::clone(&shared),
     };
     let server_stop = stopping.clone();
+    let coordinator = CoordinatorServer::new(service)
+        .max_decoding_message_size(config.limits.max_message_bytes)
+        .max_encoding_message_size(config.limits.max_message_bytes);
+    // Health for load balancers and orchestrators: open, no token needed.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<CoordinatorServer<Service>>().await;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder.add_service(health_service);
+    let router = match authenticator {
+        Some(authenticator) => router.add_service(auth::RequireAuth::new(coordinator, Arc::new(authenticator))),
+        None => {
+            tracing::warn!(%config.listen, "no tokens configured: every client on this machine may call every method");
+            router.add_service(coordinator)
+        }
+    };
     let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(CoordinatorServer::new(service))
+        router
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                // Without TCP_NODELAY a response's last frames wait for the
+                // peer's delayed ACK (40 ms), which would dominate job hand-off.
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 server_stop.cancelled_owned(),
             )
             .await?;
@@ -174,6 +225,13 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
     })
 }
 
+/// The server's TLS identity, read from its PEM files.
+fn server_tls(files: &TlsFiles) -> Result<tonic::transport::ServerTlsConfig> {
+    let cert = std::fs::read(&files.cert).map_err(CoordinatorError::io(&files.cert))?;
+    let key = std::fs::read(&files.key).map_err(CoordinatorError::io(&files.key))?;
+    Ok(tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key)))
+}
+
 /// Starts `--local-workers` as child processes of the `sweep-worker` binary.
 /// Processes rather than tasks, because libtorch's random generator and thread
 /// pool are process-wide: two trainings in one process would draw from the
@@ -212,6 +270,21 @@ fn spawn_local_workers(config: &CoordinatorConfig, addr: SocketAddr) -> Result<V
                 .kill_on_drop(true);
             if let Some(threads) = config.local_worker_threads {
                 command.arg("--threads").arg(threads.to_string());
+            }
+            // The token goes through the environment, never the command line
+            // (which `ps` shows to every user); workers use the admin token
+            // when no worker token is set.
+            command.env_remove("SWEEP_TOKEN");
+            if let Some(token) = config.worker_token.as_ref().or(config.admin_token.as_ref()) {
+                command.env("SWEEP_TOKEN", token.expose());
+            }
+            if let Some(tls) = &config.tls {
+                let ca = tls.ca.as_ref().ok_or_else(|| {
+                    CoordinatorError::InvalidArgument(
+                        "--local-workers with TLS needs --tls-ca (the CA that signed --tls-cert) so that they can verify the server".into(),
+                    )
+                })?;
+                command.arg("--tls-ca").arg(ca);
             }
             if std::env::var_os("RUST_LOG").is_none() {
                 // The coordinator reports progress; its workers only speak up when something is wrong.

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use sweep_coordinator::{CoordinatorConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TIMEOUT};
+use sweep_coordinator::limits::Limits;
+use sweep_coordinator::{CoordinatorConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TIMEOUT, TlsFiles};
+use sweep_core::token::Token;
 use tokio_util::sync::CancellationToken;
 
 /// Serves sweeps to workers, keeps their state and writes their runs and results.
@@ -40,6 +42,22 @@ struct Args {
     /// Seconds between worker heartbeats (told to workers at registration).
     #[arg(long, value_parser = parse_seconds, default_value_t = DEFAULT_HEARTBEAT_INTERVAL.as_secs_f64())]
     heartbeat_interval: f64,
+    /// File holding the worker token (or $SWEEP_WORKER_TOKEN). Needed, with
+    /// the admin token, to listen on anything but loopback.
+    #[arg(long, value_name = "FILE")]
+    worker_token_file: Option<PathBuf>,
+    /// File holding the admin token (or $SWEEP_ADMIN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Serve TLS with this certificate (PEM; `sweepctl certs` makes one).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA that signed --tls-cert, for --local-workers to verify the server.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -53,6 +71,8 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // First thing: rustls needs one crypto provider, and ring is ours.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -76,6 +96,13 @@ async fn main() -> anyhow::Result<()> {
         exit_when_done: args.exit_when_done,
         lease_timeout,
         heartbeat_interval,
+        worker_token: Token::load(args.worker_token_file.as_deref(), "SWEEP_WORKER_TOKEN")?,
+        admin_token: Token::load(args.admin_token_file.as_deref(), "SWEEP_ADMIN_TOKEN")?,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key, ca: args.tls_ca }),
+            _ => None,
+        },
+        limits: Limits::default(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));

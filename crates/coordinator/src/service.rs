@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{CoordinatorError, Result};
 use crate::layout::{self, TensorBoard};
+use crate::limits::{Limits, truncate_text};
 use crate::store::{self, JobState, Outcome, Store};
 
 /// How long a LeaseJob call waits for a job before answering "none": short
@@ -36,9 +37,6 @@ const LEASE_POLL_TIMEOUT: Duration = Duration::from_secs(5);
 /// becomes one update, and a terminal redraws at most a few times a second.
 const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Largest artifact accepted: far above any MNIST-sized checkpoint, small
-/// enough that a buggy client cannot fill the disk with one upload.
-const MAX_ARTIFACT_SIZE: u64 = 4 << 30;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send + 'static>>;
 
@@ -49,6 +47,8 @@ pub struct Shared {
     pub state_dir: PathBuf,
     pub lease_timeout: Duration,
     pub heartbeat_interval: Duration,
+    /// What one client may make us store (checked by the handlers).
+    pub limits: Limits,
     /// Bumped after every change of the job model: wakes long-polling
     /// LeaseJob calls, WatchStatus streams and the exit-when-done check.
     pub changes: watch::Sender<u64>,
@@ -63,6 +63,7 @@ impl Shared {
         state_dir: PathBuf,
         lease_timeout: Duration,
         heartbeat_interval: Duration,
+        limits: Limits,
         stopping: CancellationToken,
     ) -> Self {
         Shared {
@@ -70,6 +71,7 @@ impl Shared {
             state_dir,
             lease_timeout,
             heartbeat_interval,
+            limits,
             changes: watch::Sender::new(0),
             tensorboard: TensorBoard::default(),
             stopping,
@@ -241,6 +243,37 @@ fn non_empty(value: &str, field: &'static str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a metric point (or a run of `count` epochs) beyond the job's
+/// configured epochs plus `slack`: what bounds the metric rows of a job.
+fn check_epochs(count: usize, epochs: u32, slack: u32) -> Result<()> {
+    let max = epochs as usize + slack as usize;
+    if count > max {
+        return Err(CoordinatorError::ResourceExhausted(format!(
+            "epoch {count} is past the job's {epochs} epochs (limit {max})"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an upload that would take the job's or the sweep's checkpoints
+/// over their byte limits; a file being replaced counts with its new size only.
+fn check_artifact_budget(conn: &rusqlite::Connection, job: &store::JobRow, name: &str, size: u64, limits: &Limits) -> Result<()> {
+    let (job_bytes, sweep_bytes) = store::artifact_bytes(conn, &job.sweep, &job.id, name)?;
+    if job_bytes.saturating_add(size) > limits.max_job_artifact_bytes {
+        return Err(CoordinatorError::ResourceExhausted(format!(
+            "job {} would hold {} checkpoint bytes, the limit is {}",
+            job.id, job_bytes.saturating_add(size), limits.max_job_artifact_bytes
+        )));
+    }
+    if sweep_bytes.saturating_add(size) > limits.max_sweep_artifact_bytes {
+        return Err(CoordinatorError::ResourceExhausted(format!(
+            "sweep {} would hold {} checkpoint bytes, the limit is {}",
+            job.sweep, sweep_bytes.saturating_add(size), limits.max_sweep_artifact_bytes
+        )));
+    }
+    Ok(())
+}
+
 /// Streams files (header, then chunks) through a channel; a failed send means
 /// the client left, which ends the task.
 fn stream_files(
@@ -294,20 +327,32 @@ impl Coordinator for Service {
             ))
             .into());
         }
-        non_empty(&req.name, "name")?;
+        // The name becomes part of the worker's id, shown and logged: held to
+        // the rule of every name that comes over the network.
+        names::validate("worker name", &req.name).map_err(CoordinatorError::from)?;
+        let limits = &self.shared.limits;
         let row = store::WorkerRow {
             id: String::new(),
             name: req.name.clone(),
-            host: req.host,
-            device: req.device,
+            host: truncate_text(&req.host, names::MAX_NAME_LEN * 2),
+            device: truncate_text(&req.device, names::MAX_NAME_LEN),
             threads: req.threads,
             slots: req.slots.max(1),
             last_seen_ms: 0,
         };
+        let (max_workers, alive_ms) = (limits.max_workers, self.shared.lease_timeout.as_millis() as i64);
         let worker_id = self
             .shared
             .store
-            .call(move |conn| store::register_worker(conn, &row))
+            .call(move |conn| {
+                let alive = store::workers_seen_since(conn, store::now_ms() - alive_ms)?;
+                if alive >= max_workers {
+                    return Err(CoordinatorError::ResourceExhausted(format!(
+                        "{alive} workers are registered, the limit is {max_workers}"
+                    )));
+                }
+                store::register_worker(conn, &row)
+            })
             .await?;
         tracing::info!(worker = %worker_id, "worker registered");
         self.shared.bump();
@@ -404,10 +449,16 @@ impl Coordinator for Service {
         let metrics = EpochMetrics::try_from(required(req.metrics, "metrics")?)
             .map_err(CoordinatorError::from)?;
         let (worker, job_id) = (req.worker_id, req.job_id);
+        let slack = self.shared.limits.epoch_slack;
         let ingest = self
             .shared
             .store
-            .call(move |conn| store::report_epoch(conn, &worker, &job_id, req.attempt, &metrics))
+            .call(move |conn| {
+                // Bounds the metric points of a job: one per epoch of its config.
+                let job = store::get_job(conn, &job_id)?;
+                check_epochs(metrics.epoch as usize, job.epochs, slack)?;
+                store::report_epoch(conn, &worker, &job_id, req.attempt, &metrics)
+            })
             .await?;
         if ingest.new {
             let dir = self.shared.run_dir(&ingest.job);
@@ -435,10 +486,17 @@ impl Coordinator for Service {
         };
         let file = required(header.file, "header.file")?;
         names::validate("artifact name", &file.name).map_err(CoordinatorError::from)?;
-        if file.size > MAX_ARTIFACT_SIZE {
-            return Err(CoordinatorError::InvalidArgument(format!(
-                "artifact of {} bytes exceeds the {MAX_ARTIFACT_SIZE}-byte limit",
-                file.size
+        if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(CoordinatorError::InvalidArgument(
+                "header.file.sha256: expected 64 lower-case hex digits".into(),
+            )
+            .into());
+        }
+        let limits = self.shared.limits.clone();
+        if file.size > limits.max_job_artifact_bytes {
+            return Err(CoordinatorError::ResourceExhausted(format!(
+                "artifact of {} bytes exceeds the {}-byte limit per job",
+                file.size, limits.max_job_artifact_bytes
             ))
             .into());
         }
@@ -447,10 +505,15 @@ impl Coordinator for Service {
             header.job_id.clone(),
             header.attempt,
         );
+        let (name, size, budget) = (file.name.clone(), file.size, limits.clone());
         let job = self
             .shared
             .store
-            .call(move |conn| store::check_fence(conn, &job_id, attempt, &worker))
+            .call(move |conn| {
+                let job = store::check_fence(conn, &job_id, attempt, &worker)?;
+                check_artifact_budget(conn, &job, &name, size, &budget)?;
+                Ok(job)
+            })
             .await?;
         let dir = self.shared.run_dir(&job);
         let part = layout::upload_part_path(&dir, &file.name, attempt);
@@ -498,7 +561,10 @@ impl Coordinator for Service {
         self.shared
             .store
             .call(move |conn| {
-                store::check_fence(conn, &job_id, attempt, &worker)?;
+                let job = store::check_fence(conn, &job_id, attempt, &worker)?;
+                // Again under the lock: uploads of other files of the same
+                // job or sweep may have landed while this one streamed.
+                check_artifact_budget(conn, &job, &name, file.size, &limits)?;
                 layout::place_upload(&dir, &part, &name)?;
                 store::record_artifact(conn, &job_id, attempt, &name, &file.sha256, file.size)
             })
@@ -542,12 +608,13 @@ impl Coordinator for Service {
         use pb::complete_job_request::Outcome as PbOutcome;
         let req = request.into_inner();
         non_empty(&req.job_id, "job_id")?;
+        let max_text = self.shared.limits.max_text_bytes;
         let outcome = match required(req.outcome, "outcome")? {
             PbOutcome::Metrics(m) => {
                 Outcome::Succeeded(RunMetrics::try_from(m).map_err(CoordinatorError::from)?)
             }
             PbOutcome::Failure(f) => Outcome::Failed {
-                message: f.message,
+                message: truncate_text(&f.message, max_text),
                 permanent: f.permanent,
             },
         };
@@ -556,10 +623,18 @@ impl Coordinator for Service {
             Outcome::Failed { .. } => None,
         };
         let (worker, job_id, attempt) = (req.worker_id, req.job_id, req.attempt);
+        let slack = self.shared.limits.epoch_slack;
         let job = self
             .shared
             .store
-            .call(move |conn| store::complete(conn, &worker, &job_id, attempt, &outcome))
+            .call(move |conn| {
+                if let Outcome::Succeeded(metrics) = &outcome {
+                    let job = store::get_job(conn, &job_id)?;
+                    let last = metrics.epochs.iter().map(|e| e.epoch as usize).max().unwrap_or(0);
+                    check_epochs(metrics.epochs.len().max(last), job.epochs, slack)?;
+                }
+                store::complete(conn, &worker, &job_id, attempt, &outcome)
+            })
             .await?;
         let dir = self.shared.run_dir(&job);
         if let Some(metrics) = final_metrics {
@@ -595,7 +670,14 @@ impl Coordinator for Service {
             .store
             .call(move |conn| {
                 store::touch_worker(conn, &worker)?;
-                store::get_job(conn, &job_id)
+                let job = store::get_job(conn, &job_id)?;
+                // Only for a job this worker holds: the data is the job's.
+                if !job.state.is_active() || job.worker.as_deref() != Some(worker.as_str()) {
+                    return Err(CoordinatorError::FailedPrecondition(format!(
+                        "job {job_id} is not leased to {worker}"
+                    )));
+                }
+                Ok(job)
             })
             .await?;
         let config = ExperimentConfig::from_yaml(&job.config_yaml, Path::new("stored config"))

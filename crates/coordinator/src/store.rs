@@ -420,6 +420,34 @@ pub fn register_worker(conn: &mut Connection, worker: &WorkerRow) -> Result<Stri
     Ok(id)
 }
 
+/// Workers heard from since `since_ms` (registered or seen): what the
+/// worker limit counts, so that dead incarnations do not hold places.
+pub fn workers_seen_since(conn: &Connection, since_ms: i64) -> Result<usize> {
+    let count: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM workers WHERE last_seen_ms >= ?1",
+        params![since_ms],
+        |r| r.get(0),
+    )?;
+    Ok(count as usize)
+}
+
+/// Checkpoint bytes held by job `job_id` and by sweep `sweep`, leaving out
+/// the job's file `except` (about to be replaced).
+pub fn artifact_bytes(conn: &Connection, sweep: &str, job_id: &str, except: &str) -> Result<(u64, u64)> {
+    let job: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE job_id = ?1 AND name != ?2",
+        params![job_id, except],
+        |r| r.get(0),
+    )?;
+    let sweep: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(a.size), 0) FROM artifacts a JOIN jobs j ON a.job_id = j.id \
+         WHERE j.sweep = ?1 AND NOT (a.job_id = ?2 AND a.name = ?3)",
+        params![sweep, job_id, except],
+        |r| r.get(0),
+    )?;
+    Ok((job.max(0) as u64, sweep.max(0) as u64))
+}
+
 /// Marks the worker as heard from; NotFound when it is unknown (it must register).
 pub fn touch_worker(conn: &Connection, worker_id: &str) -> Result<()> {
     let n = conn.execute(

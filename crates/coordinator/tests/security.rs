@@ -434,9 +434,10 @@ async fn corrupt_and_truncated_uploads_are_rejected_by_hash() {
     let placed: Vec<_> = files_under(&checkpoints).into_iter().collect();
     assert!(placed.is_empty(), "a rejected upload left {placed:?}");
 
-    // The honest upload still goes through, and reads back intact.
+    // The honest upload still goes through (staged until the attempt's
+    // commit file arrives), and reads back intact.
     send_upload(&mut worker, upload(&worker_id, &job, job.attempt, "last.safetensors", &data, None)).await.expect("good upload");
-    assert_eq!(std::fs::read(checkpoints.join("last.safetensors")).expect("placed"), data);
+    assert_eq!(std::fs::read(checkpoints.join(".staging/last.safetensors")).expect("placed"), data);
     harness.stop().await;
 }
 
@@ -584,8 +585,9 @@ async fn garbage_bytes_get_invalid_argument() {
             );
             answered += 1;
         }
-        let code = call_raw(channel.clone(), Some(ADMIN_TOKEN), method, vec![0x12, 0x02, 0xff, 0xfe]).await;
-        assert_eq!(code, Code::InvalidArgument, "{method}: invalid UTF-8 is not a {method} request");
+        // A length running past the end is malformed for every message type.
+        let code = call_raw(channel.clone(), Some(ADMIN_TOKEN), method, vec![0x0a, 0x05, b'a']).await;
+        assert_eq!(code, Code::InvalidArgument, "{method}: a truncated body is not a {method} request");
     }
     eprintln!("garbage bodies answered: {answered}");
     harness.admin().await.get_status(pb::GetStatusRequest::default()).await.expect("still serving");

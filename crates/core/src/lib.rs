@@ -10,6 +10,8 @@
 //! - [`results`]: mean ± std across seeds, Welch's t-test against the baseline,
 //!   and the table in its terminal, Markdown, CSV and JSON forms.
 //! - [`names`]: validation of names that become path components.
+//! - [`token`]: bearer tokens: loading from files or the environment, never
+//!   printed, compared in constant time.
 
 pub mod config;
 pub mod metrics;
@@ -17,3 +19,4 @@ pub mod names;
 pub mod results;
 pub mod sweep;
 pub mod tensorboard;
+pub mod token;

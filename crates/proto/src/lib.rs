@@ -3,6 +3,8 @@
 //! The generated types live in [`pb`]; domain types (from `sweep-core`) stay
 //! separate, and [`convert`] moves between the two, validating what arrives
 //! from the network (a missing field is an error, never a panic).
+//! [`codec`] answers undecodable messages `invalid_argument`; [`auth`] adds
+//! the bearer token to a client's requests.
 
 /// Generated from `proto/sweep.proto`.
 #[allow(clippy::all, missing_docs)]
@@ -10,6 +12,8 @@ pub mod pb {
     tonic::include_proto!("sweep.v1");
 }
 
+pub mod auth;
+pub mod codec;
 pub mod convert;
 
 pub use pb::coordinator_client::CoordinatorClient;

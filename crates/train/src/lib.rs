@@ -48,6 +48,9 @@ pub enum TrainError {
     DeviceUnavailable(DeviceSpec, i64),
     #[error("stopped on request")]
     Stopped,
+    /// libtorch raised an error that tch reported by panicking.
+    #[error("training aborted: {0}")]
+    Panicked(String),
 }
 
 impl TrainError {

@@ -151,6 +151,7 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
 
     let (tx, mut rx) = mpsc::channel(EPOCH_QUEUE);
     let hooks_stop = Arc::clone(stop);
+    let simulate = ctx.config.simulate_jobs;
     let thread_name = format!("train-{}", job.job_id);
     let spawned = std::thread::Builder::new()
         .name(thread_name)
@@ -159,7 +160,15 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
                 tx: tx.clone(),
                 stop: hooks_stop,
             };
-            let result = train_blocking(&config, &run_dir, resume, &mut hooks);
+            let result = match simulate {
+                Some(duration) => Ok(simulated_run(&config, duration)),
+                // A libtorch error that tch turns into a panic must fail the
+                // job, not leave it leased until its lease runs out.
+                None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    train_blocking(&config, &run_dir, resume, &mut hooks)
+                }))
+                .unwrap_or_else(|panic| Err(TrainError::Panicked(panic_message(panic.as_ref())))),
+            };
             let _ = tx.blocking_send(Msg::Done(result));
         });
     if let Err(err) = spawned {
@@ -244,6 +253,32 @@ fn train_blocking(
         }
         other => other,
     }
+}
+
+/// The result of a simulated job (`--simulate-job-seconds`): it sleeps, then
+/// reports a plausible, seed-dependent accuracy so results tables still fill.
+fn simulated_run(config: &ExperimentConfig, duration: std::time::Duration) -> RunMetrics {
+    std::thread::sleep(duration);
+    let jitter = (config.seed % 100) as f64 / 10_000.0;
+    RunMetrics {
+        best_epoch: 1,
+        best_val_acc: Some(0.9 + jitter),
+        train_seconds: duration.as_secs_f64(),
+        test: Some(sweep_core::metrics::TestMetrics { test_loss: 0.3, test_acc: 0.9 + jitter }),
+        ..RunMetrics::default()
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A refusal that means this attempt is over (not a transient failure).

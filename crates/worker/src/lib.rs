@@ -70,6 +70,9 @@ pub struct WorkerConfig {
     pub cache_dir: PathBuf,
     /// Shown in `sweepctl workers`.
     pub name: String,
+    /// Test-only job kind for scheduling benchmarks: each job sleeps this long
+    /// instead of training and reports a synthetic result.
+    pub simulate_jobs: Option<Duration>,
 }
 
 impl WorkerConfig {
@@ -81,6 +84,7 @@ impl WorkerConfig {
             slots: 1,
             cache_dir: default_cache_dir(),
             name: hostname(),
+            simulate_jobs: None,
         }
     }
 }

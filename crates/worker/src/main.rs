@@ -24,6 +24,9 @@ struct Args {
     /// Jobs to run at once.
     #[arg(long, default_value_t = 1)]
     slots: usize,
+    /// Test-only: jobs sleep this many seconds instead of training (scheduling benchmarks).
+    #[arg(long, hide = true)]
+    simulate_job_seconds: Option<f64>,
     /// Local run directories and fetched datasets (default ~/.cache/sweeprun/worker).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -46,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
     config.device = args.device;
     config.threads = args.threads;
     config.slots = args.slots;
+    config.simulate_jobs = args.simulate_job_seconds.map(std::time::Duration::from_secs_f64);
     if let Some(dir) = args.cache_dir {
         config.cache_dir = dir;
     }
