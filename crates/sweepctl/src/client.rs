@@ -5,13 +5,15 @@
 use std::error::Error as _;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use anyhow::{Context, anyhow, bail};
+use sweep_core::token::Token;
 use sweep_proto::CoordinatorClient;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
+use sweep_proto::auth::BearerInterceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
 
 /// Default coordinator address: the one `sweep-coordinator` listens on by default.
 pub const DEFAULT_COORDINATOR: &str = "127.0.0.1:50051";
@@ -27,54 +29,42 @@ pub struct ConnectArgs {
     /// Coordinator address: host:port or http://host:port.
     #[arg(long, global = true, env = "SWEEP_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_name = "HOST:PORT")]
     pub coordinator: String,
-    /// Bearer token sent with every request (when the coordinator requires one).
-    #[arg(long, global = true, env = "SWEEP_TOKEN", hide_env_values = true, value_name = "TOKEN")]
-    pub token: Option<String>,
+    /// File holding the bearer token sent with every request (or
+    /// $SWEEP_TOKEN); never the token itself, which `ps` would show.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Connect with TLS, trusting this CA certificate (PEM; `sweepctl certs` makes one).
+    #[arg(long, global = true, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// The generated client with the token interceptor in front.
-pub type Client = CoordinatorClient<InterceptedService<Channel, Auth>>;
-
-/// Adds `authorization: Bearer <token>` to each request when a token is set.
-#[derive(Clone)]
-pub struct Auth {
-    /// Parsed once, so a token that cannot be a header fails before any request.
-    header: Option<MetadataValue<Ascii>>,
-}
-
-impl Interceptor for Auth {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(header) = &self.header {
-            request.metadata_mut().insert("authorization", header.clone());
-        }
-        Ok(request)
-    }
-}
+pub type Client = CoordinatorClient<InterceptedService<Channel, BearerInterceptor>>;
 
 /// Turns what the user typed into a URI tonic accepts: `host:port` becomes
-/// `http://host:port`; `http://` is kept; anything else is refused with the
-/// accepted forms.
-pub fn endpoint_uri(address: &str) -> anyhow::Result<String> {
+/// `http://host:port` (`https://` with `tls`); a matching scheme is kept;
+/// anything else is refused with the accepted forms.
+pub fn endpoint_uri(address: &str, tls: bool) -> anyhow::Result<String> {
     let address = address.trim().trim_end_matches('/');
+    let scheme = if tls { "https" } else { "http" };
     if address.is_empty() {
-        bail!("--coordinator: empty address; expected host:port or http://host:port");
+        bail!("--coordinator: empty address; expected host:port or {scheme}://host:port");
     }
-    if let Some(rest) = address.strip_prefix("https://") {
-        // The coordinator serves plain HTTP/2 for now; tonic's TLS features
-        // are not compiled in, so say so instead of failing obscurely.
-        bail!(
-            "--coordinator https://{rest}: TLS is not supported by this build of sweepctl yet; \
-             use http://{rest} (loopback or a trusted network)"
-        );
+    if let Some(rest) = address.strip_prefix("https://").filter(|_| !tls) {
+        bail!("--coordinator https://{rest}: give --tls-ca with the CA certificate that signed the coordinator's (see `sweepctl certs`)");
     }
-    let uri = match address.strip_prefix("http://") {
+    if let Some(rest) = address.strip_prefix("http://").filter(|_| tls) {
+        bail!("--coordinator http://{rest}: --tls-ca asks for TLS; use https://{rest} or host:port");
+    }
+    let prefix = format!("{scheme}://");
+    let uri = match address.strip_prefix(&prefix) {
         Some(_) => address.to_string(),
         None if address.contains("://") => {
-            bail!("--coordinator {address}: unsupported scheme; expected host:port or http://host:port")
+            bail!("--coordinator {address}: unsupported scheme; expected host:port or {scheme}://host:port")
         }
-        None => format!("http://{address}"),
+        None => format!("{prefix}{address}"),
     };
-    let host_port = &uri["http://".len()..];
+    let host_port = &uri[prefix.len()..];
     // A port is required: guessing 80 would hide a typo.
     let port_ok = host_port.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if !port_ok {
@@ -86,20 +76,19 @@ pub fn endpoint_uri(address: &str) -> anyhow::Result<String> {
 /// Connects now (not lazily), so that an unreachable coordinator is reported
 /// once, up front, with the address and what to do about it.
 pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Client> {
-    let uri = endpoint_uri(&args.coordinator)?;
-    let header = match &args.token {
-        Some(token) if !token.is_empty() => Some(
-            format!("Bearer {token}")
-                .parse::<MetadataValue<Ascii>>()
-                .map_err(|_| anyhow!("--token: must be printable ASCII"))?,
-        ),
-        _ => None,
-    };
-    let endpoint = Endpoint::from_shared(uri.clone())
+    let uri = endpoint_uri(&args.coordinator, args.tls_ca.is_some())?;
+    let token = Token::load(args.token_file.as_deref(), "SWEEP_TOKEN")?;
+    let mut endpoint = Endpoint::from_shared(uri.clone())
         .with_context(|| format!("--coordinator {}: not a valid address", args.coordinator))?
         .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(ca) = &args.tls_ca {
+        let pem = std::fs::read(ca).with_context(|| format!("--tls-ca {}", ca.display()))?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+            .context("--tls-ca: setting up TLS")?;
+    }
     let channel = endpoint.connect().await.map_err(|err| unreachable(&args.coordinator, &err))?;
-    Ok(CoordinatorClient::with_interceptor(channel, Auth { header }))
+    Ok(CoordinatorClient::with_interceptor(channel, BearerInterceptor::new(token.as_ref())))
 }
 
 /// The one-line error for a coordinator that cannot be reached.
@@ -132,7 +121,7 @@ pub fn status_error(address: &str, what: &str, status: Status) -> anyhow::Error 
             None => anyhow!("{what}: the coordinator at {address} is unavailable: {message}"),
         },
         Code::Unauthenticated => anyhow!(
-            "{what}: the coordinator at {address} refused the credentials: {message} (set --token or SWEEP_TOKEN)"
+            "{what}: the coordinator at {address} refused the credentials: {message} (set --token-file or SWEEP_TOKEN)"
         ),
         Code::PermissionDenied => anyhow!("{what}: not allowed with this token: {message}"),
         Code::NotFound => anyhow!("{what}: {message}"),
@@ -162,14 +151,17 @@ mod tests {
 
     #[test]
     fn address_forms() {
-        assert_eq!(endpoint_uri("127.0.0.1:50051").unwrap(), "http://127.0.0.1:50051");
-        assert_eq!(endpoint_uri("http://coord.lan:7000/").unwrap(), "http://coord.lan:7000");
-        assert_eq!(endpoint_uri(" [::1]:9 ").unwrap(), "http://[::1]:9");
+        assert_eq!(endpoint_uri("127.0.0.1:50051", false).unwrap(), "http://127.0.0.1:50051");
+        assert_eq!(endpoint_uri("http://coord.lan:7000/", false).unwrap(), "http://coord.lan:7000");
+        assert_eq!(endpoint_uri(" [::1]:9 ", false).unwrap(), "http://[::1]:9");
         for bad in ["", "localhost", "localhost:http", ":50051", "grpc://a:1", "http://a"] {
-            assert!(endpoint_uri(bad).is_err(), "{bad:?} should be refused");
+            assert!(endpoint_uri(bad, false).is_err(), "{bad:?} should be refused");
         }
-        let tls = endpoint_uri("https://a:1").unwrap_err().to_string();
-        assert!(tls.contains("TLS"), "{tls}");
+        let tls = endpoint_uri("https://a:1", false).unwrap_err().to_string();
+        assert!(tls.contains("--tls-ca"), "{tls}");
+        assert_eq!(endpoint_uri("coord.lan:7000", true).unwrap(), "https://coord.lan:7000");
+        assert_eq!(endpoint_uri("https://coord.lan:7000", true).unwrap(), "https://coord.lan:7000");
+        assert!(endpoint_uri("http://coord.lan:7000", true).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`local`]: `train`, `eval`: one run on this machine, no cluster.
 //! - [`bench`]: training throughput against PyTorch.
+//! - [`certs`]: `certs`, a private CA and a server certificate for TLS.
 //! - [`client`]: the connection to a coordinator (address forms, token) and the
 //!   one translation of transport errors and gRPC status codes into messages.
 //! - [`remote`]: `submit`, `status`, `results`, `cancel`, `workers`, `logs`:
@@ -12,6 +13,7 @@
 //! - [`tables`]: status, workers and logs rendered as text.
 
 pub mod bench;
+pub mod certs;
 pub mod client;
 pub mod local;
 pub mod remote;
@@ -44,6 +46,9 @@ pub enum Command {
     },
     /// Training throughput of this trainer against PyTorch, side by side.
     Bench(bench::BenchArgs),
+    /// Create a private CA and a server certificate for the coordinator's TLS
+    /// (ca.pem, ca.key, server.pem, server.key).
+    Certs(certs::CertsArgs),
     /// Submit a sweep (a directory with sweep.yaml, or one file) to the coordinator.
     Submit {
         /// The sweep directory or file; validated here before it is sent.
@@ -80,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => local::train(args),
         Command::Eval { run } => local::eval(&run),
         Command::Bench(args) => bench::run(args),
+        Command::Certs(args) => certs::run(args),
         Command::Submit { sweep } => client::block_on(remote::submit(connect, sweep)),
         Command::Status { sweep } => client::block_on(remote::status(connect, sweep)),
         Command::Watch { sweep } => client::block_on(watch::watch(connect, sweep)),

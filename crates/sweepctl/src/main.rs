@@ -3,6 +3,8 @@
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
+    // First thing: rustls needs one crypto provider, and ring is ours.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = sweepctl::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -25,9 +25,12 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use sweep_core::config::DeviceSpec;
 use sweep_proto::pb;
+use sweep_core::token::Token;
+use sweep_proto::auth::BearerInterceptor;
 use sweep_proto::{CoordinatorClient, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 /// First retry delay after a failed call: quick enough to ride out a blip.
@@ -53,7 +56,12 @@ pub enum WorkerError {
     /// The coordinator refused the handshake (protocol version, bad request).
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
+    #[error("{}: cannot read the TLS CA certificate: {source}", path.display())]
+    TlsCa { path: PathBuf, source: std::io::Error },
 }
+
+/// The generated client with the bearer token added to every request.
+pub type Client = CoordinatorClient<InterceptedService<Channel, BearerInterceptor>>;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -73,6 +81,11 @@ pub struct WorkerConfig {
     /// Test-only job kind for scheduling benchmarks: each job sleeps this long
     /// instead of training and reports a synthetic result.
     pub simulate_jobs: Option<Duration>,
+    /// Bearer token sent with every request (`--token-file` or $SWEEP_TOKEN).
+    pub token: Option<Token>,
+    /// Verify the coordinator's TLS certificate against this CA (PEM); the
+    /// connection then uses TLS.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -85,6 +98,8 @@ impl WorkerConfig {
             cache_dir: default_cache_dir(),
             name: hostname(),
             simulate_jobs: None,
+            token: None,
+            tls_ca: None,
         }
     }
 }
@@ -115,7 +130,7 @@ struct Held {
 
 /// What every task of one worker shares.
 pub(crate) struct Ctx {
-    client: CoordinatorClient<Channel>,
+    client: Client,
     config: WorkerConfig,
     worker_id: Mutex<String>,
     held: Mutex<HashMap<String, Held>>,
@@ -130,7 +145,7 @@ impl Ctx {
             .clone()
     }
 
-    pub(crate) fn client(&self) -> CoordinatorClient<Channel> {
+    pub(crate) fn client(&self) -> Client {
         self.client.clone()
     }
 
@@ -200,20 +215,28 @@ pub(crate) fn is_transient(status: &Status) -> bool {
 /// epoch's checkpoint is already with the coordinator) and the lease's expiry
 /// hands it to another worker.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let scheme = if config.tls_ca.is_some() { "https" } else { "http" };
     let url = if config.connect.contains("://") {
         config.connect.clone()
     } else {
-        format!("http://{}", config.connect)
+        format!("{scheme}://{}", config.connect)
     };
-    let endpoint = Endpoint::from_shared(url).map_err(|source| WorkerError::Address {
+    let address_error = |source| WorkerError::Address {
         address: config.connect.clone(),
         source,
-    })?;
+    };
+    let mut endpoint = Endpoint::from_shared(url).map_err(address_error)?;
+    if let Some(path) = &config.tls_ca {
+        let pem = std::fs::read(path).map_err(|source| WorkerError::TlsCa { path: path.clone(), source })?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+            .map_err(address_error)?;
+    }
     // Lazy: the channel (re)connects on use, so a coordinator that is not up
     // yet, or restarts, is just a retried call.
     let channel = endpoint.connect_timeout(CONNECT_TIMEOUT).connect_lazy();
     let ctx = Arc::new(Ctx {
-        client: CoordinatorClient::new(channel),
+        client: CoordinatorClient::with_interceptor(channel, BearerInterceptor::new(config.token.as_ref())),
         config,
         worker_id: Mutex::new(String::new()),
         held: Mutex::new(HashMap::new()),

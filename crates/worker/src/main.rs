@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use sweep_core::config::DeviceSpec;
+use sweep_core::token::Token;
 use sweep_worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -33,10 +34,19 @@ struct Args {
     /// Name shown by `sweepctl workers` (default: the host name).
     #[arg(long)]
     name: Option<String>,
+    /// File holding the bearer token (or $SWEEP_TOKEN); a coordinator that
+    /// listens beyond loopback requires one.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Connect with TLS, trusting this CA certificate (PEM; `sweepctl certs` makes one).
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // First thing: rustls needs one crypto provider, and ring is ours.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -46,6 +56,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.slots >= 1, "--slots must be at least 1");
     let mut config = WorkerConfig::new(args.connect);
+    config.token = Token::load(args.token_file.as_deref(), "SWEEP_TOKEN")?;
+    config.tls_ca = args.tls_ca;
     config.device = args.device;
     config.threads = args.threads;
     config.slots = args.slots;
