@@ -51,7 +51,10 @@ ok = c.execute("select count(*) from jobs where state='succeeded'").fetchone()[0
 wall = (last - first) / 1000
 ideal = jobs * secs / workers
 print(f"jobs {jobs} ({ok} succeeded), workers {workers}, {secs:g} s each")
-print(f"wall {wall:.2f} s (first lease to last result), ideal {ideal:.2f} s, overhead {100 * (wall - ideal) / ideal:+.2f}%")
+if ideal > 0:
+    print(f"wall {wall:.2f} s (first lease to last result), ideal {ideal:.2f} s, overhead {100 * (wall - ideal) / ideal:+.2f}%")
+else:
+    print(f"wall {wall:.2f} s (first lease to last result): {jobs / wall:.0f} jobs/s dispatched")
 # Hand-off latency: a job's success, then the next lease by the same worker.
 rows = c.execute("select time_ms, kind, job_id, message from events "
                  "where kind in ('leased','succeeded') order by time_ms, id").fetchall()

@@ -274,7 +274,9 @@ fn spawn_local_workers(config: &CoordinatorConfig, addr: SocketAddr) -> Result<V
             // The token goes through the environment, never the command line
             // (which `ps` shows to every user); workers use the admin token
             // when no worker token is set.
-            command.env_remove("SWEEP_TOKEN");
+            // An inherited SWEEP_TOKEN_FILE (often the admin token, for
+            // sweepctl) would take precedence; local workers get the worker token.
+            command.env_remove("SWEEP_TOKEN").env_remove("SWEEP_TOKEN_FILE").env_remove("SWEEP_TLS_CA");
             if let Some(token) = config.worker_token.as_ref().or(config.admin_token.as_ref()) {
                 command.env("SWEEP_TOKEN", token.expose());
             }

@@ -44,10 +44,10 @@ struct Args {
     heartbeat_interval: f64,
     /// File holding the worker token (or $SWEEP_WORKER_TOKEN). Needed, with
     /// the admin token, to listen on anything but loopback.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "SWEEP_WORKER_TOKEN_FILE", value_name = "FILE")]
     worker_token_file: Option<PathBuf>,
     /// File holding the admin token (or $SWEEP_ADMIN_TOKEN).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "SWEEP_ADMIN_TOKEN_FILE", value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
     /// Serve TLS with this certificate (PEM; `sweepctl certs` makes one).
     #[arg(long, value_name = "PEM", requires = "tls_key")]

@@ -31,10 +31,10 @@ pub struct ConnectArgs {
     pub coordinator: String,
     /// File holding the bearer token sent with every request (or
     /// $SWEEP_TOKEN); never the token itself, which `ps` would show.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, env = "SWEEP_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Connect with TLS, trusting this CA certificate (PEM; `sweepctl certs` makes one).
-    #[arg(long, global = true, value_name = "PEM")]
+    #[arg(long, global = true, env = "SWEEP_TLS_CA", value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
 }
 

@@ -20,6 +20,8 @@ pub struct Optimizer {
     step: i64,
     /// Trainable parameters with their names in the model's state dict.
     params: Vec<(String, Tensor)>,
+    /// The same parameters, as autograd's list of inputs.
+    tensors: Vec<Tensor>,
     /// Per parameter: Adam's two moments, or SGD's single momentum buffer
     /// (created lazily, as PyTorch does, so a fresh buffer equals the first gradient).
     state: Vec<Vec<Tensor>>,
@@ -28,7 +30,9 @@ pub struct Optimizer {
 impl Optimizer {
     pub fn new(config: &TrainingConfig, params: Vec<(String, Tensor)>) -> Optimizer {
         let state = params.iter().map(|_| Vec::new()).collect();
+        let tensors = params.iter().map(|(_, p)| p.shallow_clone()).collect();
         Optimizer {
+            tensors,
             kind: config.optimizer,
             lr: config.learning_rate,
             momentum: config.momentum,
@@ -47,16 +51,14 @@ impl Optimizer {
         self.step
     }
 
-    pub fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
-            p.zero_grad();
-        }
-    }
-
-    /// One update from the gradients autograd left in each parameter.
-    pub fn step(&mut self) {
-        let grads: Vec<Tensor> = self.params.iter().map(|(_, p)| p.grad()).collect();
+    /// Backpropagates `loss` and applies one update. The gradients come back
+    /// as fresh tensors (`torch.autograd.grad`) instead of accumulating into
+    /// each parameter's `.grad`, which saves zeroing and accumulating them
+    /// every step (PyTorch's `zero_grad(set_to_none=True)` has the same effect).
+    pub fn backward_step(&mut self, loss: &Tensor) -> Result<(), tch::TchError> {
+        let grads = Tensor::f_run_backward(&[loss], &self.tensors, false, false)?;
         self.apply(&grads);
+        Ok(())
     }
 
     /// One update from gradients computed elsewhere, given by parameter name.
@@ -94,12 +96,19 @@ impl Optimizer {
                         }
                         let (exp_avg, exp_avg_sq) = state.split_at_mut(1);
                         let (exp_avg, exp_avg_sq) = (&mut exp_avg[0], &mut exp_avg_sq[0]);
+                        // Fewest ops per parameter: per-op dispatch, not
+                        // arithmetic, is what a small model's step costs.
                         let _ = exp_avg.lerp_(&grad, 1.0 - ADAM_BETA1);
-                        let _ = exp_avg_sq.g_mul_scalar_(ADAM_BETA2).addcmul_(&grad, &grad.g_mul_scalar(1.0 - ADAM_BETA2));
+                        let _ = exp_avg_sq.lerp_(&(&grad * &grad), 1.0 - ADAM_BETA2);
                         let bias1 = 1.0 - ADAM_BETA1.powi(step as i32);
                         let bias2 = 1.0 - ADAM_BETA2.powi(step as i32);
-                        let denom = (exp_avg_sq.sqrt() / bias2.sqrt()) + ADAM_EPS;
-                        let _ = p.addcdiv_(&(&*exp_avg * (-lr / bias1)), &denom);
+                        // p -= lr/bias1 · m / (√v/√bias2 + eps), with the step
+                        // size folded into the denominator so addcdiv_ needs no scale.
+                        let scale = -bias1 / lr;
+                        let mut denom = exp_avg_sq.sqrt();
+                        let _ = denom.g_mul_scalar_(scale / bias2.sqrt());
+                        let _ = denom.g_add_scalar_(ADAM_EPS * scale);
+                        let _ = p.addcdiv_(exp_avg, &denom);
                     }
                     OptimizerKind::Sgd => {
                         let mut grad = if wd != 0.0 { grad + &*p * wd } else { grad.shallow_clone() };

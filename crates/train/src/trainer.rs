@@ -197,11 +197,9 @@ pub fn train_step(
     let len = labels.size()[0] as f64;
     let logits = match net {
         Network::Autograd(_) => {
-            optimizer.zero_grad();
             let logits = net.forward_t(images, true);
             let loss = crate::model::cross_entropy(&logits, labels)?;
-            loss.f_backward()?;
-            optimizer.step();
+            optimizer.backward_step(&loss)?;
             *loss_sum += loss.detach() * len;
             logits
         }

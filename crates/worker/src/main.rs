@@ -36,10 +36,10 @@ struct Args {
     name: Option<String>,
     /// File holding the bearer token (or $SWEEP_TOKEN); a coordinator that
     /// listens beyond loopback requires one.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "SWEEP_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// Connect with TLS, trusting this CA certificate (PEM; `sweepctl certs` makes one).
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, env = "SWEEP_TLS_CA", value_name = "PEM")]
     tls_ca: Option<PathBuf>,
 }
 
