@@ -51,7 +51,7 @@ pub fn endpoint_uri(address: &str, tls: bool) -> anyhow::Result<String> {
         bail!("--coordinator: empty address; expected host:port or {scheme}://host:port");
     }
     if let Some(rest) = address.strip_prefix("https://").filter(|_| !tls) {
-        bail!("--coordinator https://{rest}: give --tls-ca with the CA certificate that signed the coordinator's (see `sweepctl certs`)");
+        bail!("--coordinator https://{rest}: TLS needs --tls-ca with the CA certificate that signed the coordinator's (see `sweepctl certs`)");
     }
     if let Some(rest) = address.strip_prefix("http://").filter(|_| tls) {
         bail!("--coordinator http://{rest}: --tls-ca asks for TLS; use https://{rest} or host:port");
