@@ -370,7 +370,11 @@ pub fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Res
         "INSERT INTO sweeps (name, description, seeds, metric, baseline, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![sweep.name, sweep.description, seeds, sweep.metric, sweep.baseline, now_ms()],
     )?;
-    for spec in specs {
+    // Jobs are leased in insertion order: costliest first (see
+    // JobSpec::estimated_cost); ties keep the sweep's own order.
+    let mut by_cost: Vec<&JobSpec> = specs.iter().collect();
+    by_cost.sort_by(|a, b| b.estimated_cost().total_cmp(&a.estimated_cost()));
+    for spec in by_cost {
         tx.execute(
             "INSERT INTO jobs (id, sweep, variant, seed, config_yaml, epochs, state, updated_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
@@ -490,7 +494,8 @@ pub fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
     Ok(out)
 }
 
-/// Leases the oldest pending job to `worker_id`, starting a new attempt.
+/// Leases the first pending job (the costliest of its sweep, see [`submit`])
+/// to `worker_id`, starting a new attempt.
 pub fn lease(
     conn: &mut Connection,
     worker_id: &str,

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{self, ConfigError, ExperimentConfig, Node, SourceLocation};
+use crate::config::{self, ConfigError, ExperimentConfig, ModelKind, Node, SourceLocation};
 use crate::names::{self, NameError};
 
 /// File name of the spec in the directory form.
@@ -59,6 +59,32 @@ pub struct JobSpec {
     pub seed: u64,
     /// The config to run: `seed` is the job's seed, `name` the variant's name.
     pub config: ExperimentConfig,
+}
+
+impl JobSpec {
+    /// Rough training cost, in multiply-adds: epochs × training samples ×
+    /// the model's multiply-adds per sample (forward). Only the ratios matter:
+    /// the coordinator hands out the costliest jobs first, so that a long job
+    /// does not start last and leave the other workers idle (the classic
+    /// longest-processing-time-first rule for makespan).
+    pub fn estimated_cost(&self) -> f64 {
+        let config = &self.config;
+        let pool = config.data.subset.as_ref().map_or(60_000, |s| s.train.min(60_000));
+        let train_samples = pool as f64 * config.data.train_split;
+        let per_sample = match config.model.kind {
+            ModelKind::Cnn => {
+                // conv1 (1→32, 3×3 on 28×28), conv2 (32→64, 3×3 on 14×14), fc1 (3136→128), fc2.
+                (28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 3136 * 128 + 128 * config.model.num_classes) as f64
+            }
+            ModelKind::Fc | ModelKind::FcScratch => {
+                let mut dims = vec![config.model.input_size];
+                dims.extend(&config.model.hidden_sizes);
+                dims.push(config.model.num_classes);
+                dims.windows(2).map(|w| (w[0] * w[1]) as f64).sum()
+            }
+        };
+        f64::from(config.training.epochs) * train_samples * per_sample
+    }
 }
 
 /// Why a sweep could not be loaded. Messages start with the file (and line

