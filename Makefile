@@ -26,6 +26,12 @@ demo: build
 
 # Builds the binaries first: the docker-compose e2e test (tests/docker_compose.rs)
 # packs them into the image; it skips itself when no Docker engine answers.
+# The fuzz tests (proptest) draw from a fixed seed here so that CI is
+# repeatable; explore further with another seed and more cases, e.g.
+#   PROPTEST_RNG_SEED=$$RANDOM SWEEP_FUZZ_CASES=100000 make test
+PROPTEST_RNG_SEED ?= 20261127
+export PROPTEST_RNG_SEED
+
 test: build
 	$(CARGO) test $(PROFILE) --workspace
 

@@ -97,15 +97,7 @@ impl TensorBoard {
 
     /// The same tags as sweep-train's local runs, so both kinds compare in one TensorBoard.
     pub fn epoch(&self, job_id: &str, run_dir: &Path, m: &EpochMetrics) -> Result<()> {
-        self.with_writer(job_id, run_dir, |w| {
-            let step = i64::from(m.epoch);
-            w.add_scalar("loss/train", m.train_loss, step)?;
-            w.add_scalar("loss/val", m.val_loss, step)?;
-            w.add_scalar("accuracy/train", m.train_acc, step)?;
-            w.add_scalar("accuracy/val", m.val_acc, step)?;
-            w.add_scalar("lr", m.lr, step)?;
-            w.add_scalar("epoch_seconds", m.seconds, step)
-        })
+        self.with_writer(job_id, run_dir, |w| w.add_epoch(m))
     }
 
     pub fn finish(
@@ -116,10 +108,7 @@ impl TensorBoard {
         step: u32,
     ) -> Result<()> {
         if let Some(test) = test {
-            self.with_writer(job_id, run_dir, |w| {
-                w.add_scalar("test/loss", test.test_loss, i64::from(step))?;
-                w.add_scalar("test/accuracy", test.test_acc, i64::from(step))
-            })?;
+            self.with_writer(job_id, run_dir, |w| w.add_test(&test, step))?;
         }
         self.writers
             .lock()
@@ -183,19 +172,8 @@ pub fn committed_checkpoints(run_dir: &Path) -> Result<Vec<(String, u64, String)
         return Ok(Vec::new());
     }
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(&dir).map_err(CoordinatorError::io(&dir))? {
-        let path = entry.map_err(CoordinatorError::io(&dir))?.path();
-        let Some(name) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-        else {
-            continue;
-        };
-        if !path.is_file()
-            || sweep_core::names::validate("file", &name).is_err()
-            || name.ends_with(".tmp-write")
-        {
+    for (name, path) in plain_files(&dir)? {
+        if name.ends_with(".tmp-write") {
             continue;
         }
         let bytes = std::fs::read(&path).map_err(CoordinatorError::io(&path))?;
@@ -203,6 +181,24 @@ pub fn committed_checkpoints(run_dir: &Path) -> Result<Vec<(String, u64, String)
     }
     // The commit file last, like the trainer writes it.
     files.sort_by(|a, b| (a.0 == COMMIT_FILE, &a.0).cmp(&(b.0 == COMMIT_FILE, &b.0)));
+    Ok(files)
+}
+
+/// The plain files of `dir` whose names pass [`sweep_core::names::validate`],
+/// sorted by name: only such files are ever served, since the receiving worker
+/// turns the names into paths.
+pub fn plain_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(CoordinatorError::io(dir))? {
+        let path = entry.map_err(CoordinatorError::io(dir))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        if path.is_file() && sweep_core::names::validate("file", &name).is_ok() {
+            files.push((name, path));
+        }
+    }
+    files.sort();
     Ok(files)
 }
 

@@ -78,6 +78,9 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // One short line per event: this is the progress `make demo` shows.
+        .with_target(false)
+        .compact()
         .init();
     let args = Args::parse();
     let lease_timeout = Duration::from_secs_f64(args.lease_timeout);

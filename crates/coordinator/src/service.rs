@@ -688,23 +688,7 @@ impl Coordinator for Service {
                 job.id
             ))
         })?;
-        let mut files = Vec::new();
-        let entries = std::fs::read_dir(&dir).map_err(CoordinatorError::io(&dir))?;
-        for entry in entries {
-            let path = entry.map_err(CoordinatorError::io(&dir))?.path();
-            let Some(name) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            // Only plain, safely named files: the worker turns names into paths.
-            if path.is_file() && names::validate("file", &name).is_ok() {
-                files.push((name, path));
-            }
-        }
-        files.sort();
+        let files = layout::plain_files(&dir)?;
         tracing::info!(job = %job.id, dir = %dir.display(), files = files.len(), "serving dataset");
         Ok(Response::new(stream_files(
             files,

@@ -329,7 +329,7 @@ impl ResultsTable {
             }
             let _ = writeln!(
                 out,
-                "Sweep {}: mean ± sample std (n−1) over seeds; Δ: test acc minus baseline {}, in \
+                "Sweep {}: mean ± sample std (n−1) over seeds; Δ: test acc minus that of \"{}\", in \
                  points; p: two-sided Welch's t-test vs the baseline; {NOT_APPLICABLE}: n/a.",
                 self.sweep, self.baseline
             );

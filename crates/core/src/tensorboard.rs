@@ -146,6 +146,24 @@ impl EventWriter {
         self.flush()
     }
 
+    /// One epoch's scalars, under the tags every run uses (local runs and the
+    /// coordinator's alike), so all runs compare in one TensorBoard.
+    pub fn add_epoch(&mut self, m: &crate::metrics::EpochMetrics) -> io::Result<()> {
+        let step = i64::from(m.epoch);
+        self.add_scalar("loss/train", m.train_loss, step)?;
+        self.add_scalar("loss/val", m.val_loss, step)?;
+        self.add_scalar("accuracy/train", m.train_acc, step)?;
+        self.add_scalar("accuracy/val", m.val_acc, step)?;
+        self.add_scalar("lr", m.lr, step)?;
+        self.add_scalar("epoch_seconds", m.seconds, step)
+    }
+
+    /// The final test metrics, at the step of the last epoch.
+    pub fn add_test(&mut self, test: &crate::metrics::TestMetrics, step: u32) -> io::Result<()> {
+        self.add_scalar("test/loss", test.test_loss, i64::from(step))?;
+        self.add_scalar("test/accuracy", test.test_acc, i64::from(step))
+    }
+
     /// Pushes buffered records to the file.
     pub fn flush(&mut self) -> io::Result<()> {
         self.file.flush()

@@ -15,6 +15,20 @@ pub enum ConvertError {
     Invalid(&'static str, String),
 }
 
+/// Metrics must be finite: metrics.json (JSON has no NaN) and the statistics
+/// of the results table could not take them.
+fn finite(field: &'static str, value: f64) -> Result<f64, ConvertError> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(ConvertError::Invalid(field, format!("{value} is not a finite number")))
+    }
+}
+
+fn finite_opt(field: &'static str, value: Option<f64>) -> Result<Option<f64>, ConvertError> {
+    value.map(|v| finite(field, v)).transpose()
+}
+
 impl From<EpochMetrics> for pb::EpochMetrics {
     fn from(m: EpochMetrics) -> Self {
         pb::EpochMetrics {
@@ -38,12 +52,12 @@ impl TryFrom<pb::EpochMetrics> for EpochMetrics {
         }
         Ok(EpochMetrics {
             epoch: m.epoch,
-            train_loss: m.train_loss,
-            train_acc: m.train_acc,
-            val_loss: m.val_loss,
-            val_acc: m.val_acc,
-            lr: m.lr,
-            seconds: m.seconds,
+            train_loss: finite("train_loss", m.train_loss)?,
+            train_acc: finite("train_acc", m.train_acc)?,
+            val_loss: finite("val_loss", m.val_loss)?,
+            val_acc: finite("val_acc", m.val_acc)?,
+            lr: finite("lr", m.lr)?,
+            seconds: finite("seconds", m.seconds)?,
         })
     }
 }
@@ -57,12 +71,14 @@ impl From<TestMetrics> for pb::TestMetrics {
     }
 }
 
-impl From<pb::TestMetrics> for TestMetrics {
-    fn from(m: pb::TestMetrics) -> Self {
-        TestMetrics {
-            test_loss: m.test_loss,
-            test_acc: m.test_acc,
-        }
+impl TryFrom<pb::TestMetrics> for TestMetrics {
+    type Error = ConvertError;
+
+    fn try_from(m: pb::TestMetrics) -> Result<Self, Self::Error> {
+        Ok(TestMetrics {
+            test_loss: finite("test_loss", m.test_loss)?,
+            test_acc: finite("test_acc", m.test_acc)?,
+        })
     }
 }
 
@@ -98,11 +114,11 @@ impl TryFrom<pb::RunMetrics> for RunMetrics {
         Ok(RunMetrics {
             epochs,
             best_epoch: m.best_epoch,
-            best_val_loss: m.best_val_loss,
-            best_val_acc: m.best_val_acc,
+            best_val_loss: finite_opt("best_val_loss", m.best_val_loss)?,
+            best_val_acc: finite_opt("best_val_acc", m.best_val_acc)?,
             stopped_early: m.stopped_early,
-            train_seconds: m.train_seconds,
-            test: m.test.map(Into::into),
+            train_seconds: finite("train_seconds", m.train_seconds)?,
+            test: m.test.map(TestMetrics::try_from).transpose()?,
         })
     }
 }
@@ -110,6 +126,16 @@ impl TryFrom<pb::RunMetrics> for RunMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_metrics_are_refused() {
+        let m = pb::RunMetrics {
+            test: Some(pb::TestMetrics { test_loss: f64::NAN, test_acc: 0.0 }),
+            ..Default::default()
+        };
+        let err = RunMetrics::try_from(m).unwrap_err();
+        assert_eq!(err, ConvertError::Invalid("test_loss", "NaN is not a finite number".into()));
+    }
 
     #[test]
     fn run_metrics_round_trip() {

@@ -125,17 +125,16 @@ pub fn train(
         let saved = checkpoint::save(run_dir, &vs, &optimizer, &state, improved)?;
         write_metrics(run_dir, &state.metrics)?;
         if let Some(events) = &mut events {
-            log_epoch(events, &metrics).map_err(io(run_dir))?;
+            events.add_epoch(&metrics).map_err(io(run_dir))?;
         }
         hooks.on_epoch(&metrics, &saved);
     }
 
     let test = test_best(run_dir, &vs, &net, &data.test, batch_size)?;
-    state.metrics.test = Some(TestMetrics { test_loss: test.loss, test_acc: test.accuracy });
+    let test = TestMetrics { test_loss: test.loss, test_acc: test.accuracy };
+    state.metrics.test = Some(test);
     if let Some(events) = &mut events {
-        let step = i64::from(state.epoch);
-        events.add_scalar("test/loss", test.loss, step).map_err(io(run_dir))?;
-        events.add_scalar("test/accuracy", test.accuracy, step).map_err(io(run_dir))?;
+        events.add_test(&test, state.epoch).map_err(io(run_dir))?;
     }
     write_metrics(run_dir, &state.metrics)?;
     if !config.logging.save_checkpoints {
@@ -250,17 +249,6 @@ fn write_metrics(run_dir: &Path, metrics: &RunMetrics) -> Result<(), TrainError>
     let path: PathBuf = run_dir.join("metrics.json");
     let json = serde_json::to_vec_pretty(metrics).map_err(|e| TrainError::Io { path: path.clone(), source: e.into() })?;
     checkpoint::write_atomic(&path, &json).map_err(|source| TrainError::Io { path, source })
-}
-
-fn log_epoch(events: &mut EventWriter, m: &EpochMetrics) -> std::io::Result<()> {
-    let step = i64::from(m.epoch);
-    events.add_scalar("loss/train", m.train_loss, step)?;
-    events.add_scalar("loss/val", m.val_loss, step)?;
-    events.add_scalar("accuracy/train", m.train_acc, step)?;
-    events.add_scalar("accuracy/val", m.val_acc, step)?;
-    events.add_scalar("lr", m.lr, step)?;
-    events.add_scalar("epoch_seconds", m.seconds, step)?;
-    Ok(())
 }
 
 /// Evaluates a saved checkpoint of `config`'s model on the run's test set

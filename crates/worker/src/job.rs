@@ -117,15 +117,7 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
     let (config, run_dir, resume) = match prepare(ctx, job).await {
         Ok(prepared) => prepared,
         Err(PrepareError::Permanent(message)) => {
-            complete(
-                ctx,
-                job,
-                pb::complete_job_request::Outcome::Failure(pb::Failure {
-                    message,
-                    permanent: true,
-                }),
-            )
-            .await;
+            fail(ctx, job, message, true).await;
             return;
         }
         Err(PrepareError::Transfer(TransferError::Status(status)))
@@ -136,15 +128,7 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
         }
         Err(err) => {
             let message = format!("preparing the job: {err}");
-            complete(
-                ctx,
-                job,
-                pb::complete_job_request::Outcome::Failure(pb::Failure {
-                    message,
-                    permanent: false,
-                }),
-            )
-            .await;
+            fail(ctx, job, message, false).await;
             return;
         }
     };
@@ -173,15 +157,7 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
         });
     if let Err(err) = spawned {
         let message = format!("cannot start a training thread: {err}");
-        complete(
-            ctx,
-            job,
-            pb::complete_job_request::Outcome::Failure(pb::Failure {
-                message,
-                permanent: false,
-            }),
-        )
-        .await;
+        fail(ctx, job, message, false).await;
         return;
     }
 
@@ -416,6 +392,12 @@ async fn report_epoch(
         .await?;
     }
     Ok(())
+}
+
+/// Reports that this attempt failed; `permanent` failures are not retried.
+async fn fail(ctx: &Ctx, job: &pb::Job, message: String, permanent: bool) {
+    let failure = pb::Failure { message, permanent };
+    complete(ctx, job, pb::complete_job_request::Outcome::Failure(failure)).await;
 }
 
 async fn complete(ctx: &Ctx, job: &pb::Job, outcome: pb::complete_job_request::Outcome) {
