@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
 
     let root = tempfile::tempdir()?;
     let sweep = root.path().join("bench.yaml");
-    let data = sweep_e2e::repo_root().join("data/mnist");
+    let data = sweep_e2e::mnist_dir();
     std::fs::write(
         root.path().join("base.yaml"),
         format!("name: base\ndata: {{data_dir: {}}}\ntraining: {{epochs: {epochs}}}\n", data.display()),

@@ -1,7 +1,6 @@
 //! Cancelling a sweep reaches its running job within a heartbeat: the worker
 //! stops training, the job ends cancelled, and the sweep counts as ended.
 
-use std::path::Path;
 use std::time::Duration;
 
 use sweep_coordinator::CoordinatorConfig;
@@ -14,10 +13,7 @@ const HEARTBEAT: Duration = Duration::from_millis(200);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_stops_a_running_job_within_a_heartbeat() {
     let root = tempfile::tempdir().expect("tempdir");
-    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data/mnist")
-        .canonicalize()
-        .expect("data");
+    let data = sweep_e2e::mnist_dir();
     std::fs::write(
         root.path().join("base.yaml"),
         format!(

@@ -2,7 +2,6 @@
 //! second worker then resumes the job from the checkpoint the coordinator
 //! holds, and the job still ends with exactly one result.
 
-use std::path::Path;
 use std::time::Duration;
 
 use sweep_coordinator::CoordinatorConfig;
@@ -16,10 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_worker_job_resumes_from_its_checkpoint() {
     let root = tempfile::tempdir().expect("tempdir");
-    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data/mnist")
-        .canonicalize()
-        .expect("data");
+    let data = sweep_e2e::mnist_dir();
     let sweep = root.path().join("one.yaml");
     std::fs::write(
         root.path().join("base.yaml"),

@@ -14,13 +14,6 @@ use tonic::Code;
 /// Generous: two workers train four tiny jobs in well under a minute on 2 cores.
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../data/mnist")
-        .canonicalize()
-        .expect("data/mnist")
-}
-
 fn write_sweep(root: &Path) -> PathBuf {
     let sweep = root.join("tiny");
     std::fs::create_dir_all(&sweep).expect("mkdir");
@@ -29,7 +22,7 @@ fn write_sweep(root: &Path) -> PathBuf {
          model: {{type: fc, input_size: 784, hidden_sizes: [32], num_classes: 10, dropout: 0.2}}\n\
          data: {{dataset: mnist, data_dir: {}, train_split: 0.8, batch_size: 64, subset: {{train: 500, test: 200}}}}\n\
          training: {{epochs: 2, learning_rate: 0.001, optimizer: adam, threads: 1}}\n",
-        data_dir().display()
+        sweep_e2e::mnist_dir().display()
     );
     std::fs::write(root.join("base.yaml"), base).expect("base");
     std::fs::write(

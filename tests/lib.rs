@@ -12,6 +12,12 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The MNIST files shipped in `data/mnist`, as an absolute path (test configs
+/// are read from other working directories).
+pub fn mnist_dir() -> PathBuf {
+    repo_root().join("data/mnist").canonicalize().expect("data/mnist ships with the repository")
+}
+
 /// Where `make build` leaves the binaries: `SWEEPRUN_BIN_DIR`, else
 /// `$CARGO_TARGET_DIR/release`, else `target/release`.
 pub fn release_bin_dir() -> PathBuf {

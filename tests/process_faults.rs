@@ -25,7 +25,7 @@ fn free_port() -> u16 {
 }
 
 fn write_sweep(root: &Path, seeds: &str, epochs: u32) -> PathBuf {
-    let data = sweep_e2e::repo_root().join("data/mnist");
+    let data = sweep_e2e::mnist_dir();
     std::fs::write(
         root.join("base.yaml"),
         format!(

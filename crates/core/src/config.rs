@@ -1455,10 +1455,11 @@ impl<'de> de::MapAccess<'de> for MapDe<'de, '_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const ORIGINAL: &str = "\
+    /// The original PyTorch project's config, verbatim.
+    pub(crate) const ORIGINAL: &str = "\
 name: baseline_fc
 seed: 42
 model: {type: fc, input_size: 784, hidden_sizes: [256, 128], num_classes: 10, dropout: 0.2}

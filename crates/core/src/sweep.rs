@@ -453,19 +453,7 @@ mod tests {
     use super::*;
     use std::fs;
 
-    const BASE: &str = "\
-name: baseline_fc
-seed: 42
-model: {type: fc, input_size: 784, hidden_sizes: [256, 128], num_classes: 10, dropout: 0.2}
-data: {dataset: mnist, data_dir: ./data/mnist, train_split: 0.8, batch_size: 64, num_workers: 2}
-training:
-  epochs: 20
-  learning_rate: 0.001
-  optimizer: adam
-  weight_decay: 0.0001
-  early_stopping: {patience: 5, min_delta: 0.001}
-logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
-";
+    use crate::config::tests::ORIGINAL as BASE;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);
