@@ -22,7 +22,10 @@ async fn main() -> anyhow::Result<()> {
     let data = sweep_e2e::mnist_dir();
     std::fs::write(
         root.path().join("base.yaml"),
-        format!("name: base\ndata: {{data_dir: {}}}\ntraining: {{epochs: {epochs}}}\n", data.display()),
+        format!(
+            "name: base\ndata: {{data_dir: {}}}\ntraining: {{epochs: {epochs}}}\n",
+            data.display()
+        ),
     )?;
     std::fs::write(&sweep, "name: bench\nbase: base.yaml\nseeds: [1]\n")?;
     let mut config = CoordinatorConfig::new(root.path().join("runs"));
@@ -44,7 +47,9 @@ async fn main() -> anyhow::Result<()> {
         .into_inner()
         .worker_id;
     let job = client
-        .lease_job(pb::LeaseJobRequest { worker_id: worker_id.clone() })
+        .lease_job(pb::LeaseJobRequest {
+            worker_id: worker_id.clone(),
+        })
         .await?
         .into_inner()
         .job
@@ -54,7 +59,15 @@ async fn main() -> anyhow::Result<()> {
     // appended to metrics.json's source and to TensorBoard before it is acknowledged.
     let started = Instant::now();
     for epoch in 1..=epochs {
-        let metrics = pb::EpochMetrics { epoch, train_loss: 0.5, train_acc: 0.9, val_loss: 0.4, val_acc: 0.91, lr: 1e-3, seconds: 1.0 };
+        let metrics = pb::EpochMetrics {
+            epoch,
+            train_loss: 0.5,
+            train_acc: 0.9,
+            val_loss: 0.4,
+            val_acc: 0.91,
+            lr: 1e-3,
+            seconds: 1.0,
+        };
         client
             .report_epoch(pb::ReportEpochRequest {
                 worker_id: worker_id.clone(),
@@ -65,22 +78,42 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    println!("metric ingestion: {epochs} epoch reports in {seconds:.2} s = {:.0} reports/s (sequential, one client)", f64::from(epochs) / seconds);
+    println!(
+        "metric ingestion: {epochs} epoch reports in {seconds:.2} s = {:.0} reports/s (sequential, one client)",
+        f64::from(epochs) / seconds
+    );
 
     // Checkpoint upload: one file in 1 MiB chunks, SHA-256 checked on arrival.
-    let bytes: Vec<u8> = (0..upload_mib << 20).map(|i| (i * 31 % 251) as u8).collect();
+    let bytes: Vec<u8> = (0..upload_mib << 20)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
     let header = pb::UploadArtifactHeader {
         worker_id: worker_id.clone(),
         job_id: job.job_id.clone(),
         attempt: job.attempt,
-        file: Some(pb::FileHeader { name: "last.safetensors".into(), size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(&bytes)) }),
+        file: Some(pb::FileHeader {
+            name: "last.safetensors".into(),
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+        }),
     };
     use pb::upload_artifact_request::Kind;
-    let mut messages = vec![pb::UploadArtifactRequest { kind: Some(Kind::Header(header)) }];
-    messages.extend(bytes.chunks(sweep_proto::CHUNK_SIZE).map(|c| pb::UploadArtifactRequest { kind: Some(Kind::Data(c.to_vec())) }));
+    let mut messages = vec![pb::UploadArtifactRequest {
+        kind: Some(Kind::Header(header)),
+    }];
+    messages.extend(
+        bytes
+            .chunks(sweep_proto::CHUNK_SIZE)
+            .map(|c| pb::UploadArtifactRequest {
+                kind: Some(Kind::Data(c.to_vec())),
+            }),
+    );
     let started = Instant::now();
     client.upload_artifact(tokio_stream::iter(messages)).await?;
     let seconds = started.elapsed().as_secs_f64();
-    println!("checkpoint upload: {upload_mib} MiB in {seconds:.2} s = {:.0} MiB/s over loopback (hashed and written to disk)", upload_mib as f64 / seconds);
+    println!(
+        "checkpoint upload: {upload_mib} MiB in {seconds:.2} s = {:.0} MiB/s over loopback (hashed and written to disk)",
+        upload_mib as f64 / seconds
+    );
     Ok(())
 }

@@ -36,7 +36,10 @@ const HEARTBEAT_S: &str = "1";
 /// `make test` shows it.
 fn skip(why: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED docker_compose e2e test: {why} ***\n");
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED docker_compose e2e test: {why} ***\n"
+    );
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -46,7 +49,11 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 fn ok(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).stdin(Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The compose command that works here: `docker compose` (v2) or `docker-compose` (v1).
@@ -95,7 +102,9 @@ impl Cluster {
     /// `cat` a file in the coordinator container; None if it is not there (yet).
     fn coordinator_file(&self, path: &str) -> Option<String> {
         let out = run(&mut self.cmd(&["exec", "-T", "coordinator", "cat", path]));
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn coordinator_has(&self, path: &str) -> bool {
@@ -129,19 +138,30 @@ impl Drop for Cluster {
         }
         let out = run(&mut self.cmd(&["down", "-v", "--remove-orphans", "-t", "5"]));
         if !out.status.success() {
-            eprintln!("compose down failed: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "compose down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
 
 /// Polls `f` every `every` until it returns Some, or panics after `limit`.
-fn wait_for<T>(what: &str, limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(every);
     }
 }
@@ -163,8 +183,10 @@ fn lines_with<'a>(log: &'a str, message: &'a str) -> impl Iterator<Item = &'a st
 /// variant, the base itself is the variant named by `baseline`.
 fn quickstart_jobs() -> (Vec<String>, Vec<u64>) {
     let dir = repo_root().join("configs").join(SWEEP);
-    let spec: Value = serde_saphyr::from_str(&std::fs::read_to_string(dir.join("sweep.yaml")).expect("sweep.yaml"))
-        .expect("sweep.yaml parses");
+    let spec: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(dir.join("sweep.yaml")).expect("sweep.yaml"),
+    )
+    .expect("sweep.yaml parses");
     let base = spec["base"].as_str().unwrap_or("base.yaml");
     let seeds: Vec<u64> = match spec["seeds"].as_array() {
         Some(seeds) => seeds.iter().map(|s| s.as_u64().expect("seed")).collect(),
@@ -185,7 +207,11 @@ fn quickstart_jobs() -> (Vec<String>, Vec<u64>) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 #[test]
@@ -194,7 +220,9 @@ fn compose_quickstart_survives_a_killed_worker() {
         return skip("SWEEPRUN_SKIP_DOCKER_E2E is set");
     }
     if !ok(Command::new("timeout").args(["30", "docker", "info"])) {
-        return skip("no Docker engine answers `docker info` (install Docker or start its daemon to run it)");
+        return skip(
+            "no Docker engine answers `docker info` (install Docker or start its daemon to run it)",
+        );
     }
     let Some(program) = compose_program() else {
         return skip("Docker is here but neither `docker compose` nor `docker-compose` is");
@@ -216,10 +244,18 @@ fn compose_quickstart_survives_a_killed_worker() {
         .env("IMAGE", &image)
         .env("SWEEPRUN_BIN_DIR", &bins)
         .current_dir(&root));
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     match out.status.code() {
         Some(0) => {}
-        Some(3) => return skip(&format!("no base image can be had here (no registry, no debootstrap):\n{log}")),
+        Some(3) => {
+            return skip(&format!(
+                "no base image can be had here (no registry, no debootstrap):\n{log}"
+            ));
+        }
         _ => panic!("deploy/build-images.sh failed ({}):\n{log}", out.status),
     }
     eprintln!("image {image} ready in {:.0?}", started.elapsed());
@@ -242,58 +278,110 @@ fn compose_quickstart_survives_a_killed_worker() {
 
     // Kill worker-1 while it trains a job whose first epoch's checkpoint the
     // coordinator has committed, so the next attempt has something to resume.
-    let victim = wait_for("worker-1 to train a job with a committed checkpoint", Duration::from_secs(300), Duration::from_millis(500), || {
-        let worker_log = cluster.logs("worker-1");
-        let job = lines_with(&worker_log, "job started").filter_map(|l| log_field(l, "job")).last()?.to_string();
-        let coordinator_log = cluster.logs("coordinator");
-        let finished = lines_with(&coordinator_log, "job succeeded").any(|l| log_field(l, "job") == Some(&job));
-        let committed = cluster.coordinator_has(&format!("{}/checkpoints/last.state.json", run_dir_of(&job)));
-        (!finished && committed).then_some(job)
-    });
+    let victim = wait_for(
+        "worker-1 to train a job with a committed checkpoint",
+        Duration::from_secs(300),
+        Duration::from_millis(500),
+        || {
+            let worker_log = cluster.logs("worker-1");
+            let job = lines_with(&worker_log, "job started")
+                .filter_map(|l| log_field(l, "job"))
+                .last()?
+                .to_string();
+            let coordinator_log = cluster.logs("coordinator");
+            let finished = lines_with(&coordinator_log, "job succeeded")
+                .any(|l| log_field(l, "job") == Some(&job));
+            let committed = cluster
+                .coordinator_has(&format!("{}/checkpoints/last.state.json", run_dir_of(&job)));
+            (!finished && committed).then_some(job)
+        },
+    );
     let worker1 = cluster.container_id("worker-1");
-    assert!(ok(Command::new("docker").args(["kill", &worker1])), "docker kill worker-1");
-    eprintln!("killed worker-1 at {:.0?} while it trained {victim}", up.elapsed());
+    assert!(
+        ok(Command::new("docker").args(["kill", &worker1])),
+        "docker kill worker-1"
+    );
+    eprintln!(
+        "killed worker-1 at {:.0?} while it trained {victim}",
+        up.elapsed()
+    );
 
     // Once another worker has the job again, worker-1 comes back as a fresh
     // process (a replaced machine), so the rest of the sweep runs on two workers.
-    wait_for("the killed worker's job to be leased again", Duration::from_secs(120), Duration::from_millis(500), || {
-        let log = cluster.logs("coordinator");
-        lines_with(&log, "job leased")
-            .any(|l| log_field(l, "job") == Some(victim.as_str()) && log_field(l, "attempt") != Some("1"))
-            .then_some(())
-    });
-    eprintln!("{victim} leased again {:.0?} after compose up", up.elapsed());
-    let state = String::from_utf8_lossy(&run(Command::new("docker").args(["inspect", "-f", "{{.State.Status}}", &worker1])).stdout)
-        .trim()
-        .to_string();
-    assert_eq!(state, "exited", "worker-1 stayed down after the kill (SWEEP_WORKER_RESTART=no)");
+    wait_for(
+        "the killed worker's job to be leased again",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let log = cluster.logs("coordinator");
+            lines_with(&log, "job leased")
+                .any(|l| {
+                    log_field(l, "job") == Some(victim.as_str())
+                        && log_field(l, "attempt") != Some("1")
+                })
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "{victim} leased again {:.0?} after compose up",
+        up.elapsed()
+    );
+    let state = String::from_utf8_lossy(
+        &run(Command::new("docker").args(["inspect", "-f", "{{.State.Status}}", &worker1])).stdout,
+    )
+    .trim()
+    .to_string();
+    assert_eq!(
+        state, "exited",
+        "worker-1 stayed down after the kill (SWEEP_WORKER_RESTART=no)"
+    );
     cluster.must(&["start", "worker-1"]);
 
     let (variants, seeds) = quickstart_jobs();
-    let results = wait_for("the sweep to finish (results.json with nothing pending)", Duration::from_secs(900), Duration::from_secs(2), || {
-        let text = cluster.coordinator_file(&format!("{STATE}/{SWEEP}/results.json"))?;
-        let json: Value = serde_json::from_str(&text).ok()?;
-        (json["pending"].as_u64() == Some(0)).then_some(json)
-    });
+    let results = wait_for(
+        "the sweep to finish (results.json with nothing pending)",
+        Duration::from_secs(900),
+        Duration::from_secs(2),
+        || {
+            let text = cluster.coordinator_file(&format!("{STATE}/{SWEEP}/results.json"))?;
+            let json: Value = serde_json::from_str(&text).ok()?;
+            (json["pending"].as_u64() == Some(0)).then_some(json)
+        },
+    );
     eprintln!("sweep finished {:.0?} after compose up", up.elapsed());
 
     // Every variant has all its seeds.
-    let rows = results["variants"].as_array().expect("results.json: variants");
+    let rows = results["variants"]
+        .as_array()
+        .expect("results.json: variants");
     let mut names: Vec<&str> = rows.iter().filter_map(|v| v["variant"].as_str()).collect();
     names.sort();
     assert_eq!(names, variants, "results.json variants: {results:#}");
     for row in rows {
-        assert_eq!(row["n"].as_u64(), Some(seeds.len() as u64), "every seed of {} has a result: {results:#}", row["variant"]);
+        assert_eq!(
+            row["n"].as_u64(),
+            Some(seeds.len() as u64),
+            "every seed of {} has a result: {results:#}",
+            row["variant"]
+        );
     }
 
     // Every run is on the volume, with its final metrics and its best checkpoint.
     for variant in &variants {
         for seed in &seeds {
             let dir = format!("{STATE}/{SWEEP}/{variant}/seed-{seed}");
-            let metrics = cluster.coordinator_file(&format!("{dir}/metrics.json")).unwrap_or_else(|| panic!("{dir}/metrics.json"));
+            let metrics = cluster
+                .coordinator_file(&format!("{dir}/metrics.json"))
+                .unwrap_or_else(|| panic!("{dir}/metrics.json"));
             let metrics: Value = serde_json::from_str(&metrics).expect("metrics.json is JSON");
-            assert!(!metrics["test"].is_null(), "{dir}/metrics.json has final test metrics: {metrics:#}");
-            assert!(cluster.coordinator_has(&format!("{dir}/checkpoints/best.safetensors")), "{dir}/checkpoints/best.safetensors");
+            assert!(
+                !metrics["test"].is_null(),
+                "{dir}/metrics.json has final test metrics: {metrics:#}"
+            );
+            assert!(
+                cluster.coordinator_has(&format!("{dir}/checkpoints/best.safetensors")),
+                "{dir}/checkpoints/best.safetensors"
+            );
         }
     }
 
@@ -301,50 +389,100 @@ fn compose_quickstart_survives_a_killed_worker() {
     // elsewhere from the committed checkpoint.
     let coordinator_log = cluster.logs("coordinator");
     assert!(
-        lines_with(&coordinator_log, "lease expired").any(|l| log_field(l, "job") == Some(victim.as_str())),
+        lines_with(&coordinator_log, "lease expired")
+            .any(|l| log_field(l, "job") == Some(victim.as_str())),
         "the coordinator expired the lease of {victim}"
     );
     let retried: Vec<&str> = lines_with(&coordinator_log, "job leased")
-        .filter(|l| log_field(l, "job") == Some(victim.as_str()) && log_field(l, "attempt") != Some("1"))
+        .filter(|l| {
+            log_field(l, "job") == Some(victim.as_str()) && log_field(l, "attempt") != Some("1")
+        })
         .collect();
-    assert!(!retried.is_empty(), "{victim} was leased again after the kill");
     assert!(
-        retried.iter().any(|l| log_field(l, "resume") == Some("true")),
+        !retried.is_empty(),
+        "{victim} was leased again after the kill"
+    );
+    assert!(
+        retried
+            .iter()
+            .any(|l| log_field(l, "resume") == Some("true")),
         "{victim} resumed from its committed checkpoint: {retried:#?}"
     );
 
     // Exactly one result per job, whatever was retried.
-    let mut succeeded: Vec<&str> = lines_with(&coordinator_log, "job succeeded").filter_map(|l| log_field(l, "job")).collect();
+    let mut succeeded: Vec<&str> = lines_with(&coordinator_log, "job succeeded")
+        .filter_map(|l| log_field(l, "job"))
+        .collect();
     succeeded.sort();
     let total = succeeded.len();
     succeeded.dedup();
-    assert_eq!(succeeded.len(), variants.len() * seeds.len(), "every job succeeded: {succeeded:?}");
+    assert_eq!(
+        succeeded.len(),
+        variants.len() * seeds.len(),
+        "every job succeeded: {succeeded:?}"
+    );
     assert_eq!(total, succeeded.len(), "no job succeeded twice");
 
     // The user's view: `sweepctl results`, inside the coordinator's container
     // and from the host through the published port.
     let table = cluster.must(&["exec", "-T", "coordinator", "sweepctl", "results", SWEEP]);
     for variant in &variants {
-        assert!(table.contains(variant.as_str()), "`sweepctl results` shows {variant}:\n{table}");
+        assert!(
+            table.contains(variant.as_str()),
+            "`sweepctl results` shows {variant}:\n{table}"
+        );
     }
     eprintln!("{table}");
-    let port = &cluster.env.iter().find(|(k, _)| k == "SWEEP_PORT").expect("SWEEP_PORT").1;
+    let port = &cluster
+        .env
+        .iter()
+        .find(|(k, _)| k == "SWEEP_PORT")
+        .expect("SWEEP_PORT")
+        .1;
     let out = run(Command::new(bins.join("sweepctl"))
-        .args(["--coordinator", &format!("127.0.0.1:{port}"), "results", SWEEP, "--format", "json"])
+        .args([
+            "--coordinator",
+            &format!("127.0.0.1:{port}"),
+            "results",
+            SWEEP,
+            "--format",
+            "json",
+        ])
         .env("SWEEP_TOKEN_FILE", root.join("deploy/secrets/admin_token")));
-    assert!(out.status.success(), "sweepctl results from the host: {}", String::from_utf8_lossy(&out.stderr));
-    let from_host: Value = serde_json::from_slice(&out.stdout).expect("sweepctl results --format json");
-    assert_eq!(from_host["variants"], results["variants"], "the host sees the results on the volume");
+    assert!(
+        out.status.success(),
+        "sweepctl results from the host: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_host: Value =
+        serde_json::from_slice(&out.stdout).expect("sweepctl results --format json");
+    assert_eq!(
+        from_host["variants"], results["variants"],
+        "the host sees the results on the volume"
+    );
 
-    eprintln!("docker_compose e2e: {:.0?} in all, {:.0?} from compose up", started.elapsed(), up.elapsed());
+    eprintln!(
+        "docker_compose e2e: {:.0?} in all, {:.0?} from compose up",
+        started.elapsed(),
+        up.elapsed()
+    );
 }
 
 // Keep the helper honest without Docker.
 #[test]
 fn run_dirs_follow_the_job_ids() {
-    assert_eq!(run_dir_of("baseline-seed-42-0a1b2c3d"), format!("{STATE}/quickstart/baseline/seed-42"));
-    assert_eq!(run_dir_of("no_dropout-seed-456-ffffffff"), format!("{STATE}/quickstart/no_dropout/seed-456"));
+    assert_eq!(
+        run_dir_of("baseline-seed-42-0a1b2c3d"),
+        format!("{STATE}/quickstart/baseline/seed-42")
+    );
+    assert_eq!(
+        run_dir_of("no_dropout-seed-456-ffffffff"),
+        format!("{STATE}/quickstart/no_dropout/seed-456")
+    );
     let (variants, seeds) = quickstart_jobs();
-    assert!(variants.iter().any(|v| v == "baseline") && variants.len() >= 2, "{variants:?}");
+    assert!(
+        variants.iter().any(|v| v == "baseline") && variants.len() >= 2,
+        "{variants:?}"
+    );
     assert!(!seeds.is_empty());
 }

@@ -15,7 +15,10 @@ pub fn repo_root() -> PathBuf {
 /// The MNIST files shipped in `data/mnist`, as an absolute path (test configs
 /// are read from other working directories).
 pub fn mnist_dir() -> PathBuf {
-    repo_root().join("data/mnist").canonicalize().expect("data/mnist ships with the repository")
+    repo_root()
+        .join("data/mnist")
+        .canonicalize()
+        .expect("data/mnist ships with the repository")
 }
 
 /// Where `make build` leaves the binaries: `SWEEPRUN_BIN_DIR`, else
@@ -27,7 +30,11 @@ pub fn release_bin_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));
-    let target = if target.is_relative() { repo_root().join(target) } else { target };
+    let target = if target.is_relative() {
+        repo_root().join(target)
+    } else {
+        target
+    };
     target.join("release")
 }
 
@@ -53,7 +60,8 @@ pub fn strip_ansi(text: &str) -> String {
 /// The value of `key=value` in a structured log line (tracing's fmt output).
 pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let needle = format!("{key}=");
-    line.split_whitespace().find_map(|word| word.strip_prefix(needle.as_str()))
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(needle.as_str()))
 }
 
 #[cfg(test)]
@@ -64,7 +72,10 @@ mod tests {
     fn ansi_codes_are_stripped_and_fields_found() {
         let line = "\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m job started \u{1b}[3mjob\u{1b}[0m\u{1b}[2m=\u{1b}[0mbaseline-seed-42-0a1b2c3d \u{1b}[3mattempt\u{1b}[0m\u{1b}[2m=\u{1b}[0m1";
         let clean = strip_ansi(line);
-        assert_eq!(clean, "2026  INFO job started job=baseline-seed-42-0a1b2c3d attempt=1");
+        assert_eq!(
+            clean,
+            "2026  INFO job started job=baseline-seed-42-0a1b2c3d attempt=1"
+        );
         assert_eq!(log_field(&clean, "job"), Some("baseline-seed-42-0a1b2c3d"));
         assert_eq!(log_field(&clean, "attempt"), Some("1"));
         assert_eq!(log_field(&clean, "worker"), None);

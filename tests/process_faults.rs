@@ -14,14 +14,21 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn binary(name: &str) -> PathBuf {
     let path = sweep_e2e::release_bin_dir().join(name);
-    assert!(path.is_file(), "{} is missing: run `make build` first", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make build` first",
+        path.display()
+    );
     path
 }
 
 /// A port that was free a moment ago: the coordinator must come back on the
 /// same address after a crash, so `:0` cannot be used.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn write_sweep(root: &Path, seeds: &str, epochs: u32) -> PathBuf {
@@ -39,8 +46,11 @@ fn write_sweep(root: &Path, seeds: &str, epochs: u32) -> PathBuf {
     .expect("base");
     let sweep = root.join("sweep");
     std::fs::create_dir_all(&sweep).expect("mkdir");
-    std::fs::write(sweep.join("sweep.yaml"), format!("name: faults\nbase: ../base.yaml\nseeds: [{seeds}]\n"))
-        .expect("sweep");
+    std::fs::write(
+        sweep.join("sweep.yaml"),
+        format!("name: faults\nbase: ../base.yaml\nseeds: [{seeds}]\n"),
+    )
+    .expect("sweep");
     sweep
 }
 
@@ -50,13 +60,24 @@ struct Coordinator {
 
 impl Coordinator {
     fn start(root: &Path, sweep: &Path, port: u16) -> Coordinator {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(root.join("coordinator.log")).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("coordinator.log"))
+            .expect("log");
         let child = Command::new(binary("sweep-coordinator"))
             .arg("--config")
             .arg(sweep)
             .arg("--state-dir")
             .arg(root.join("runs"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--lease-timeout", "2", "--heartbeat-interval", "0.3"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--lease-timeout",
+                "2",
+                "--heartbeat-interval",
+                "0.3",
+            ])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -79,7 +100,14 @@ struct Worker {
 impl Worker {
     fn start(root: &Path, port: u16, name: &str) -> Worker {
         let child = Command::new(binary("sweep-worker"))
-            .args(["--connect", &format!("127.0.0.1:{port}"), "--name", name, "--threads", "1"])
+            .args([
+                "--connect",
+                &format!("127.0.0.1:{port}"),
+                "--name",
+                name,
+                "--threads",
+                "1",
+            ])
             .arg("--cache-dir")
             .arg(root.join(name))
             .env("RUST_LOG", "warn")
@@ -105,17 +133,38 @@ impl Drop for Worker {
 
 /// The coordinator's status, or None while it is unreachable.
 async fn status(port: u16) -> Option<pb::StatusSnapshot> {
-    let mut client = CoordinatorClient::connect(format!("http://127.0.0.1:{port}")).await.ok()?;
-    Some(client.get_status(pb::GetStatusRequest::default()).await.ok()?.into_inner())
+    let mut client = CoordinatorClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .ok()?;
+    Some(
+        client
+            .get_status(pb::GetStatusRequest::default())
+            .await
+            .ok()?
+            .into_inner(),
+    )
 }
 
 async fn logs(port: u16, job_id: &str) -> Vec<pb::JobEvent> {
-    let mut client = CoordinatorClient::connect(format!("http://127.0.0.1:{port}")).await.expect("connect");
-    client.get_job_logs(pb::GetJobLogsRequest { job_id: job_id.into() }).await.expect("logs").into_inner().events
+    let mut client = CoordinatorClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    client
+        .get_job_logs(pb::GetJobLogsRequest {
+            job_id: job_id.into(),
+        })
+        .await
+        .expect("logs")
+        .into_inner()
+        .events
 }
 
 /// Polls until `done` says so, failing the test after [`TIMEOUT`].
-async fn wait_for(what: &str, port: u16, mut done: impl FnMut(&pb::StatusSnapshot) -> bool) -> pb::StatusSnapshot {
+async fn wait_for(
+    what: &str,
+    port: u16,
+    mut done: impl FnMut(&pb::StatusSnapshot) -> bool,
+) -> pb::StatusSnapshot {
     let started = Instant::now();
     loop {
         if let Some(snapshot) = status(port).await
@@ -133,9 +182,20 @@ fn sweep_done(s: &pb::StatusSnapshot) -> bool {
 }
 
 fn epochs_in_metrics_json(root: &Path, job: &pb::JobStatus) -> Vec<u32> {
-    let path = root.join("runs").join(&job.sweep).join(&job.variant).join(format!("seed-{}", job.seed)).join("metrics.json");
-    let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("metrics.json")).expect("json");
-    metrics["epochs"].as_array().expect("epochs").iter().map(|e| e["epoch"].as_u64().expect("epoch") as u32).collect()
+    let path = root
+        .join("runs")
+        .join(&job.sweep)
+        .join(&job.variant)
+        .join(format!("seed-{}", job.seed))
+        .join("metrics.json");
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("metrics.json")).expect("json");
+    metrics["epochs"]
+        .as_array()
+        .expect("epochs")
+        .iter()
+        .map(|e| e["epoch"].as_u64().expect("epoch") as u32)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,12 +203,16 @@ async fn worker_killed_mid_job_is_resumed_elsewhere_from_its_checkpoint() {
     let root = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let epochs = 40;
-    let _coordinator = Coordinator::start(root.path(), &write_sweep(root.path(), "7", epochs), port);
+    let _coordinator =
+        Coordinator::start(root.path(), &write_sweep(root.path(), "7", epochs), port);
     let mut first = Worker::start(root.path(), port, "first");
 
     // Kill the worker once epoch 2 is reported: epoch 1's checkpoint files,
     // sent before it, are then committed at the coordinator.
-    let snapshot = wait_for("two epochs", port, |s| s.jobs.first().is_some_and(|j| j.epoch >= 2)).await;
+    let snapshot = wait_for("two epochs", port, |s| {
+        s.jobs.first().is_some_and(|j| j.epoch >= 2)
+    })
+    .await;
     first.sigkill();
     let job_id = snapshot.jobs[0].job_id.clone();
     let _second = Worker::start(root.path(), port, "second");
@@ -160,16 +224,33 @@ async fn worker_killed_mid_job_is_resumed_elsewhere_from_its_checkpoint() {
     let events = logs(port, &job_id).await;
     let count = |kind: &str| events.iter().filter(|e| e.kind == kind).count();
     assert_eq!(count("succeeded"), 1, "{events:?}");
-    assert_eq!(count("expired"), 1, "the killed worker's lease expired: {events:?}");
+    assert_eq!(
+        count("expired"),
+        1,
+        "the killed worker's lease expired: {events:?}"
+    );
     // The second attempt started from a checkpoint, not from epoch 1.
-    let resumed_at = events.iter().filter(|e| e.kind == "epoch" && e.attempt == 2).map(|e| e.message.clone()).next();
+    let resumed_at = events
+        .iter()
+        .filter(|e| e.kind == "epoch" && e.attempt == 2)
+        .map(|e| e.message.clone())
+        .next();
     let first_epoch_of_attempt_2: u32 = resumed_at
         .as_deref()
-        .and_then(|m| m.split(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty()))
+        .and_then(|m| {
+            m.split(|c: char| !c.is_ascii_digit())
+                .find(|w| !w.is_empty())
+        })
         .and_then(|n| n.parse().ok())
         .expect("an epoch of attempt 2");
-    assert!(first_epoch_of_attempt_2 >= 2, "attempt 2 began at epoch {first_epoch_of_attempt_2}: {events:?}");
-    assert_eq!(epochs_in_metrics_json(root.path(), job), (1..=epochs).collect::<Vec<_>>());
+    assert!(
+        first_epoch_of_attempt_2 >= 2,
+        "attempt 2 began at epoch {first_epoch_of_attempt_2}: {events:?}"
+    );
+    assert_eq!(
+        epochs_in_metrics_json(root.path(), job),
+        (1..=epochs).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,11 +259,15 @@ async fn coordinator_killed_mid_sweep_restarts_without_losing_results() {
     let port = free_port();
     let sweep = write_sweep(root.path(), "1, 2, 3, 4", 12);
     let mut coordinator = Coordinator::start(root.path(), &sweep, port);
-    let _workers = [Worker::start(root.path(), port, "w1"), Worker::start(root.path(), port, "w2")];
+    let _workers = [
+        Worker::start(root.path(), port, "w1"),
+        Worker::start(root.path(), port, "w2"),
+    ];
 
     // Crash the coordinator with one job finished and others running.
     wait_for("a finished job and a running one", port, |s| {
-        s.jobs.iter().any(|j| j.state == "succeeded") && s.jobs.iter().any(|j| j.state == "running" && j.epoch >= 1)
+        s.jobs.iter().any(|j| j.state == "succeeded")
+            && s.jobs.iter().any(|j| j.state == "running" && j.epoch >= 1)
     })
     .await;
     coordinator.child.kill().expect("SIGKILL");
@@ -196,11 +281,33 @@ async fn coordinator_killed_mid_sweep_restarts_without_losing_results() {
     for job in &done.jobs {
         assert_eq!(job.state, "succeeded", "{job:?}");
         let events = logs(port, &job.job_id).await;
-        assert_eq!(events.iter().filter(|e| e.kind == "succeeded").count(), 1, "{events:?}");
-        assert_eq!(epochs_in_metrics_json(root.path(), job), (1..=12).collect::<Vec<_>>(), "{}", job.job_id);
-        let run = root.path().join("runs/faults").join(&job.variant).join(format!("seed-{}", job.seed));
-        assert!(run.join("checkpoints/best.safetensors").is_file(), "{}", run.display());
+        assert_eq!(
+            events.iter().filter(|e| e.kind == "succeeded").count(),
+            1,
+            "{events:?}"
+        );
+        assert_eq!(
+            epochs_in_metrics_json(root.path(), job),
+            (1..=12).collect::<Vec<_>>(),
+            "{}",
+            job.job_id
+        );
+        let run = root
+            .path()
+            .join("runs/faults")
+            .join(&job.variant)
+            .join(format!("seed-{}", job.seed));
+        assert!(
+            run.join("checkpoints/best.safetensors").is_file(),
+            "{}",
+            run.display()
+        );
     }
-    let csv = std::fs::read_to_string(root.path().join("runs/faults/results.csv")).expect("results.csv");
-    assert_eq!(csv.lines().count(), 2, "a header and the one variant: {csv}");
+    let csv =
+        std::fs::read_to_string(root.path().join("runs/faults/results.csv")).expect("results.csv");
+    assert_eq!(
+        csv.lines().count(),
+        2,
+        "a header and the one variant: {csv}"
+    );
 }

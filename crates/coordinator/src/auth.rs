@@ -121,7 +121,9 @@ pub enum AuthSetupError {
          give --admin-token-file (or $SWEEP_ADMIN_TOKEN) too; {HOW_TO_CREATE}"
     )]
     MissingAdminToken,
-    #[error("the worker and admin tokens are the same; they must differ so that a worker cannot act as admin")]
+    #[error(
+        "the worker and admin tokens are the same; they must differ so that a worker cannot act as admin"
+    )]
     SameToken,
     #[error(
         "refusing to listen on {addr} without tokens: anyone who reaches it could submit jobs \
@@ -144,7 +146,10 @@ impl Authenticator {
     /// (allowed on loopback only, see [`check_exposure`]). A worker token
     /// alone is refused (nobody could administer the sweep), as are two equal
     /// tokens (a worker would be an admin).
-    pub fn new(worker: Option<&Token>, admin: Option<&Token>) -> Result<Option<Self>, AuthSetupError> {
+    pub fn new(
+        worker: Option<&Token>,
+        admin: Option<&Token>,
+    ) -> Result<Option<Self>, AuthSetupError> {
         match (worker, admin) {
             (None, None) => Ok(None),
             (Some(_), None) => Err(AuthSetupError::MissingAdminToken),
@@ -176,7 +181,10 @@ impl Authenticator {
             (false, false) => return Err(AuthError::WrongToken),
         };
         if role < required {
-            return Err(AuthError::Forbidden { role, method: method_name(path) });
+            return Err(AuthError::Forbidden {
+                role,
+                method: method_name(path),
+            });
         }
         Ok(Some(role))
     }
@@ -185,7 +193,9 @@ impl Authenticator {
 /// The token of an `authorization: Bearer <token>` header. The scheme is
 /// case-insensitive (RFC 7235); the token itself is not.
 fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
-    let value = headers.get(http::header::AUTHORIZATION).ok_or(AuthError::MissingToken)?;
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or(AuthError::MissingToken)?;
     let value = value.to_str().map_err(|_| AuthError::Malformed)?;
     let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
     let token = token.trim();
@@ -204,7 +214,10 @@ fn method_name(path: &str) -> String {
 }
 
 /// Refuses to serve without tokens on anything but a loopback address.
-pub fn check_exposure(addr: SocketAddr, auth: Option<&Authenticator>) -> Result<(), AuthSetupError> {
+pub fn check_exposure(
+    addr: SocketAddr,
+    auth: Option<&Authenticator>,
+) -> Result<(), AuthSetupError> {
     if auth.is_none() && !addr.ip().is_loopback() {
         return Err(AuthSetupError::Exposed { addr });
     }
@@ -231,7 +244,10 @@ impl<S: NamedService> NamedService for RequireAuth<S> {
 
 impl<S, B> Service<http::Request<B>> for RequireAuth<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -279,18 +295,26 @@ mod tests {
     const ADMIN: &str = "admin-token-0123456789abcdef";
 
     fn tokens() -> (Token, Token) {
-        (Token::new(WORKER, "w").unwrap(), Token::new(ADMIN, "a").unwrap())
+        (
+            Token::new(WORKER, "w").unwrap(),
+            Token::new(ADMIN, "a").unwrap(),
+        )
     }
 
     fn auth() -> Authenticator {
         let (worker, admin) = tokens();
-        Authenticator::new(Some(&worker), Some(&admin)).unwrap().unwrap()
+        Authenticator::new(Some(&worker), Some(&admin))
+            .unwrap()
+            .unwrap()
     }
 
     fn headers(value: Option<&[u8]>) -> HeaderMap {
         let mut map = HeaderMap::new();
         if let Some(value) = value {
-            map.insert(http::header::AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+            map.insert(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_bytes(value).unwrap(),
+            );
         }
         map
     }
@@ -306,61 +330,126 @@ mod tests {
     #[test]
     fn maps_every_method_to_its_role() {
         for method in WORKER_METHODS {
-            assert_eq!(required_access(&path(method)), Access::Requires(Role::Worker), "{method}");
+            assert_eq!(
+                required_access(&path(method)),
+                Access::Requires(Role::Worker),
+                "{method}"
+            );
         }
         for method in ADMIN_METHODS {
-            assert_eq!(required_access(&path(method)), Access::Requires(Role::Admin), "{method}");
+            assert_eq!(
+                required_access(&path(method)),
+                Access::Requires(Role::Admin),
+                "{method}"
+            );
         }
         // Deny by default: unknown methods, other services, odd paths.
-        for odd in [path("DropEverything"), path(""), path("LeaseJob/x"), "/".into(), String::new(),
-                    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".into(),
-                    "/sweep.v1.Coordinator".into(), "/other.Coordinator/LeaseJob".into()] {
-            assert_eq!(required_access(&odd), Access::Requires(Role::Admin), "{odd:?}");
+        for odd in [
+            path("DropEverything"),
+            path(""),
+            path("LeaseJob/x"),
+            "/".into(),
+            String::new(),
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".into(),
+            "/sweep.v1.Coordinator".into(),
+            "/other.Coordinator/LeaseJob".into(),
+        ] {
+            assert_eq!(
+                required_access(&odd),
+                Access::Requires(Role::Admin),
+                "{odd:?}"
+            );
         }
-        assert_eq!(required_access("/grpc.health.v1.Health/Check"), Access::Open);
-        assert_eq!(required_access("/grpc.health.v1.Health/Watch"), Access::Open);
+        assert_eq!(
+            required_access("/grpc.health.v1.Health/Check"),
+            Access::Open
+        );
+        assert_eq!(
+            required_access("/grpc.health.v1.Health/Watch"),
+            Access::Open
+        );
     }
 
     #[test]
     fn health_needs_no_token() {
-        assert_eq!(auth().check("/grpc.health.v1.Health/Check", &headers(None)), Ok(None));
+        assert_eq!(
+            auth().check("/grpc.health.v1.Health/Check", &headers(None)),
+            Ok(None)
+        );
     }
 
     #[test]
     fn no_token_or_a_malformed_header_is_unauthenticated() {
         let auth = auth();
         let lease = path("LeaseJob");
-        assert_eq!(auth.check(&lease, &headers(None)), Err(AuthError::MissingToken));
-        for bad in [&b"Bearer"[..], b"Bearer ", b"Bearer   ", b"Basic d29ya2VyOnNlY3JldA==", WORKER.as_bytes(), b"Bearer \xff\xfe"] {
-            assert_eq!(auth.check(&lease, &headers(Some(bad))), Err(AuthError::Malformed), "{bad:?}");
+        assert_eq!(
+            auth.check(&lease, &headers(None)),
+            Err(AuthError::MissingToken)
+        );
+        for bad in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearer   ",
+            b"Basic d29ya2VyOnNlY3JldA==",
+            WORKER.as_bytes(),
+            b"Bearer \xff\xfe",
+        ] {
+            assert_eq!(
+                auth.check(&lease, &headers(Some(bad))),
+                Err(AuthError::Malformed),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn a_wrong_token_is_unauthenticated() {
         let auth = auth();
-        for wrong in ["worker-token-0123456789abcdeX", "worker-token-0123456789abcde", "x", &format!("{WORKER}{ADMIN}")] {
-            assert_eq!(auth.check(&path("LeaseJob"), &bearer(wrong)), Err(AuthError::WrongToken), "{wrong}");
-            assert_eq!(auth.check(&path("SubmitSweep"), &bearer(wrong)), Err(AuthError::WrongToken), "{wrong}");
+        for wrong in [
+            "worker-token-0123456789abcdeX",
+            "worker-token-0123456789abcde",
+            "x",
+            &format!("{WORKER}{ADMIN}"),
+        ] {
+            assert_eq!(
+                auth.check(&path("LeaseJob"), &bearer(wrong)),
+                Err(AuthError::WrongToken),
+                "{wrong}"
+            );
+            assert_eq!(
+                auth.check(&path("SubmitSweep"), &bearer(wrong)),
+                Err(AuthError::WrongToken),
+                "{wrong}"
+            );
         }
     }
 
     #[test]
     fn the_scheme_is_case_insensitive() {
         let headers = headers(Some(format!("bEaReR {WORKER}").as_bytes()));
-        assert_eq!(auth().check(&path("Heartbeat"), &headers), Ok(Some(Role::Worker)));
+        assert_eq!(
+            auth().check(&path("Heartbeat"), &headers),
+            Ok(Some(Role::Worker))
+        );
     }
 
     #[test]
     fn a_worker_token_opens_worker_methods_only() {
         let auth = auth();
         for method in WORKER_METHODS {
-            assert_eq!(auth.check(&path(method), &bearer(WORKER)), Ok(Some(Role::Worker)), "{method}");
+            assert_eq!(
+                auth.check(&path(method), &bearer(WORKER)),
+                Ok(Some(Role::Worker)),
+                "{method}"
+            );
         }
         for method in ADMIN_METHODS.iter().copied().chain(["Unknown"]) {
             assert_eq!(
                 auth.check(&path(method), &bearer(WORKER)),
-                Err(AuthError::Forbidden { role: Role::Worker, method: method.to_string() }),
+                Err(AuthError::Forbidden {
+                    role: Role::Worker,
+                    method: method.to_string()
+                }),
                 "{method}"
             );
         }
@@ -370,7 +459,11 @@ mod tests {
     fn an_admin_token_opens_everything() {
         let auth = auth();
         for method in WORKER_METHODS.iter().chain(ADMIN_METHODS.iter()) {
-            assert_eq!(auth.check(&path(method), &bearer(ADMIN)), Ok(Some(Role::Admin)), "{method}");
+            assert_eq!(
+                auth.check(&path(method), &bearer(ADMIN)),
+                Ok(Some(Role::Admin)),
+                "{method}"
+            );
         }
     }
 
@@ -378,24 +471,42 @@ mod tests {
     fn without_a_worker_token_workers_use_the_admin_token() {
         let (_, admin) = tokens();
         let auth = Authenticator::new(None, Some(&admin)).unwrap().unwrap();
-        assert_eq!(auth.check(&path("LeaseJob"), &bearer(ADMIN)), Ok(Some(Role::Admin)));
-        assert_eq!(auth.check(&path("LeaseJob"), &bearer(WORKER)), Err(AuthError::WrongToken));
+        assert_eq!(
+            auth.check(&path("LeaseJob"), &bearer(ADMIN)),
+            Ok(Some(Role::Admin))
+        );
+        assert_eq!(
+            auth.check(&path("LeaseJob"), &bearer(WORKER)),
+            Err(AuthError::WrongToken)
+        );
     }
 
     #[test]
     fn setup_needs_both_tokens_or_none_and_distinct_ones() {
         let (worker, admin) = tokens();
         assert!(Authenticator::new(None, None).unwrap().is_none());
-        assert_eq!(Authenticator::new(Some(&worker), None).unwrap_err(), AuthSetupError::MissingAdminToken);
-        assert_eq!(Authenticator::new(Some(&admin), Some(&admin)).unwrap_err(), AuthSetupError::SameToken);
+        assert_eq!(
+            Authenticator::new(Some(&worker), None).unwrap_err(),
+            AuthSetupError::MissingAdminToken
+        );
+        assert_eq!(
+            Authenticator::new(Some(&admin), Some(&admin)).unwrap_err(),
+            AuthSetupError::SameToken
+        );
     }
 
     #[test]
     fn open_only_on_loopback() {
         let auth = auth();
-        let loopback: [SocketAddr; 2] = ["127.0.0.1:50051".parse().unwrap(), "[::1]:50051".parse().unwrap()];
-        let exposed: [SocketAddr; 3] =
-            ["0.0.0.0:50051".parse().unwrap(), "[::]:50051".parse().unwrap(), "10.1.2.3:50051".parse().unwrap()];
+        let loopback: [SocketAddr; 2] = [
+            "127.0.0.1:50051".parse().unwrap(),
+            "[::1]:50051".parse().unwrap(),
+        ];
+        let exposed: [SocketAddr; 3] = [
+            "0.0.0.0:50051".parse().unwrap(),
+            "[::]:50051".parse().unwrap(),
+            "10.1.2.3:50051".parse().unwrap(),
+        ];
         for addr in loopback {
             assert_eq!(check_exposure(addr, None), Ok(()), "{addr}");
         }
@@ -411,7 +522,9 @@ mod tests {
         let auth = auth();
         let shown = format!("{auth:?}");
         assert!(!shown.contains(WORKER) && !shown.contains(ADMIN), "{shown}");
-        let err = auth.check(&path("SubmitSweep"), &bearer(WORKER)).unwrap_err();
+        let err = auth
+            .check(&path("SubmitSweep"), &bearer(WORKER))
+            .unwrap_err();
         assert!(!err.to_string().contains(WORKER));
         let long = format!("{COORDINATOR_PREFIX}{}", "A".repeat(10_000));
         let err = auth.check(&long, &bearer(WORKER)).unwrap_err();
@@ -432,7 +545,10 @@ mod tests {
                 Poll::Ready(Ok(()))
             }
             fn call(&mut self, request: http::Request<()>) -> Self::Future {
-                assert!(request.extensions().get::<Role>().is_some() || request.uri().path().starts_with(HEALTH_PREFIX));
+                assert!(
+                    request.extensions().get::<Role>().is_some()
+                        || request.uri().path().starts_with(HEALTH_PREFIX)
+                );
                 self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 Box::pin(async { Ok(http::Response::new(Body::empty())) })
             }
@@ -453,13 +569,22 @@ mod tests {
 
         let response = service.call(send(path("LeaseJob"), None)).await.unwrap();
         assert_eq!(code(response), Some(tonic::Code::Unauthenticated));
-        let response = service.call(send(path("SubmitSweep"), Some(WORKER))).await.unwrap();
+        let response = service
+            .call(send(path("SubmitSweep"), Some(WORKER)))
+            .await
+            .unwrap();
         assert_eq!(code(response), Some(tonic::Code::PermissionDenied));
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
 
-        let response = service.call(send(path("LeaseJob"), Some(WORKER))).await.unwrap();
+        let response = service
+            .call(send(path("LeaseJob"), Some(WORKER)))
+            .await
+            .unwrap();
         assert_eq!(code(response), None);
-        let response = service.call(send("/grpc.health.v1.Health/Check".into(), None)).await.unwrap();
+        let response = service
+            .call(send("/grpc.health.v1.Health/Check".into(), None))
+            .await
+            .unwrap();
         assert_eq!(code(response), None);
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }

@@ -191,7 +191,11 @@ pub fn plain_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(CoordinatorError::io(dir))? {
         let path = entry.map_err(CoordinatorError::io(dir))?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
             continue;
         };
         if path.is_file() && sweep_core::names::validate("file", &name).is_ok() {

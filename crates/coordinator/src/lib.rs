@@ -129,7 +129,8 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
     let store = store::Store::open(&config.state_dir.join("coordinator.sqlite"))?;
     let spec = config.sweep.as_deref().map(SweepSpec::load).transpose()?;
     // Before binding: an exposed coordinator without tokens never serves.
-    let authenticator = auth::Authenticator::new(config.worker_token.as_ref(), config.admin_token.as_ref())?;
+    let authenticator =
+        auth::Authenticator::new(config.worker_token.as_ref(), config.admin_token.as_ref())?;
     auth::check_exposure(config.listen, authenticator.as_ref())?;
     let tls = config.tls.as_ref().map(server_tls).transpose()?;
 
@@ -173,7 +174,9 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
     }
     let router = builder.add_service(health_service);
     let router = match authenticator {
-        Some(authenticator) => router.add_service(auth::RequireAuth::new(coordinator, Arc::new(authenticator))),
+        Some(authenticator) => {
+            router.add_service(auth::RequireAuth::new(coordinator, Arc::new(authenticator)))
+        }
         None => {
             tracing::warn!(%config.listen, "no tokens configured: every client on this machine may call every method");
             router.add_service(coordinator)
@@ -229,7 +232,8 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
 fn server_tls(files: &TlsFiles) -> Result<tonic::transport::ServerTlsConfig> {
     let cert = std::fs::read(&files.cert).map_err(CoordinatorError::io(&files.cert))?;
     let key = std::fs::read(&files.key).map_err(CoordinatorError::io(&files.key))?;
-    Ok(tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key)))
+    Ok(tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key)))
 }
 
 /// Starts `--local-workers` as child processes of the `sweep-worker` binary.
@@ -317,7 +321,9 @@ impl LocalWorker {
         }
         match tokio::time::timeout(LOCAL_WORKER_GRACE, self.child.wait()).await {
             Ok(Ok(status)) => tracing::debug!(worker = %self.name, %status, "local worker exited"),
-            Ok(Err(err)) => tracing::warn!(worker = %self.name, error = %err, "waiting for a local worker"),
+            Ok(Err(err)) => {
+                tracing::warn!(worker = %self.name, error = %err, "waiting for a local worker")
+            }
             Err(_) => {
                 tracing::warn!(worker = %self.name, "local worker did not stop in time; killing it");
                 let _ = self.child.kill().await;
@@ -327,7 +333,10 @@ impl LocalWorker {
 }
 
 async fn stop_local_workers(workers: Vec<LocalWorker>) {
-    let stops: Vec<_> = workers.into_iter().map(|w| tokio::spawn(w.stop())).collect();
+    let stops: Vec<_> = workers
+        .into_iter()
+        .map(|w| tokio::spawn(w.stop()))
+        .collect();
     for stop in stops {
         let _ = stop.await;
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use sweep_coordinator::limits::Limits;
-use sweep_coordinator::{CoordinatorConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TIMEOUT, TlsFiles};
+use sweep_coordinator::{
+    CoordinatorConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TIMEOUT, TlsFiles,
+};
 use sweep_core::token::Token;
 use tokio_util::sync::CancellationToken;
 
@@ -102,7 +104,11 @@ async fn main() -> anyhow::Result<()> {
         worker_token: Token::load(args.worker_token_file.as_deref(), "SWEEP_WORKER_TOKEN")?,
         admin_token: Token::load(args.admin_token_file.as_deref(), "SWEEP_ADMIN_TOKEN")?,
         tls: match (args.tls_cert, args.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key, ca: args.tls_ca }),
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                ca: args.tls_ca,
+            }),
             _ => None,
         },
         limits: Limits::default(),

@@ -37,7 +37,6 @@ const LEASE_POLL_TIMEOUT: Duration = Duration::from_secs(5);
 /// becomes one update, and a terminal redraws at most a few times a second.
 const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(250);
 
-
 type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send + 'static>>;
 
 /// State shared by the handlers and the coordinator's background tasks.
@@ -257,18 +256,28 @@ fn check_epochs(count: usize, epochs: u32, slack: u32) -> Result<()> {
 
 /// Refuses an upload that would take the job's or the sweep's checkpoints
 /// over their byte limits; a file being replaced counts with its new size only.
-fn check_artifact_budget(conn: &rusqlite::Connection, job: &store::JobRow, name: &str, size: u64, limits: &Limits) -> Result<()> {
+fn check_artifact_budget(
+    conn: &rusqlite::Connection,
+    job: &store::JobRow,
+    name: &str,
+    size: u64,
+    limits: &Limits,
+) -> Result<()> {
     let (job_bytes, sweep_bytes) = store::artifact_bytes(conn, &job.sweep, &job.id, name)?;
     if job_bytes.saturating_add(size) > limits.max_job_artifact_bytes {
         return Err(CoordinatorError::ResourceExhausted(format!(
             "job {} would hold {} checkpoint bytes, the limit is {}",
-            job.id, job_bytes.saturating_add(size), limits.max_job_artifact_bytes
+            job.id,
+            job_bytes.saturating_add(size),
+            limits.max_job_artifact_bytes
         )));
     }
     if sweep_bytes.saturating_add(size) > limits.max_sweep_artifact_bytes {
         return Err(CoordinatorError::ResourceExhausted(format!(
             "sweep {} would hold {} checkpoint bytes, the limit is {}",
-            job.sweep, sweep_bytes.saturating_add(size), limits.max_sweep_artifact_bytes
+            job.sweep,
+            sweep_bytes.saturating_add(size),
+            limits.max_sweep_artifact_bytes
         )));
     }
     Ok(())
@@ -340,7 +349,10 @@ impl Coordinator for Service {
             slots: req.slots.max(1),
             last_seen_ms: 0,
         };
-        let (max_workers, alive_ms) = (limits.max_workers, self.shared.lease_timeout.as_millis() as i64);
+        let (max_workers, alive_ms) = (
+            limits.max_workers,
+            self.shared.lease_timeout.as_millis() as i64,
+        );
         let worker_id = self
             .shared
             .store
@@ -486,7 +498,12 @@ impl Coordinator for Service {
         };
         let file = required(header.file, "header.file")?;
         names::validate("artifact name", &file.name).map_err(CoordinatorError::from)?;
-        if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if file.sha256.len() != 64
+            || !file
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(CoordinatorError::InvalidArgument(
                 "header.file.sha256: expected 64 lower-case hex digits".into(),
             )
@@ -630,7 +647,12 @@ impl Coordinator for Service {
             .call(move |conn| {
                 if let Outcome::Succeeded(metrics) = &outcome {
                     let job = store::get_job(conn, &job_id)?;
-                    let last = metrics.epochs.iter().map(|e| e.epoch as usize).max().unwrap_or(0);
+                    let last = metrics
+                        .epochs
+                        .iter()
+                        .map(|e| e.epoch as usize)
+                        .max()
+                        .unwrap_or(0);
                     check_epochs(metrics.epochs.len().max(last), job.epochs, slack)?;
                 }
                 store::complete(conn, &worker, &job_id, attempt, &outcome)

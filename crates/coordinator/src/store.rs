@@ -437,7 +437,12 @@ pub fn workers_seen_since(conn: &Connection, since_ms: i64) -> Result<usize> {
 
 /// Checkpoint bytes held by job `job_id` and by sweep `sweep`, leaving out
 /// the job's file `except` (about to be replaced).
-pub fn artifact_bytes(conn: &Connection, sweep: &str, job_id: &str, except: &str) -> Result<(u64, u64)> {
+pub fn artifact_bytes(
+    conn: &Connection,
+    sweep: &str,
+    job_id: &str,
+    except: &str,
+) -> Result<(u64, u64)> {
     let job: i64 = conn.query_row(
         "SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE job_id = ?1 AND name != ?2",
         params![job_id, except],

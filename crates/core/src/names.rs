@@ -11,7 +11,9 @@ pub enum NameError {
     Empty { what: &'static str },
     #[error("{what} {name:?} is longer than {MAX_NAME_LEN} bytes")]
     TooLong { what: &'static str, name: String },
-    #[error("{what} {name:?} may only contain letters, digits, '-', '_' and '.', and may neither start with '.' nor contain '..'")]
+    #[error(
+        "{what} {name:?} may only contain letters, digits, '-', '_' and '.', and may neither start with '.' nor contain '..'"
+    )]
     BadCharacters { what: &'static str, name: String },
 }
 
@@ -24,11 +26,19 @@ pub fn validate(what: &'static str, name: &str) -> Result<(), NameError> {
         return Err(NameError::Empty { what });
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong { what, name: name.chars().take(MAX_NAME_LEN).collect() });
+        return Err(NameError::TooLong {
+            what,
+            name: name.chars().take(MAX_NAME_LEN).collect(),
+        });
     }
-    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if !ok_chars || name.starts_with('.') || name.contains("..") {
-        return Err(NameError::BadCharacters { what, name: name.to_string() });
+        return Err(NameError::BadCharacters {
+            what,
+            name: name.to_string(),
+        });
     }
     Ok(())
 }
@@ -47,7 +57,21 @@ mod tests {
     #[test]
     fn rejects_names_that_could_escape_a_directory() {
         let long = "a".repeat(MAX_NAME_LEN + 1);
-        for name in ["", "..", ".", "../x", "a/b", "/etc", "a\\b", "a\0b", ".hidden", "a..", "a..b", long.as_str(), "é"] {
+        for name in [
+            "",
+            "..",
+            ".",
+            "../x",
+            "a/b",
+            "/etc",
+            "a\\b",
+            "a\0b",
+            ".hidden",
+            "a..",
+            "a..b",
+            long.as_str(),
+            "é",
+        ] {
             assert!(validate("name", name).is_err(), "{name:?} was accepted");
         }
     }

@@ -69,12 +69,19 @@ impl JobSpec {
     /// longest-processing-time-first rule for makespan).
     pub fn estimated_cost(&self) -> f64 {
         let config = &self.config;
-        let pool = config.data.subset.as_ref().map_or(60_000, |s| s.train.min(60_000));
+        let pool = config
+            .data
+            .subset
+            .as_ref()
+            .map_or(60_000, |s| s.train.min(60_000));
         let train_samples = pool as f64 * config.data.train_split;
         let per_sample = match config.model.kind {
             ModelKind::Cnn => {
                 // conv1 (1→32, 3×3 on 28×28), conv2 (32→64, 3×3 on 14×14), fc1 (3136→128), fc2.
-                (28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 3136 * 128 + 128 * config.model.num_classes) as f64
+                (28 * 28 * 32 * 9
+                    + 14 * 14 * 64 * 32 * 9
+                    + 3136 * 128
+                    + 128 * config.model.num_classes) as f64
             }
             ModelKind::Fc | ModelKind::FcScratch => {
                 let mut dims = vec![config.model.input_size];

@@ -182,11 +182,25 @@ mod tests {
 
     #[test]
     fn rejects_empty_short_long_and_unprintable_tokens() {
-        assert!(matches!(Token::new(" \n", "f"), Err(TokenError::Empty { .. })));
-        assert!(matches!(Token::new("short", "f"), Err(TokenError::TooShort { .. })));
+        assert!(matches!(
+            Token::new(" \n", "f"),
+            Err(TokenError::Empty { .. })
+        ));
+        assert!(matches!(
+            Token::new("short", "f"),
+            Err(TokenError::TooShort { .. })
+        ));
         let long = "a".repeat(MAX_TOKEN_LEN + 1);
-        assert!(matches!(Token::new(&long, "f"), Err(TokenError::TooLong { .. })));
-        for bad in ["aaaaaaaa bbbbbbbbbb", "aaaaaaaaaaaaaaaa\0", "aaaaaaaaaaaaaaaaé", "aaaaaaaa\naaaaaaaaa"] {
+        assert!(matches!(
+            Token::new(&long, "f"),
+            Err(TokenError::TooLong { .. })
+        ));
+        for bad in [
+            "aaaaaaaa bbbbbbbbbb",
+            "aaaaaaaaaaaaaaaa\0",
+            "aaaaaaaaaaaaaaaaé",
+            "aaaaaaaa\naaaaaaaaa",
+        ] {
             assert!(
                 matches!(Token::new(bad, "f"), Err(TokenError::BadCharacters { .. })),
                 "{bad:?}"
@@ -219,8 +233,16 @@ mod tests {
             .unwrap();
         assert_eq!(token.expose(), other);
 
-        assert!(Token::load_with(None, "SWEEP_TOKEN", None).unwrap().is_none());
-        assert!(Token::load_with(None, "SWEEP_TOKEN", Some(String::new())).unwrap().is_none());
+        assert!(
+            Token::load_with(None, "SWEEP_TOKEN", None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            Token::load_with(None, "SWEEP_TOKEN", Some(String::new()))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -30,7 +30,9 @@ fn cases() -> u32 {
 fn config() -> Config {
     Config {
         cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
         ..Config::default()
     }
 }
@@ -45,7 +47,9 @@ fn baseline() -> String {
 fn assert_names_file(err: &ConfigError, files: &[&Path]) {
     let message = err.to_string();
     assert!(
-        files.iter().any(|file| message.contains(&*file.display().to_string())),
+        files
+            .iter()
+            .any(|file| message.contains(&*file.display().to_string())),
         "error does not name any of {files:?}: {message}"
     );
 }
@@ -56,11 +60,44 @@ fn assert_names_file(err: &ConfigError, files: &[&Path]) {
 /// Keys the schema knows, so that generated trees go deep into it instead of
 /// stopping at the first unknown key.
 const KEYS: &[&str] = &[
-    "name", "seed", "model", "type", "input_size", "hidden_sizes", "num_classes", "dropout", "init",
-    "batch_norm", "data", "dataset", "data_dir", "train_split", "batch_size", "num_workers", "augment",
-    "subset", "training", "epochs", "learning_rate", "optimizer", "weight_decay", "early_stopping",
-    "patience", "min_delta", "lr_schedule", "step_size", "gamma", "device", "threads", "logging",
-    "log_interval", "save_checkpoints", "checkpoint_dir", "unknown_key", "<<", "",
+    "name",
+    "seed",
+    "model",
+    "type",
+    "input_size",
+    "hidden_sizes",
+    "num_classes",
+    "dropout",
+    "init",
+    "batch_norm",
+    "data",
+    "dataset",
+    "data_dir",
+    "train_split",
+    "batch_size",
+    "num_workers",
+    "augment",
+    "subset",
+    "training",
+    "epochs",
+    "learning_rate",
+    "optimizer",
+    "weight_decay",
+    "early_stopping",
+    "patience",
+    "min_delta",
+    "lr_schedule",
+    "step_size",
+    "gamma",
+    "device",
+    "threads",
+    "logging",
+    "log_interval",
+    "save_checkpoints",
+    "checkpoint_dir",
+    "unknown_key",
+    "<<",
+    "",
 ];
 
 /// A YAML value of any type, as text in flow style (`{a: 1, b: [x]}`).
@@ -77,8 +114,13 @@ fn yaml_value() -> impl Strategy<Value = String> {
         Just("1e400".to_string()),
         Just("-0".to_string()),
         Just("0x1F".to_string()),
-        prop::sample::select(&["fc", "cnn", "adam", "sgd", "mnist", "cpu", "cuda:99", "auto", "xavier", "step", "cosine"][..])
-            .prop_map(str::to_string),
+        prop::sample::select(
+            &[
+                "fc", "cnn", "adam", "sgd", "mnist", "cpu", "cuda:99", "auto", "xavier", "step",
+                "cosine"
+            ][..]
+        )
+        .prop_map(str::to_string),
         "[a-zA-Z0-9_./-]{0,12}",
         // Quoted strings with anything in them, escapes included.
         "\\PC{0,16}".prop_map(|s| format!("{s:?}")),
@@ -88,9 +130,11 @@ fn yaml_value() -> impl Strategy<Value = String> {
     ];
     scalar.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(|items| format!("[{}]", items.join(", "))),
+            prop::collection::vec(inner.clone(), 0..6)
+                .prop_map(|items| format!("[{}]", items.join(", "))),
             prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(|entries| {
-                let entries: Vec<String> = entries.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                let entries: Vec<String> =
+                    entries.iter().map(|(k, v)| format!("{k}: {v}")).collect();
                 format!("{{{}}}", entries.join(", "))
             }),
         ]
@@ -101,7 +145,10 @@ fn yaml_value() -> impl Strategy<Value = String> {
 /// others, and duplicates) with values of any type.
 fn yaml_document() -> impl Strategy<Value = String> {
     prop::collection::vec((prop::sample::select(KEYS), yaml_value()), 0..10).prop_map(|entries| {
-        entries.iter().map(|(key, value)| format!("{key}: {value}\n")).collect()
+        entries
+            .iter()
+            .map(|(key, value)| format!("{key}: {value}\n"))
+            .collect()
     })
 }
 
@@ -113,7 +160,15 @@ fn mutated_baseline() -> impl Strategy<Value = String> {
     let edit = prop_oneof![
         (0..len, 0..40usize).prop_map(|(at, n)| Edit::Remove(at, n)),
         (0..len, "\\PC{0,8}").prop_map(|(at, s)| Edit::Insert(at, s)),
-        (0..len, prop::sample::select(&[": ", "\n", "- ", "{", "}", "[", "]", "\t", "  ", "#", "&a ", "*a", "\"", "'", "\0", "\u{feff}"][..]))
+        (
+            0..len,
+            prop::sample::select(
+                &[
+                    ": ", "\n", "- ", "{", "}", "[", "]", "\t", "  ", "#", "&a ", "*a", "\"", "'",
+                    "\0", "\u{feff}"
+                ][..]
+            )
+        )
             .prop_map(|(at, s)| Edit::Insert(at, s.to_string())),
         (0..len, yaml_value()).prop_map(|(at, v)| Edit::ReplaceValue(at, v)),
         (0..len).prop_map(Edit::Truncate),
@@ -196,7 +251,11 @@ static NAMES: AtomicUsize = AtomicUsize::new(0);
 fn report(counter: &AtomicUsize, what: &str) {
     let ran = counter.load(Ordering::SeqCst);
     eprintln!("fuzz_config: {what}: {ran} cases");
-    assert!(ran >= cases() as usize, "{what}: only {ran} of {} cases ran", cases());
+    assert!(
+        ran >= cases() as usize,
+        "{what}: only {ran} of {} cases ran",
+        cases()
+    );
 }
 
 #[test]
@@ -272,7 +331,10 @@ fn layered_configs_never_panic_and_errors_name_a_layer() {
 
 #[test]
 fn no_layers_is_an_error_not_a_panic() {
-    assert!(matches!(ExperimentConfig::from_layers(&[]), Err(ConfigError::NoLayers)));
+    assert!(matches!(
+        ExperimentConfig::from_layers(&[]),
+        Err(ConfigError::NoLayers)
+    ));
 }
 
 #[test]

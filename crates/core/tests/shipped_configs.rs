@@ -16,7 +16,10 @@ fn baseline_is_the_original_config() {
     assert_eq!(config.model.kind, ModelKind::Fc);
     assert_eq!(config.model.hidden_sizes, [256, 128]);
     assert_eq!(config.training.epochs, 20);
-    assert_eq!(config.training.early_stopping.as_ref().map(|e| e.patience), Some(5));
+    assert_eq!(
+        config.training.early_stopping.as_ref().map(|e| e.patience),
+        Some(5)
+    );
 }
 
 #[test]
@@ -30,14 +33,35 @@ fn cnn_config_loads() {
 fn ablation_sweep_expands_to_seven_variants_over_three_seeds() {
     let spec = SweepSpec::load(&configs().join("ablations")).unwrap();
     let names: Vec<&str> = spec.variants.iter().map(|v| v.name.as_str()).collect();
-    assert_eq!(names, ["baseline", "batch_norm", "cosine_lr", "kaiming_init", "no_dropout", "step_lr", "xavier_init"]);
+    assert_eq!(
+        names,
+        [
+            "baseline",
+            "batch_norm",
+            "cosine_lr",
+            "kaiming_init",
+            "no_dropout",
+            "step_lr",
+            "xavier_init"
+        ]
+    );
     assert_eq!(spec.seeds, [42, 123, 456]);
     let jobs = spec.expand();
     assert_eq!(jobs.len(), 21);
-    let variant = |name: &str| &spec.variants.iter().find(|v| v.name == name).unwrap().config;
+    let variant = |name: &str| {
+        &spec
+            .variants
+            .iter()
+            .find(|v| v.name == name)
+            .unwrap()
+            .config
+    };
     assert_eq!(variant("xavier_init").model.init, InitKind::Xavier);
     assert_eq!(variant("no_dropout").model.dropout, 0.0);
-    assert!(matches!(variant("step_lr").training.lr_schedule, LrSchedule::Step { step_size: 5, .. }));
+    assert!(matches!(
+        variant("step_lr").training.lr_schedule,
+        LrSchedule::Step { step_size: 5, .. }
+    ));
     // Everything else comes from the base.
     assert_eq!(variant("batch_norm").training.epochs, 20);
 }
@@ -47,14 +71,22 @@ fn quickstart_sweep_is_small() {
     let spec = SweepSpec::load(&configs().join("quickstart")).unwrap();
     let jobs = spec.expand();
     assert_eq!(jobs.len(), spec.variants.len() * 3);
-    assert!(jobs.iter().all(|j| j.config.data.subset.is_some() && j.config.training.epochs <= 5));
+    assert!(
+        jobs.iter()
+            .all(|j| j.config.data.subset.is_some() && j.config.training.epochs <= 5)
+    );
 }
 
 #[test]
 fn cnn_jobs_are_estimated_costlier_than_fc_jobs() {
     let spec = SweepSpec::load(&configs().join("quickstart")).unwrap();
     let jobs = spec.expand();
-    let cost = |variant: &str| jobs.iter().find(|j| j.variant == variant).unwrap().estimated_cost();
+    let cost = |variant: &str| {
+        jobs.iter()
+            .find(|j| j.variant == variant)
+            .unwrap()
+            .estimated_cost()
+    };
     // Measured on 1 thread: a quickstart CNN job trains ~18× longer than an FC one.
     let ratio = cost("cnn") / cost("baseline");
     assert!((10.0..30.0).contains(&ratio), "CNN/FC cost ratio {ratio}");

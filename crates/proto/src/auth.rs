@@ -30,8 +30,14 @@ impl BearerInterceptor {
 
 impl std::fmt::Debug for BearerInterceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = if self.header.is_some() { "Some(***)" } else { "None" };
-        f.debug_struct("BearerInterceptor").field("header", &shown).finish()
+        let shown = if self.header.is_some() {
+            "Some(***)"
+        } else {
+            "None"
+        };
+        f.debug_struct("BearerInterceptor")
+            .field("header", &shown)
+            .finish()
     }
 }
 

@@ -51,9 +51,9 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0
-            .decode(buf)
-            .map_err(|status| Status::invalid_argument(format!("malformed message: {}", status.message())))
+        self.0.decode(buf).map_err(|status| {
+            Status::invalid_argument(format!("malformed message: {}", status.message()))
+        })
     }
 
     fn buffer_settings(&self) -> BufferSettings {

@@ -21,7 +21,10 @@ fn finite(field: &'static str, value: f64) -> Result<f64, ConvertError> {
     if value.is_finite() {
         Ok(value)
     } else {
-        Err(ConvertError::Invalid(field, format!("{value} is not a finite number")))
+        Err(ConvertError::Invalid(
+            field,
+            format!("{value} is not a finite number"),
+        ))
     }
 }
 
@@ -130,11 +133,17 @@ mod tests {
     #[test]
     fn non_finite_metrics_are_refused() {
         let m = pb::RunMetrics {
-            test: Some(pb::TestMetrics { test_loss: f64::NAN, test_acc: 0.0 }),
+            test: Some(pb::TestMetrics {
+                test_loss: f64::NAN,
+                test_acc: 0.0,
+            }),
             ..Default::default()
         };
         let err = RunMetrics::try_from(m).unwrap_err();
-        assert_eq!(err, ConvertError::Invalid("test_loss", "NaN is not a finite number".into()));
+        assert_eq!(
+            err,
+            ConvertError::Invalid("test_loss", "NaN is not a finite number".into())
+        );
     }
 
     #[test]

@@ -35,15 +35,28 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let config_path = PathBuf::from(if args.model == "fc" { "configs/baseline.yaml" } else { "configs/cnn.yaml" });
+    let config_path = PathBuf::from(if args.model == "fc" {
+        "configs/baseline.yaml"
+    } else {
+        "configs/cnn.yaml"
+    });
     let mut config = ExperimentConfig::load(&config_path)?;
     config.training.threads = Some(args.threads);
     config.training.device = args.device;
-    let steps = args.steps.unwrap_or(if args.model == "fc" { 2000 } else { 200 });
-    let data_dir = config.data.data_dir.clone().unwrap_or_else(|| sweep_train::data::default_data_dir(config.data.dataset));
+    let steps = args
+        .steps
+        .unwrap_or(if args.model == "fc" { 2000 } else { 200 });
+    let data_dir = config
+        .data
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| sweep_train::data::default_data_dir(config.data.dataset));
     let dataset = sweep_train::Dataset::load(config.data.dataset, &data_dir)?;
 
-    eprintln!("timing {steps} steps of {} (batch {}) with {} thread(s) on {}...", args.model, config.data.batch_size, args.threads, args.device);
+    eprintln!(
+        "timing {steps} steps of {} (batch {}) with {} thread(s) on {}...",
+        args.model, config.data.batch_size, args.threads, args.device
+    );
     let rust = sweep_train::bench::measure(&config, &dataset, args.warmup, steps)?;
 
     let device = match args.device {
@@ -56,7 +69,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .args(["--model", &args.model, "--data-dir"])
         .arg(&data_dir)
         .args(["--batch-size", &config.data.batch_size.to_string()])
-        .args(["--steps", &steps.to_string(), "--warmup", &args.warmup.to_string()])
+        .args([
+            "--steps",
+            &steps.to_string(),
+            "--warmup",
+            &args.warmup.to_string(),
+        ])
         .args(["--threads", &args.threads.to_string(), "--device", &device])
         .args(["--lr", &config.training.learning_rate.to_string()])
         .args(["--weight-decay", &config.training.weight_decay.to_string()])
@@ -70,13 +88,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).context("no JSON line from the reference script")?;
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("no JSON line from the reference script")?;
     let pytorch: serde_json::Value = serde_json::from_str(line)?;
-    let pytorch_rate = pytorch["samples_per_s"].as_f64().context("reference output lacks samples_per_s")?;
+    let pytorch_rate = pytorch["samples_per_s"]
+        .as_f64()
+        .context("reference output lacks samples_per_s")?;
 
-    println!("model {}  batch {}  threads {}  device {}  steps {steps}", args.model, config.data.batch_size, args.threads, device);
+    println!(
+        "model {}  batch {}  threads {}  device {}  steps {steps}",
+        args.model, config.data.batch_size, args.threads, device
+    );
     println!("  rust (tch)   {:>10.0} samples/s", rust.samples_per_s);
     println!("  pytorch      {:>10.0} samples/s", pytorch_rate);
-    println!("  ratio        {:>10.2}x", rust.samples_per_s / pytorch_rate);
+    println!(
+        "  ratio        {:>10.2}x",
+        rust.samples_per_s / pytorch_rate
+    );
     Ok(())
 }

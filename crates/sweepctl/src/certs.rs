@@ -52,14 +52,22 @@ pub struct CertFiles {
 /// Runs `sweepctl certs`: writes the files and says how to use them.
 pub fn run(args: CertsArgs) -> anyhow::Result<()> {
     let files = generate(&args.hosts, &args.out, args.force)?;
-    println!("wrote {}, {}, {}, {}", files.ca_cert.display(), files.ca_key.display(),
-             files.server_cert.display(), files.server_key.display());
+    println!(
+        "wrote {}, {}, {}, {}",
+        files.ca_cert.display(),
+        files.ca_key.display(),
+        files.server_cert.display(),
+        files.server_key.display()
+    );
     println!(
         "coordinator: sweep-coordinator --tls-cert {} --tls-key {} ...",
         files.server_cert.display(),
         files.server_key.display()
     );
-    println!("workers, sweepctl: --tls-ca {} (keep ca.key offline)", files.ca_cert.display());
+    println!(
+        "workers, sweepctl: --tls-ca {} (keep ca.key offline)",
+        files.ca_cert.display()
+    );
     Ok(())
 }
 
@@ -73,9 +81,17 @@ pub fn generate(hosts: &[String], out: &Path, force: bool) -> anyhow::Result<Cer
         server_key: out.join("server.key"),
     };
     if !force {
-        for path in [&files.ca_cert, &files.ca_key, &files.server_cert, &files.server_key] {
+        for path in [
+            &files.ca_cert,
+            &files.ca_key,
+            &files.server_cert,
+            &files.server_key,
+        ] {
             if path.exists() {
-                bail!("{} exists; pass --force to replace it (clients trusting the old CA then need the new ca.pem)", path.display());
+                bail!(
+                    "{} exists; pass --force to replace it (clients trusting the old CA then need the new ca.pem)",
+                    path.display()
+                );
             }
         }
     }
@@ -91,28 +107,46 @@ pub fn generate(hosts: &[String], out: &Path, force: bool) -> anyhow::Result<Cer
     let ca_key = KeyPair::generate().context("generating the CA key")?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name.push(DnType::CommonName, "sweep runner CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name
+        .push(DnType::CommonName, "sweep runner CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca.not_before = date(-1);
     ca.not_after = date(CA_VALID_DAYS);
-    let ca_cert = ca.self_signed(&ca_key).context("signing the CA certificate")?;
+    let ca_cert = ca
+        .self_signed(&ca_key)
+        .context("signing the CA certificate")?;
     let issuer = Issuer::new(ca, ca_key);
 
     let server_key = KeyPair::generate().context("generating the server key")?;
     let mut server = CertificateParams::new(names).context("server certificate parameters")?;
-    server.distinguished_name.push(DnType::CommonName, hosts[0].clone());
+    server
+        .distinguished_name
+        .push(DnType::CommonName, hosts[0].clone());
     server.is_ca = IsCa::ExplicitNoCa;
-    server.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    server.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server.use_authority_key_identifier_extension = true;
     server.not_before = date(-1);
     server.not_after = date(SERVER_VALID_DAYS);
-    let server_cert = server.signed_by(&server_key, &issuer).context("signing the server certificate")?;
+    let server_cert = server
+        .signed_by(&server_key, &issuer)
+        .context("signing the server certificate")?;
 
     write_file(&files.ca_cert, ca_cert.pem().as_bytes(), false)?;
     write_file(&files.ca_key, issuer.key().serialize_pem().as_bytes(), true)?;
     write_file(&files.server_cert, server_cert.pem().as_bytes(), false)?;
-    write_file(&files.server_key, server_key.serialize_pem().as_bytes(), true)?;
+    write_file(
+        &files.server_key,
+        server_key.serialize_pem().as_bytes(),
+        true,
+    )?;
     Ok(files)
 }
 
@@ -125,7 +159,9 @@ fn subject_alt_names(hosts: &[String]) -> anyhow::Result<Vec<String>> {
         let host = host.trim();
         let valid = !host.is_empty()
             && host.len() <= 253
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'*'));
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'*'));
         if !valid {
             bail!("--host {host:?}: expected a DNS name or an IP address");
         }
@@ -154,8 +190,11 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()>
     }
     #[cfg(not(unix))]
     let _ = private;
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents).with_context(|| format!("writing {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -166,14 +205,27 @@ mod tests {
     #[test]
     fn writes_a_ca_and_a_server_pair() {
         let dir = tempfile::tempdir().unwrap();
-        let files = generate(&["coord.example.org".into(), "10.0.0.5".into()], dir.path(), false).unwrap();
+        let files = generate(
+            &["coord.example.org".into(), "10.0.0.5".into()],
+            dir.path(),
+            false,
+        )
+        .unwrap();
         for path in [&files.ca_cert, &files.server_cert] {
             let text = fs::read_to_string(path).unwrap();
-            assert!(text.starts_with("-----BEGIN CERTIFICATE-----"), "{}", path.display());
+            assert!(
+                text.starts_with("-----BEGIN CERTIFICATE-----"),
+                "{}",
+                path.display()
+            );
         }
         for path in [&files.ca_key, &files.server_key] {
             let text = fs::read_to_string(path).unwrap();
-            assert!(text.starts_with("-----BEGIN PRIVATE KEY-----"), "{}", path.display());
+            assert!(
+                text.starts_with("-----BEGIN PRIVATE KEY-----"),
+                "{}",
+                path.display()
+            );
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
@@ -198,7 +250,10 @@ mod tests {
     fn rejects_names_that_are_neither_hosts_nor_addresses() {
         let dir = tempfile::tempdir().unwrap();
         for bad in ["", "a b", "x/y", "host\0", "é.example"] {
-            assert!(generate(&[bad.into()], dir.path(), false).is_err(), "{bad:?}");
+            assert!(
+                generate(&[bad.into()], dir.path(), false).is_err(),
+                "{bad:?}"
+            );
         }
     }
 

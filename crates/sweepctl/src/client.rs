@@ -51,22 +51,30 @@ pub fn endpoint_uri(address: &str, tls: bool) -> anyhow::Result<String> {
         bail!("--coordinator: empty address; expected host:port or {scheme}://host:port");
     }
     if let Some(rest) = address.strip_prefix("https://").filter(|_| !tls) {
-        bail!("--coordinator https://{rest}: TLS needs --tls-ca with the CA certificate that signed the coordinator's (see `sweepctl certs`)");
+        bail!(
+            "--coordinator https://{rest}: TLS needs --tls-ca with the CA certificate that signed the coordinator's (see `sweepctl certs`)"
+        );
     }
     if let Some(rest) = address.strip_prefix("http://").filter(|_| tls) {
-        bail!("--coordinator http://{rest}: --tls-ca asks for TLS; use https://{rest} or host:port");
+        bail!(
+            "--coordinator http://{rest}: --tls-ca asks for TLS; use https://{rest} or host:port"
+        );
     }
     let prefix = format!("{scheme}://");
     let uri = match address.strip_prefix(&prefix) {
         Some(_) => address.to_string(),
         None if address.contains("://") => {
-            bail!("--coordinator {address}: unsupported scheme; expected host:port or {scheme}://host:port")
+            bail!(
+                "--coordinator {address}: unsupported scheme; expected host:port or {scheme}://host:port"
+            )
         }
         None => format!("{prefix}{address}"),
     };
     let host_port = &uri[prefix.len()..];
     // A port is required: guessing 80 would hide a typo.
-    let port_ok = host_port.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    let port_ok = host_port
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if !port_ok {
         bail!("--coordinator {address}: expected host:port (for example {DEFAULT_COORDINATOR})");
     }
@@ -87,8 +95,14 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Client> {
             .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
             .context("--tls-ca: setting up TLS")?;
     }
-    let channel = endpoint.connect().await.map_err(|err| unreachable(&args.coordinator, &err))?;
-    Ok(CoordinatorClient::with_interceptor(channel, BearerInterceptor::new(token.as_ref())))
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|err| unreachable(&args.coordinator, &err))?;
+    Ok(CoordinatorClient::with_interceptor(
+        channel,
+        BearerInterceptor::new(token.as_ref()),
+    ))
 }
 
 /// The one-line error for a coordinator that cannot be reached.
@@ -108,7 +122,11 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     let text = cause.to_string();
-    if text.is_empty() { err.to_string() } else { text }
+    if text.is_empty() {
+        err.to_string()
+    } else {
+        text
+    }
 }
 
 /// Translates a failed call into a message for the user. `what` names the
@@ -130,14 +148,18 @@ pub fn status_error(address: &str, what: &str, status: Status) -> anyhow::Error 
         Code::Unimplemented => anyhow!(
             "{what}: the coordinator at {address} does not support this request ({message}); is it an older version?"
         ),
-        Code::DeadlineExceeded => anyhow!("{what}: the coordinator at {address} did not answer in time"),
+        Code::DeadlineExceeded => {
+            anyhow!("{what}: the coordinator at {address} did not answer in time")
+        }
         code => anyhow!("{what}: the coordinator at {address} answered {code:?}: {message}"),
     }
 }
 
 /// Runs a client command on a small runtime: the local commands stay
 /// synchronous, so only these pay for one.
-pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
+    future: F,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -151,24 +173,57 @@ mod tests {
 
     #[test]
     fn address_forms() {
-        assert_eq!(endpoint_uri("127.0.0.1:50051", false).unwrap(), "http://127.0.0.1:50051");
-        assert_eq!(endpoint_uri("http://coord.lan:7000/", false).unwrap(), "http://coord.lan:7000");
+        assert_eq!(
+            endpoint_uri("127.0.0.1:50051", false).unwrap(),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(
+            endpoint_uri("http://coord.lan:7000/", false).unwrap(),
+            "http://coord.lan:7000"
+        );
         assert_eq!(endpoint_uri(" [::1]:9 ", false).unwrap(), "http://[::1]:9");
-        for bad in ["", "localhost", "localhost:http", ":50051", "grpc://a:1", "http://a"] {
-            assert!(endpoint_uri(bad, false).is_err(), "{bad:?} should be refused");
+        for bad in [
+            "",
+            "localhost",
+            "localhost:http",
+            ":50051",
+            "grpc://a:1",
+            "http://a",
+        ] {
+            assert!(
+                endpoint_uri(bad, false).is_err(),
+                "{bad:?} should be refused"
+            );
         }
         let tls = endpoint_uri("https://a:1", false).unwrap_err().to_string();
         assert!(tls.contains("--tls-ca"), "{tls}");
-        assert_eq!(endpoint_uri("coord.lan:7000", true).unwrap(), "https://coord.lan:7000");
-        assert_eq!(endpoint_uri("https://coord.lan:7000", true).unwrap(), "https://coord.lan:7000");
+        assert_eq!(
+            endpoint_uri("coord.lan:7000", true).unwrap(),
+            "https://coord.lan:7000"
+        );
+        assert_eq!(
+            endpoint_uri("https://coord.lan:7000", true).unwrap(),
+            "https://coord.lan:7000"
+        );
         assert!(endpoint_uri("http://coord.lan:7000", true).is_err());
     }
 
     #[test]
     fn status_messages_keep_the_servers_words() {
-        let err = status_error("a:1", "submitting", Status::invalid_argument("base.yaml:3: model.kind: unknown"));
-        assert_eq!(err.to_string(), "submitting: rejected by the coordinator: base.yaml:3: model.kind: unknown");
-        let err = status_error("a:1", "cancelling", Status::permission_denied("worker tokens cannot cancel"));
+        let err = status_error(
+            "a:1",
+            "submitting",
+            Status::invalid_argument("base.yaml:3: model.kind: unknown"),
+        );
+        assert_eq!(
+            err.to_string(),
+            "submitting: rejected by the coordinator: base.yaml:3: model.kind: unknown"
+        );
+        let err = status_error(
+            "a:1",
+            "cancelling",
+            Status::permission_denied("worker tokens cannot cancel"),
+        );
         assert!(err.to_string().contains("worker tokens cannot cancel"));
         let err = status_error("a:1", "status", Status::unauthenticated("missing token"));
         assert!(err.to_string().contains("SWEEP_TOKEN"));

@@ -25,7 +25,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "sweepctl", version, about = "Train locally, or submit and follow sweeps on a coordinator")]
+#[command(
+    name = "sweepctl",
+    version,
+    about = "Train locally, or submit and follow sweeps on a coordinator"
+)]
 pub struct Cli {
     /// Where the coordinator is (used by the commands that talk to one).
     #[command(flatten)]

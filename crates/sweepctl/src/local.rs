@@ -41,7 +41,10 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             let config = ExperimentConfig::load(path)?;
             let run_dir = args.run_dir.clone().unwrap_or_else(|| {
                 let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-                config.logging.checkpoint_dir.join(format!("{}_{stamp}", config.name))
+                config
+                    .logging
+                    .checkpoint_dir
+                    .join(format!("{}_{stamp}", config.name))
             });
             (config, run_dir, false)
         }
@@ -67,16 +70,24 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         run_dir.display(),
         if resume { " (resuming)" } else { "" }
     );
-    let mut progress = EpochPrinter { epochs: config.training.epochs };
+    let mut progress = EpochPrinter {
+        epochs: config.training.epochs,
+    };
     let metrics = sweep_train::train(&config, &dataset, &run_dir, resume, &mut progress)?;
-    let test = metrics.test.context("the run finished without a test evaluation")?;
+    let test = metrics
+        .test
+        .context("the run finished without a test evaluation")?;
     println!(
         "done: test accuracy {:.2}%  (best epoch {}, val accuracy {:.2}%, {:.1}s{})",
         100.0 * test.test_acc,
         metrics.best_epoch,
         100.0 * metrics.best_val_acc.unwrap_or(0.0),
         metrics.train_seconds,
-        if metrics.stopped_early { ", stopped early" } else { "" }
+        if metrics.stopped_early {
+            ", stopped early"
+        } else {
+            ""
+        }
     );
     println!("run directory: {}", run_dir.display());
     Ok(())
@@ -97,7 +108,11 @@ pub fn eval(run_dir: &Path) -> anyhow::Result<()> {
 }
 
 fn load_dataset(config: &ExperimentConfig) -> anyhow::Result<Dataset> {
-    let dir = config.data.data_dir.clone().unwrap_or_else(|| sweep_train::data::default_data_dir(config.data.dataset));
+    let dir = config
+        .data
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| sweep_train::data::default_data_dir(config.data.dataset));
     Ok(Dataset::load(config.data.dataset, &dir)?)
 }
 
@@ -108,7 +123,11 @@ struct EpochPrinter {
 
 impl TrainHooks for EpochPrinter {
     fn on_epoch(&mut self, m: &EpochMetrics, checkpoint: &Checkpoint) {
-        let best = if checkpoint.files.contains(&sweep_train::checkpoint::BEST) { "  *best*" } else { "" };
+        let best = if checkpoint.files.contains(&sweep_train::checkpoint::BEST) {
+            "  *best*"
+        } else {
+            ""
+        };
         println!(
             "epoch {:>3}/{}  train loss {:.4} acc {:6.2}%  val loss {:.4} acc {:6.2}%  lr {:.2e}  {:5.1}s{best}",
             m.epoch,

@@ -8,7 +8,8 @@ fn main() -> anyhow::Result<()> {
     let cli = sweepctl::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,sweepctl=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,sweepctl=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -41,7 +41,8 @@ pub struct CancelArgs {
 /// Format names go through `Format::from_str`, so an unknown one is refused
 /// before anything is sent, with the list of accepted names.
 fn parse_format(s: &str) -> Result<Format, String> {
-    s.parse().map_err(|e: sweep_core::results::UnknownFormat| e.to_string())
+    s.parse()
+        .map_err(|e: sweep_core::results::UnknownFormat| e.to_string())
 }
 
 /// Empty means "every sweep" (or "the only one") in the protocol.
@@ -63,7 +64,10 @@ pub async fn submit(connect: &ConnectArgs, path: PathBuf) -> anyhow::Result<()> 
         variants: spec
             .variants
             .iter()
-            .map(|v| pb::VariantSpec { name: v.name.clone(), config_yaml: v.config.to_yaml() })
+            .map(|v| pb::VariantSpec {
+                name: v.name.clone(),
+                config_yaml: v.config.to_yaml(),
+            })
             .collect(),
     };
     let mut client = client::connect(connect).await?;
@@ -73,15 +77,24 @@ pub async fn submit(connect: &ConnectArgs, path: PathBuf) -> anyhow::Result<()> 
         .await
         .map_err(|s| client::status_error(&connect.coordinator, &what, s))?
         .into_inner();
-    println!("submitted sweep {}: {} jobs ({} new)", spec.name, answer.jobs, answer.new_jobs);
+    println!(
+        "submitted sweep {}: {} jobs ({} new)",
+        spec.name, answer.jobs, answer.new_jobs
+    );
     Ok(())
 }
 
 /// Fetches a status snapshot; a named sweep that the coordinator does not
 /// know is an error rather than an empty table.
-pub async fn fetch_status(client: &mut client::Client, connect: &ConnectArgs, sweep: &Option<String>) -> anyhow::Result<pb::StatusSnapshot> {
+pub async fn fetch_status(
+    client: &mut client::Client,
+    connect: &ConnectArgs,
+    sweep: &Option<String>,
+) -> anyhow::Result<pb::StatusSnapshot> {
     let snapshot = client
-        .get_status(pb::GetStatusRequest { sweep: sweep_or_all(sweep) })
+        .get_status(pb::GetStatusRequest {
+            sweep: sweep_or_all(sweep),
+        })
         .await
         .map_err(|s| client::status_error(&connect.coordinator, "getting the status", s))?
         .into_inner();
@@ -90,10 +103,17 @@ pub async fn fetch_status(client: &mut client::Client, connect: &ConnectArgs, sw
 }
 
 /// An empty snapshot: no such sweep, or nothing submitted yet.
-pub fn check_not_empty(snapshot: &pb::StatusSnapshot, connect: &ConnectArgs, sweep: &Option<String>) -> anyhow::Result<()> {
+pub fn check_not_empty(
+    snapshot: &pb::StatusSnapshot,
+    connect: &ConnectArgs,
+    sweep: &Option<String>,
+) -> anyhow::Result<()> {
     if snapshot.sweeps.is_empty() {
         match sweep {
-            Some(name) => bail!("the coordinator at {} has no sweep named {name:?}", connect.coordinator),
+            Some(name) => bail!(
+                "the coordinator at {} has no sweep named {name:?}",
+                connect.coordinator
+            ),
             None => bail!(
                 "the coordinator at {} has no sweeps yet; submit one with `sweepctl submit <sweep dir>`",
                 connect.coordinator
@@ -111,13 +131,21 @@ pub async fn status(connect: &ConnectArgs, sweep: Option<String>) -> anyhow::Res
 }
 
 /// Fetches one sweep's results table rendered in `format`.
-pub async fn fetch_results(client: &mut client::Client, connect: &ConnectArgs, sweep: &Option<String>, format: Format) -> anyhow::Result<pb::GetResultsResponse> {
+pub async fn fetch_results(
+    client: &mut client::Client,
+    connect: &ConnectArgs,
+    sweep: &Option<String>,
+    format: Format,
+) -> anyhow::Result<pb::GetResultsResponse> {
     let what = match sweep {
         Some(name) => format!("getting the results of sweep {name}"),
         None => "getting the results".to_string(),
     };
     Ok(client
-        .get_results(pb::GetResultsRequest { sweep: sweep_or_all(sweep), format: format.to_string() })
+        .get_results(pb::GetResultsRequest {
+            sweep: sweep_or_all(sweep),
+            format: format.to_string(),
+        })
         .await
         .map_err(|s| client::status_error(&connect.coordinator, &what, s))?
         .into_inner())
@@ -132,32 +160,50 @@ pub async fn results(connect: &ConnectArgs, args: ResultsArgs) -> anyhow::Result
     }
     match &args.output {
         Some(path) => {
-            std::fs::write(path, &rendered).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote the results of sweep {} to {}", answer.sweep, path.display());
+            std::fs::write(path, &rendered)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "wrote the results of sweep {} to {}",
+                answer.sweep,
+                path.display()
+            );
         }
         None => {
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(rendered.as_bytes()).context("writing to standard output")?;
+            stdout
+                .write_all(rendered.as_bytes())
+                .context("writing to standard output")?;
             stdout.flush().context("writing to standard output")?;
         }
     }
     if answer.pending > 0 {
         // On stderr, so that csv/json on stdout stay machine-readable.
-        eprintln!("note: {} jobs of sweep {} have not finished; these results are partial", answer.pending, answer.sweep);
+        eprintln!(
+            "note: {} jobs of sweep {} have not finished; these results are partial",
+            answer.pending, answer.sweep
+        );
     }
     Ok(())
 }
 
 pub async fn cancel(connect: &ConnectArgs, args: CancelArgs) -> anyhow::Result<()> {
     let (target, what) = match (args.sweep, args.job) {
-        (Some(sweep), _) => (pb::cancel_request::Target::Sweep(sweep.clone()), format!("sweep {sweep}")),
-        (None, Some(job)) => (pb::cancel_request::Target::JobId(job.clone()), format!("job {job}")),
+        (Some(sweep), _) => (
+            pb::cancel_request::Target::Sweep(sweep.clone()),
+            format!("sweep {sweep}"),
+        ),
+        (None, Some(job)) => (
+            pb::cancel_request::Target::JobId(job.clone()),
+            format!("job {job}"),
+        ),
         // clap's group makes one of the two required.
         (None, None) => bail!("give --sweep NAME or --job JOB_ID"),
     };
     let mut client = client::connect(connect).await?;
     let answer = client
-        .cancel(pb::CancelRequest { target: Some(target) })
+        .cancel(pb::CancelRequest {
+            target: Some(target),
+        })
         .await
         .map_err(|s| client::status_error(&connect.coordinator, &format!("cancelling {what}"), s))?
         .into_inner();
@@ -174,7 +220,10 @@ pub async fn workers(connect: &ConnectArgs) -> anyhow::Result<()> {
         .map_err(|s| client::status_error(&connect.coordinator, "listing workers", s))?
         .into_inner();
     if answer.workers.is_empty() {
-        println!("no workers have registered with the coordinator at {}", connect.coordinator);
+        println!(
+            "no workers have registered with the coordinator at {}",
+            connect.coordinator
+        );
         return Ok(());
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -185,12 +234,23 @@ pub async fn workers(connect: &ConnectArgs) -> anyhow::Result<()> {
 pub async fn logs(connect: &ConnectArgs, job: String) -> anyhow::Result<()> {
     let mut client = client::connect(connect).await?;
     let answer = client
-        .get_job_logs(pb::GetJobLogsRequest { job_id: job.clone() })
+        .get_job_logs(pb::GetJobLogsRequest {
+            job_id: job.clone(),
+        })
         .await
-        .map_err(|s| client::status_error(&connect.coordinator, &format!("getting the log of job {job}"), s))?
+        .map_err(|s| {
+            client::status_error(
+                &connect.coordinator,
+                &format!("getting the log of job {job}"),
+                s,
+            )
+        })?
         .into_inner();
     if answer.events.is_empty() {
-        bail!("no events for job {job:?} on the coordinator at {}; `sweepctl status` lists the job ids", connect.coordinator);
+        bail!(
+            "no events for job {job:?} on the coordinator at {}; `sweepctl status` lists the job ids",
+            connect.coordinator
+        );
     }
     print!("{}", tables::render_logs(&answer.events));
     Ok(())

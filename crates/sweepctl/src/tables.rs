@@ -39,7 +39,11 @@ pub fn percent(value: Option<f64>) -> String {
 }
 
 fn or_dash(text: &str) -> String {
-    if text.is_empty() { NONE.to_string() } else { text.to_string() }
+    if text.is_empty() {
+        NONE.to_string()
+    } else {
+        text.to_string()
+    }
 }
 
 /// `epoch/epochs`, e.g. `3/20`.
@@ -49,7 +53,16 @@ pub fn progress(job: &pb::JobStatus) -> String {
 
 /// One line per sweep with its job counts.
 pub fn sweeps_table(sweeps: &[pb::SweepStatus]) -> Table {
-    let mut table = new_table(&["sweep", "jobs", "pending", "running", "succeeded", "failed", "cancelled", "done"]);
+    let mut table = new_table(&[
+        "sweep",
+        "jobs",
+        "pending",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "done",
+    ]);
     for s in sweeps {
         table.add_row(vec![
             s.name.clone(),
@@ -69,7 +82,8 @@ pub fn sweeps_table(sweeps: &[pb::SweepStatus]) -> Table {
 /// One line per job. The job id comes first: `logs` and `cancel --job` take it.
 pub fn jobs_table(jobs: &[pb::JobStatus]) -> Table {
     let mut table = new_table(&[
-        "job", "variant", "seed", "state", "attempt", "worker", "epoch", "val acc", "test acc", "error",
+        "job", "variant", "seed", "state", "attempt", "worker", "epoch", "val acc", "test acc",
+        "error",
     ]);
     for job in jobs {
         table.add_row(vec![
@@ -93,7 +107,12 @@ pub fn jobs_table(jobs: &[pb::JobStatus]) -> Table {
 pub fn render_status(snapshot: &pb::StatusSnapshot) -> String {
     let mut out = String::new();
     for sweep in &snapshot.sweeps {
-        let jobs: Vec<pb::JobStatus> = snapshot.jobs.iter().filter(|j| j.sweep == sweep.name).cloned().collect();
+        let jobs: Vec<pb::JobStatus> = snapshot
+            .jobs
+            .iter()
+            .filter(|j| j.sweep == sweep.name)
+            .cloned()
+            .collect();
         let _ = writeln!(out, "{}", sweeps_table(std::slice::from_ref(sweep)));
         if !jobs.is_empty() {
             let _ = writeln!(out, "{}", jobs_table(&jobs));
@@ -119,7 +138,16 @@ pub fn ago(now_ms: i64, then_ms: i64) -> String {
 
 /// The `workers` table.
 pub fn workers_table(workers: &[pb::WorkerInfo], now_ms: i64) -> Table {
-    let mut table = new_table(&["name", "host", "device", "threads", "slots", "alive", "last seen", "jobs"]);
+    let mut table = new_table(&[
+        "name",
+        "host",
+        "device",
+        "threads",
+        "slots",
+        "alive",
+        "last seen",
+        "jobs",
+    ]);
     for w in workers {
         table.add_row(vec![
             w.name.clone(),
@@ -129,7 +157,11 @@ pub fn workers_table(workers: &[pb::WorkerInfo], now_ms: i64) -> Table {
             w.slots.to_string(),
             if w.alive { "yes" } else { "no" }.to_string(),
             ago(now_ms, w.last_seen_ms),
-            if w.jobs.is_empty() { NONE.to_string() } else { w.jobs.join("\n") },
+            if w.jobs.is_empty() {
+                NONE.to_string()
+            } else {
+                w.jobs.join("\n")
+            },
         ]);
     }
     align_right(&mut table, &[3, 4]);
@@ -139,7 +171,10 @@ pub fn workers_table(workers: &[pb::WorkerInfo], now_ms: i64) -> Table {
 /// A Unix-milliseconds time in the local time zone, to the millisecond.
 pub fn timestamp(time_ms: i64) -> String {
     match chrono::DateTime::from_timestamp_millis(time_ms) {
-        Some(t) => t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+        Some(t) => t
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S%.3f")
+            .to_string(),
         None => format!("<time {time_ms}>"),
     }
 }
@@ -148,7 +183,13 @@ pub fn timestamp(time_ms: i64) -> String {
 pub fn render_logs(events: &[pb::JobEvent]) -> String {
     let mut out = String::new();
     for e in events {
-        let _ = write!(out, "{}  attempt {}  {:<9}", timestamp(e.time_ms), e.attempt, e.kind);
+        let _ = write!(
+            out,
+            "{}  attempt {}  {:<9}",
+            timestamp(e.time_ms),
+            e.attempt,
+            e.kind
+        );
         if !e.message.is_empty() {
             let _ = write!(out, "  {}", e.message);
         }
@@ -172,7 +213,11 @@ mod tests {
             worker: "local-0".into(),
             epoch: 2,
             epochs: 4,
-            latest: Some(pb::EpochMetrics { epoch: 2, val_acc: 0.9712, ..Default::default() }),
+            latest: Some(pb::EpochMetrics {
+                epoch: 2,
+                val_acc: 0.9712,
+                ..Default::default()
+            }),
             test: None,
             error: String::new(),
         }
@@ -181,11 +226,23 @@ mod tests {
     #[test]
     fn status_shows_each_job_with_its_progress() {
         let snapshot = pb::StatusSnapshot {
-            sweeps: vec![pb::SweepStatus { name: "quick".into(), total: 1, running: 1, ..Default::default() }],
+            sweeps: vec![pb::SweepStatus {
+                name: "quick".into(),
+                total: 1,
+                running: 1,
+                ..Default::default()
+            }],
             jobs: vec![job("running")],
         };
         let text = render_status(&snapshot);
-        for expected in ["quick", "baseline-seed-42-0123abcd", "running", "local-0", "2/4", "97.12%"] {
+        for expected in [
+            "quick",
+            "baseline-seed-42-0123abcd",
+            "running",
+            "local-0",
+            "2/4",
+            "97.12%",
+        ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");
         }
     }
@@ -210,11 +267,27 @@ mod tests {
     #[test]
     fn logs_have_one_line_per_event() {
         let events = vec![
-            pb::JobEvent { time_ms: 1_700_000_000_000, kind: "submitted".into(), attempt: 0, message: String::new() },
-            pb::JobEvent { time_ms: 1_700_000_001_000, kind: "leased".into(), attempt: 1, message: "worker local-0".into() },
+            pb::JobEvent {
+                time_ms: 1_700_000_000_000,
+                kind: "submitted".into(),
+                attempt: 0,
+                message: String::new(),
+            },
+            pb::JobEvent {
+                time_ms: 1_700_000_001_000,
+                kind: "leased".into(),
+                attempt: 1,
+                message: "worker local-0".into(),
+            },
         ];
         let text = render_logs(&events);
         assert_eq!(text.lines().count(), 2);
-        assert!(text.lines().nth(1).unwrap().ends_with("leased     worker local-0"), "{text}");
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .ends_with("leased     worker local-0"),
+            "{text}"
+        );
     }
 }

@@ -52,17 +52,29 @@ fn job_detail(job: &pb::JobStatus) -> String {
     let val = tables::percent(job.latest.as_ref().map(|m| m.val_acc));
     match job.state.as_str() {
         "leased" | "running" => {
-            let mut text = format!("{} on {}, epoch {}, val acc {val}", job.state, job.worker, tables::progress(job));
+            let mut text = format!(
+                "{} on {}, epoch {}, val acc {val}",
+                job.state,
+                job.worker,
+                tables::progress(job)
+            );
             if job.attempt > 1 {
                 text.push_str(&format!(" (attempt {})", job.attempt));
             }
             text
         }
         "succeeded" => {
-            format!("succeeded: test acc {}, val acc {val}", tables::percent(job.test.as_ref().map(|t| t.test_acc)))
+            format!(
+                "succeeded: test acc {}, val acc {val}",
+                tables::percent(job.test.as_ref().map(|t| t.test_acc))
+            )
         }
         "failed" => format!("failed: {}", job.error),
-        "pending" if job.attempt > 0 => format!("pending (retry after attempt {}, epoch {})", job.attempt, tables::progress(job)),
+        "pending" if job.attempt > 0 => format!(
+            "pending (retry after attempt {}, epoch {})",
+            job.attempt,
+            tables::progress(job)
+        ),
         state => state.to_string(),
     }
 }
@@ -92,8 +104,14 @@ impl Lines {
     /// The lines that differ from those printed before, sweeps first.
     fn changes(&mut self, snapshot: &pb::StatusSnapshot) -> Vec<String> {
         let mut out = Vec::new();
-        let sweeps = snapshot.sweeps.iter().map(|s| (format!("sweep\0{}", s.name), sweep_line(s)));
-        let jobs = snapshot.jobs.iter().map(|j| (format!("job\0{}", j.job_id), job_line(j)));
+        let sweeps = snapshot
+            .sweeps
+            .iter()
+            .map(|s| (format!("sweep\0{}", s.name), sweep_line(s)));
+        let jobs = snapshot
+            .jobs
+            .iter()
+            .map(|j| (format!("job\0{}", j.job_id), job_line(j)));
         for (key, line) in sweeps.chain(jobs) {
             if self.last.get(&key) != Some(&line) {
                 out.push(line.clone());
@@ -130,7 +148,9 @@ struct Bars {
 /// A bar style from a constant template, falling back to the default rather
 /// than failing the command over a cosmetic detail.
 fn style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 impl Bars {
@@ -149,7 +169,9 @@ impl View for Bars {
     fn update(&mut self, snapshot: &pb::StatusSnapshot) {
         for s in &snapshot.sweeps {
             let bar = self.sweeps.entry(s.name.clone()).or_insert_with(|| {
-                let bar = self.multi.add(ProgressBar::new(u64::from(s.total)).with_style(self.sweep_style.clone()));
+                let bar = self
+                    .multi
+                    .add(ProgressBar::new(u64::from(s.total)).with_style(self.sweep_style.clone()));
                 bar.set_prefix(format!("sweep {}", s.name));
                 bar
             });
@@ -172,7 +194,9 @@ impl View for Bars {
                 continue;
             }
             let bar = self.jobs.entry(job.job_id.clone()).or_insert_with(|| {
-                let bar = self.multi.add(ProgressBar::new(u64::from(job.epochs)).with_style(self.job_style.clone()));
+                let bar = self.multi.add(
+                    ProgressBar::new(u64::from(job.epochs)).with_style(self.job_style.clone()),
+                );
                 bar.set_prefix(format!("{} seed {}", job.variant, job.seed));
                 bar
             });
@@ -209,11 +233,17 @@ async fn ctrl_c() {
 pub async fn watch(connect: &ConnectArgs, sweep: Option<String>) -> anyhow::Result<()> {
     let mut client = client::connect(connect).await?;
     let mut stream = client
-        .watch_status(pb::GetStatusRequest { sweep: sweep.clone().unwrap_or_default() })
+        .watch_status(pb::GetStatusRequest {
+            sweep: sweep.clone().unwrap_or_default(),
+        })
         .await
         .map_err(|s| client::status_error(&connect.coordinator, "watching the status", s))?
         .into_inner();
-    let mut view: Box<dyn View> = if std::io::stdout().is_terminal() { Box::new(Bars::new()) } else { Box::new(Lines::default()) };
+    let mut view: Box<dyn View> = if std::io::stdout().is_terminal() {
+        Box::new(Bars::new())
+    } else {
+        Box::new(Lines::default())
+    };
     let interrupted = ctrl_c();
     tokio::pin!(interrupted);
     let mut first = true;
@@ -250,13 +280,17 @@ pub async fn watch(connect: &ConnectArgs, sweep: Option<String>) -> anyhow::Resu
     drop(view);
 
     for s in &last.sweeps {
-        let answer = remote::fetch_results(&mut client, connect, &Some(s.name.clone()), Format::Table).await?;
+        let answer =
+            remote::fetch_results(&mut client, connect, &Some(s.name.clone()), Format::Table)
+                .await?;
         println!();
         print!("{}", answer.rendered);
     }
     let failed: u32 = last.sweeps.iter().map(|s| s.failed).sum();
     if failed > 0 {
-        bail!("{failed} jobs failed; `sweepctl status` shows their errors and `sweepctl logs JOB_ID` their history");
+        bail!(
+            "{failed} jobs failed; `sweepctl status` shows their errors and `sweepctl logs JOB_ID` their history"
+        );
     }
     Ok(())
 }
@@ -276,8 +310,15 @@ mod tests {
             worker: "local-0".into(),
             epoch,
             epochs: 4,
-            latest: (epoch > 0).then(|| pb::EpochMetrics { epoch, val_acc: 0.9, ..Default::default() }),
-            test: (state == "succeeded").then_some(pb::TestMetrics { test_loss: 0.3, test_acc: 0.91 }),
+            latest: (epoch > 0).then(|| pb::EpochMetrics {
+                epoch,
+                val_acc: 0.9,
+                ..Default::default()
+            }),
+            test: (state == "succeeded").then_some(pb::TestMetrics {
+                test_loss: 0.3,
+                test_acc: 0.91,
+            }),
             error: String::new(),
         }
     }
@@ -299,14 +340,30 @@ mod tests {
     #[test]
     fn line_mode_prints_only_changes() {
         let mut lines = Lines::default();
-        assert_eq!(lines.changes(&snapshot("running", 1, false)).len(), 2, "first snapshot: everything");
-        assert!(lines.changes(&snapshot("running", 1, false)).is_empty(), "no change, no line");
+        assert_eq!(
+            lines.changes(&snapshot("running", 1, false)).len(),
+            2,
+            "first snapshot: everything"
+        );
+        assert!(
+            lines.changes(&snapshot("running", 1, false)).is_empty(),
+            "no change, no line"
+        );
         let next = lines.changes(&snapshot("running", 2, false));
-        assert_eq!(next, vec!["baseline-seed-42-0123abcd: running on local-0, epoch 2/4, val acc 90.00%".to_string()]);
+        assert_eq!(
+            next,
+            vec![
+                "baseline-seed-42-0123abcd: running on local-0, epoch 2/4, val acc 90.00%"
+                    .to_string()
+            ]
+        );
         let end = lines.changes(&snapshot("succeeded", 4, true));
         assert_eq!(end.len(), 2);
         assert!(end[0].starts_with("sweep quick: 1/1 finished"), "{end:?}");
-        assert!(end[1].ends_with("succeeded: test acc 91.00%, val acc 90.00%"), "{end:?}");
+        assert!(
+            end[1].ends_with("succeeded: test acc 91.00%, val acc 90.00%"),
+            "{end:?}"
+        );
     }
 
     #[test]

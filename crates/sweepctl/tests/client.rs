@@ -24,7 +24,8 @@ impl Server {
         config.local_workers = local_workers;
         // Local workers are `sweep-worker` processes; `make build` puts it next
         // to this package's binaries (target/<profile>/).
-        config.worker_binary = Some(Path::new(env!("CARGO_BIN_EXE_sweepctl")).with_file_name("sweep-worker"));
+        config.worker_binary =
+            Some(Path::new(env!("CARGO_BIN_EXE_sweepctl")).with_file_name("sweep-worker"));
         config.local_worker_threads = Some(1);
         // Short, so that nothing here waits on a default-length timer.
         config.lease_timeout = Duration::from_secs(10);
@@ -33,15 +34,27 @@ impl Server {
         let stop = shutdown.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async move {
-                let coordinator = sweep_coordinator::start(config, stop).await.expect("coordinator starts");
+                let coordinator = sweep_coordinator::start(config, stop)
+                    .await
+                    .expect("coordinator starts");
                 tx.send(coordinator.addr).expect("send addr");
                 coordinator.wait().await.expect("coordinator runs");
             });
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("coordinator listening");
-        Server { addr, shutdown, thread: Some(thread) }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("coordinator listening");
+        Server {
+            addr,
+            shutdown,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -55,7 +68,10 @@ impl Drop for Server {
 }
 
 fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist").canonicalize().expect("data/mnist")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/mnist")
+        .canonicalize()
+        .expect("data/mnist")
 }
 
 /// A sweep directory `tiny` under `root`: baseline + no_dropout over `seeds`,
@@ -71,7 +87,11 @@ fn write_sweep(root: &Path, name: &str, seeds: &str) -> PathBuf {
         data_dir().display()
     );
     std::fs::write(sweep.join("base.yaml"), base).expect("base");
-    std::fs::write(sweep.join("sweep.yaml"), format!("name: {name}\nbase: base.yaml\nseeds: {seeds}\n")).expect("sweep");
+    std::fs::write(
+        sweep.join("sweep.yaml"),
+        format!("name: {name}\nbase: base.yaml\nseeds: {seeds}\n"),
+    )
+    .expect("sweep");
     std::fs::write(sweep.join("no_dropout.yaml"), "model: {dropout: 0.0}\n").expect("variant");
     sweep
 }
@@ -103,14 +123,23 @@ fn stderr(out: &Output) -> String {
 /// Runs and expects success, returning stdout.
 fn ok(addr: &str, args: &[&str]) -> String {
     let out = sweepctl(addr, args);
-    assert!(out.status.success(), "sweepctl {args:?} failed:\nstdout:\n{}\nstderr:\n{}", stdout(&out), stderr(&out));
+    assert!(
+        out.status.success(),
+        "sweepctl {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
     stdout(&out)
 }
 
 /// Runs and expects failure, returning stderr.
 fn fails(addr: &str, args: &[&str]) -> String {
     let out = sweepctl(addr, args);
-    assert!(!out.status.success(), "sweepctl {args:?} should have failed:\nstdout:\n{}", stdout(&out));
+    assert!(
+        !out.status.success(),
+        "sweepctl {args:?} should have failed:\nstdout:\n{}",
+        stdout(&out)
+    );
     stderr(&out)
 }
 
@@ -138,7 +167,10 @@ fn submit_status_results_cancel_logs_without_workers() {
 
     let status = ok(&addr, &["status"]);
     for expected in ["tiny", "baseline", "no_dropout", "pending", "0/1"] {
-        assert!(status.contains(expected), "{expected:?} missing from status:\n{status}");
+        assert!(
+            status.contains(expected),
+            "{expected:?} missing from status:\n{status}"
+        );
     }
     let job_id = status
         .split(|c: char| c.is_whitespace() || c == '│')
@@ -149,13 +181,29 @@ fn submit_status_results_cancel_logs_without_workers() {
     assert!(err.contains("no sweep named \"nope\""), "{err}");
 
     let csv = ok(&addr, &["results", "tiny", "--format", "csv"]);
-    assert!(csv.starts_with("variant,is_baseline,n,test_acc_mean"), "{csv}");
+    assert!(
+        csv.starts_with("variant,is_baseline,n,test_acc_mean"),
+        "{csv}"
+    );
     let out_file = root.path().join("results.json");
-    let out = sweepctl(&addr, &["results", "--format", "json", "--output", out_file.to_str().expect("utf-8")]);
+    let out = sweepctl(
+        &addr,
+        &[
+            "results",
+            "--format",
+            "json",
+            "--output",
+            out_file.to_str().expect("utf-8"),
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let json = std::fs::read_to_string(&out_file).expect("results file");
     assert!(json.contains("\"sweep\": \"tiny\""), "{json}");
-    assert!(stderr(&out).contains("4 jobs of sweep tiny have not finished"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("4 jobs of sweep tiny have not finished"),
+        "{}",
+        stderr(&out)
+    );
 
     let err = fails(&addr, &["results", "--format", "xls"]);
     assert!(err.contains("table, md, markdown, csv, json"), "{err}");
@@ -166,7 +214,10 @@ fn submit_status_results_cancel_logs_without_workers() {
     assert!(out.contains("no workers"), "{out}");
 
     let logs = ok(&addr, &["logs", &job_id]);
-    assert!(logs.lines().next().is_some_and(|l| l.contains("submitted")), "{logs}");
+    assert!(
+        logs.lines().next().is_some_and(|l| l.contains("submitted")),
+        "{logs}"
+    );
     let err = fails(&addr, &["logs", "no-such-job"]);
     assert!(err.contains("no-such-job"), "{err}");
 
@@ -178,7 +229,11 @@ fn submit_status_results_cancel_logs_without_workers() {
     assert!(err.contains("--sweep") && err.contains("--job"), "{err}");
 
     let status = ok(&addr, &["status", "tiny"]);
-    assert_eq!(status.matches("cancelled").count(), 1 + 4, "the header and four jobs:\n{status}");
+    assert_eq!(
+        status.matches("cancelled").count(),
+        1 + 4,
+        "the header and four jobs:\n{status}"
+    );
     // Every job has ended: watch prints the final state and returns at once.
     let watched = ok(&addr, &["watch", "tiny"]);
     assert!(watched.contains("sweep tiny: 4/4 finished"), "{watched}");
@@ -201,7 +256,10 @@ fn watch_follows_a_sweep_to_its_results() {
     let csv = ok(&addr, &["results", "--format", "csv"]);
     assert_eq!(csv.lines().count(), 3, "header + two variants:\n{csv}");
     let workers = ok(&addr, &["workers"]);
-    assert!(workers.contains("local-0") && workers.contains("yes"), "{workers}");
+    assert!(
+        workers.contains("local-0") && workers.contains("yes"),
+        "{workers}"
+    );
 }
 
 #[test]
@@ -210,7 +268,10 @@ fn errors_are_clear_before_and_without_a_coordinator() {
     let addr = closed_address();
 
     let err = fails(&addr, &["status"]);
-    assert!(err.contains(&format!("cannot reach the coordinator at {addr}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot reach the coordinator at {addr}")),
+        "{err}"
+    );
     assert!(err.contains("sweep-coordinator"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line:\n{err}");
 
@@ -218,7 +279,10 @@ fn errors_are_clear_before_and_without_a_coordinator() {
     let sweep = write_sweep(root.path(), "broken", "[1]");
     std::fs::write(sweep.join("no_dropout.yaml"), "model: {dropuot: 0.0}\n").expect("variant");
     let err = fails(&addr, &["submit", sweep.to_str().expect("utf-8")]);
-    assert!(err.contains("no_dropout.yaml") && err.contains("dropuot"), "{err}");
+    assert!(
+        err.contains("no_dropout.yaml") && err.contains("dropuot"),
+        "{err}"
+    );
     assert!(!err.contains("cannot reach"), "{err}");
 
     let err = fails(&addr, &["results", "--format", "xls"]);

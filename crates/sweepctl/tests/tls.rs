@@ -17,16 +17,24 @@ const WORKER: &str = "worker-token-for-the-tls-test-0123";
 async fn clients_reach_a_tls_coordinator_through_its_ca_only() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = sweepctl::certs::generate(&["coord.test".into()], &dir.path().join("certs"), false).expect("certs");
-    let other = sweepctl::certs::generate(&["coord.test".into()], &dir.path().join("other"), false).expect("other CA");
+    let certs = sweepctl::certs::generate(&["coord.test".into()], &dir.path().join("certs"), false)
+        .expect("certs");
+    let other = sweepctl::certs::generate(&["coord.test".into()], &dir.path().join("other"), false)
+        .expect("other CA");
 
     let mut config = CoordinatorConfig::new(dir.path().join("state"));
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.admin_token = Some(Token::new(ADMIN, "test").expect("token"));
     config.worker_token = Some(Token::new(WORKER, "test").expect("token"));
-    config.tls = Some(TlsFiles { cert: certs.server_cert.clone(), key: certs.server_key.clone(), ca: Some(certs.ca_cert.clone()) });
+    config.tls = Some(TlsFiles {
+        cert: certs.server_cert.clone(),
+        key: certs.server_key.clone(),
+        ca: Some(certs.ca_cert.clone()),
+    });
     let shutdown = CancellationToken::new();
-    let coordinator = sweep_coordinator::start(config, shutdown.clone()).await.expect("start");
+    let coordinator = sweep_coordinator::start(config, shutdown.clone())
+        .await
+        .expect("start");
     let port = coordinator.addr.port();
     let served = tokio::spawn(coordinator.wait());
 
@@ -39,22 +47,42 @@ async fn clients_reach_a_tls_coordinator_through_its_ca_only() {
     };
 
     // Through the CA, by name and by address (both are in the certificate).
-    for address in [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("https://localhost:{port}")] {
-        let mut client = connect(&args(address.clone(), Some(certs.ca_cert.clone()))).await.expect("connect over TLS");
-        let status = tokio::time::timeout(Duration::from_secs(10), client.get_status(pb::GetStatusRequest::default()))
+    for address in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("https://localhost:{port}"),
+    ] {
+        let mut client = connect(&args(address.clone(), Some(certs.ca_cert.clone())))
             .await
-            .expect("in time");
+            .expect("connect over TLS");
+        let status = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get_status(pb::GetStatusRequest::default()),
+        )
+        .await
+        .expect("in time");
         assert!(status.is_ok(), "{address}: {status:?}");
     }
 
     // Plain HTTP/2 to a TLS port, and TLS with a CA that did not sign it, fail.
     let plain = match connect(&args(format!("127.0.0.1:{port}"), None)).await {
-        Ok(mut client) => client.get_status(pb::GetStatusRequest::default()).await.is_ok(),
+        Ok(mut client) => client
+            .get_status(pb::GetStatusRequest::default())
+            .await
+            .is_ok(),
         Err(_) => false,
     };
     assert!(!plain, "plain HTTP/2 reached a TLS coordinator");
-    let wrong_ca = match connect(&args(format!("localhost:{port}"), Some(other.ca_cert.clone()))).await {
-        Ok(mut client) => client.get_status(pb::GetStatusRequest::default()).await.is_ok(),
+    let wrong_ca = match connect(&args(
+        format!("localhost:{port}"),
+        Some(other.ca_cert.clone()),
+    ))
+    .await
+    {
+        Ok(mut client) => client
+            .get_status(pb::GetStatusRequest::default())
+            .await
+            .is_ok(),
         Err(_) => false,
     };
     assert!(!wrong_ca, "a certificate from another CA was trusted");

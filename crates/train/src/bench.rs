@@ -25,7 +25,12 @@ pub struct Throughput {
 }
 
 /// Times `steps` training steps of `config`'s model after `warmup` untimed ones.
-pub fn measure(config: &ExperimentConfig, dataset: &Dataset, warmup: usize, steps: usize) -> Result<Throughput, TrainError> {
+pub fn measure(
+    config: &ExperimentConfig,
+    dataset: &Dataset,
+    warmup: usize,
+    steps: usize,
+) -> Result<Throughput, TrainError> {
     if let Some(threads) = config.training.threads {
         tch::set_num_threads(threads as i32);
     }
@@ -44,7 +49,14 @@ pub fn measure(config: &ExperimentConfig, dataset: &Dataset, warmup: usize, step
             let start = (i as i64 % batches) * batch_size;
             let images = pool.images.narrow(0, start, batch_size);
             let labels = pool.labels.narrow(0, start, batch_size);
-            train_step(&net, &mut optimizer, &images, &labels, &mut loss_sum, &mut correct)?;
+            train_step(
+                &net,
+                &mut optimizer,
+                &images,
+                &labels,
+                &mut loss_sum,
+                &mut correct,
+            )?;
         }
         Ok(())
     };
@@ -57,5 +69,10 @@ pub fn measure(config: &ExperimentConfig, dataset: &Dataset, warmup: usize, step
     // Reading the totals waits for queued device work, so the clock is honest on GPUs.
     let _ = loss_sum.double_value(&[]);
     let seconds = started.elapsed().as_secs_f64();
-    Ok(Throughput { steps, batch_size, seconds, samples_per_s: (steps as i64 * batch_size) as f64 / seconds })
+    Ok(Throughput {
+        steps,
+        batch_size,
+        seconds,
+        samples_per_s: (steps as i64 * batch_size) as f64 / seconds,
+    })
 }

@@ -26,16 +26,30 @@ pub fn default_data_dir(dataset: DatasetKind) -> PathBuf {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{dataset}: no {file}[.gz] in {dir} (nor in its torchvision layout {torchvision}/raw/)")]
-    Missing { dataset: &'static str, file: &'static str, dir: PathBuf, torchvision: &'static str },
+    #[error(
+        "{dataset}: no {file}[.gz] in {dir} (nor in its torchvision layout {torchvision}/raw/)"
+    )]
+    Missing {
+        dataset: &'static str,
+        file: &'static str,
+        dir: PathBuf,
+        torchvision: &'static str,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error(
         "{path}: SHA-256 of the decompressed bytes is {actual}, expected {expected} (the file is corrupt or not the canonical dataset)"
     )]
-    Checksum { path: PathBuf, expected: &'static str, actual: String },
+    Checksum {
+        path: PathBuf,
+        expected: &'static str,
+        actual: String,
+    },
     #[error("{0}")]
     Torch(#[from] tch::TchError),
 }
@@ -54,10 +68,22 @@ struct DatasetFiles {
 const MNIST: DatasetFiles = DatasetFiles {
     name: "mnist",
     torchvision: "MNIST",
-    train_images: ("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-    train_labels: ("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    test_images: ("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-    test_labels: ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    train_images: (
+        "train-images-idx3-ubyte",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    train_labels: (
+        "train-labels-idx1-ubyte",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    test_images: (
+        "t10k-images-idx3-ubyte",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    test_labels: (
+        "t10k-labels-idx1-ubyte",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
 };
 
 const FASHION_MNIST: DatasetFiles = DatasetFiles {
@@ -102,11 +128,17 @@ impl Split {
 
     /// The rows at `indices`, in that order.
     pub fn select(&self, indices: &Tensor) -> Split {
-        Split { images: self.images.index_select(0, indices), labels: self.labels.index_select(0, indices) }
+        Split {
+            images: self.images.index_select(0, indices),
+            labels: self.labels.index_select(0, indices),
+        }
     }
 
     pub fn to_device(&self, device: Device) -> Split {
-        Split { images: self.images.to_device(device), labels: self.labels.to_device(device) }
+        Split {
+            images: self.images.to_device(device),
+            labels: self.labels.to_device(device),
+        }
     }
 }
 
@@ -132,12 +164,13 @@ impl Dataset {
             DatasetKind::Mnist => &MNIST,
             DatasetKind::FashionMnist => &FASHION_MNIST,
         };
-        let read = |(file, sha): (&'static str, &'static str)| -> Result<(PathBuf, Vec<u8>), DataError> {
-            let path = find_file(files, dir, file)?;
-            let bytes = read_maybe_gz(&path)?;
-            verify_sha256(&path, &bytes, sha)?;
-            Ok((path, bytes))
-        };
+        let read =
+            |(file, sha): (&'static str, &'static str)| -> Result<(PathBuf, Vec<u8>), DataError> {
+                let path = find_file(files, dir, file)?;
+                let bytes = read_maybe_gz(&path)?;
+                verify_sha256(&path, &bytes, sha)?;
+                Ok((path, bytes))
+            };
         let train_pool = decode_split(read(files.train_images)?, read(files.train_labels)?)?;
         let test = decode_split(read(files.test_images)?, read(files.test_labels)?)?;
         Ok(Dataset { train_pool, test })
@@ -151,7 +184,10 @@ impl Dataset {
         let mut order: Vec<i64> = (0..pool_len as i64).collect();
         SplitMix64::new(seed ^ SPLIT_STREAM).shuffle(&mut order);
         let (pool_take, test_take) = match &data.subset {
-            Some(subset) => (subset.train.min(pool_len), subset.test.min(self.test.len() as usize)),
+            Some(subset) => (
+                subset.train.min(pool_len),
+                subset.test.min(self.test.len() as usize),
+            ),
             None => (pool_len, self.test.len() as usize),
         };
         order.truncate(pool_take);
@@ -160,11 +196,21 @@ impl Dataset {
         let train_idx = Tensor::from_slice(&order[..n_train]);
         let val_idx = Tensor::from_slice(&order[n_train..]);
         let test = if test_take == self.test.len() as usize {
-            Split { images: self.test.images.shallow_clone(), labels: self.test.labels.shallow_clone() }
+            Split {
+                images: self.test.images.shallow_clone(),
+                labels: self.test.labels.shallow_clone(),
+            }
         } else {
-            self.test.select(&Tensor::arange(test_take as i64, (Kind::Int64, Device::Cpu)))
+            self.test.select(&Tensor::arange(
+                test_take as i64,
+                (Kind::Int64, Device::Cpu),
+            ))
         };
-        RunData { train: self.train_pool.select(&train_idx), val: self.train_pool.select(&val_idx), test }
+        RunData {
+            train: self.train_pool.select(&train_idx),
+            val: self.train_pool.select(&val_idx),
+            test,
+        }
     }
 }
 
@@ -182,36 +228,62 @@ fn find_file(files: &DatasetFiles, dir: &Path, stem: &'static str) -> Result<Pat
             }
         }
     }
-    Err(DataError::Missing { dataset: files.name, file: stem, dir: dir.to_path_buf(), torchvision: files.torchvision })
+    Err(DataError::Missing {
+        dataset: files.name,
+        file: stem,
+        dir: dir.to_path_buf(),
+        torchvision: files.torchvision,
+    })
 }
 
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let io_err = |source| DataError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let raw = std::fs::read(path).map_err(io_err)?;
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
     let mut out = Vec::with_capacity(raw.len() * 4);
-    flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| DataError::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("not a valid gzip stream (truncated download?): {e}"),
-    })?;
+    flate2::read::GzDecoder::new(raw.as_slice())
+        .read_to_end(&mut out)
+        .map_err(|e| DataError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("not a valid gzip stream (truncated download?): {e}"),
+        })?;
     Ok(out)
 }
 
 fn verify_sha256(path: &Path, bytes: &[u8], expected: &'static str) -> Result<(), DataError> {
     let actual = hex::encode(Sha256::digest(bytes));
     if actual != expected {
-        return Err(DataError::Checksum { path: path.to_path_buf(), expected, actual });
+        return Err(DataError::Checksum {
+            path: path.to_path_buf(),
+            expected,
+            actual,
+        });
     }
     Ok(())
 }
 
 /// Parses an IDX file: magic (0, 0, type 0x08 = u8, number of dimensions),
 /// then one big-endian u32 per dimension, then the data.
-fn parse_idx(path: &Path, bytes: &[u8], expected_dims: usize) -> Result<(Vec<usize>, Vec<u8>), DataError> {
-    let corrupt = |reason: String| DataError::Corrupt { path: path.to_path_buf(), reason };
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != expected_dims {
+fn parse_idx(
+    path: &Path,
+    bytes: &[u8],
+    expected_dims: usize,
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let corrupt = |reason: String| DataError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.len() < 4
+        || bytes[0] != 0
+        || bytes[1] != 0
+        || bytes[2] != 0x08
+        || bytes[3] as usize != expected_dims
+    {
         return Err(corrupt(format!(
             "wrong IDX magic number {:02x?}: expected [00, 00, 08, {expected_dims:02x}]",
             &bytes[..bytes.len().min(4)]
@@ -219,7 +291,10 @@ fn parse_idx(path: &Path, bytes: &[u8], expected_dims: usize) -> Result<(Vec<usi
     }
     let header_len = 4 + 4 * expected_dims;
     if bytes.len() < header_len {
-        return Err(corrupt(format!("truncated IDX header ({} bytes)", bytes.len())));
+        return Err(corrupt(format!(
+            "truncated IDX header ({} bytes)",
+            bytes.len()
+        )));
     }
     let dims: Vec<usize> = bytes[4..header_len]
         .chunks_exact(4)
@@ -236,11 +311,17 @@ fn parse_idx(path: &Path, bytes: &[u8], expected_dims: usize) -> Result<(Vec<usi
     Ok((dims, data.to_vec()))
 }
 
-fn decode_split(images: (PathBuf, Vec<u8>), labels: (PathBuf, Vec<u8>)) -> Result<Split, DataError> {
+fn decode_split(
+    images: (PathBuf, Vec<u8>),
+    labels: (PathBuf, Vec<u8>),
+) -> Result<Split, DataError> {
     let (image_dims, pixels) = parse_idx(&images.0, &images.1, 3)?;
     let (label_dims, label_bytes) = parse_idx(&labels.0, &labels.1, 1)?;
     if image_dims[1..] != [28, 28] {
-        return Err(DataError::Corrupt { path: images.0, reason: format!("images are {image_dims:?}, expected N×28×28") });
+        return Err(DataError::Corrupt {
+            path: images.0,
+            reason: format!("images are {image_dims:?}, expected N×28×28"),
+        });
     }
     if label_dims[0] != image_dims[0] {
         return Err(DataError::Corrupt {
@@ -249,7 +330,10 @@ fn decode_split(images: (PathBuf, Vec<u8>), labels: (PathBuf, Vec<u8>)) -> Resul
         });
     }
     if let Some(bad) = label_bytes.iter().find(|&&l| l > 9) {
-        return Err(DataError::Corrupt { path: labels.0, reason: format!("label {bad} is outside 0..=9") });
+        return Err(DataError::Corrupt {
+            path: labels.0,
+            reason: format!("label {bad} is outside 0..=9"),
+        });
     }
     let n = image_dims[0] as i64;
     let images = Tensor::from_slice(&pixels)
@@ -286,7 +370,10 @@ mod tests {
     #[test]
     fn wrong_magic_and_truncation_name_the_file() {
         let err = parse_idx(Path::new("labels.idx"), &[0, 0, 9, 1, 0, 0, 0, 1, 5], 1).unwrap_err();
-        assert!(err.to_string().starts_with("labels.idx: wrong IDX magic"), "{err}");
+        assert!(
+            err.to_string().starts_with("labels.idx: wrong IDX magic"),
+            "{err}"
+        );
         let err = parse_idx(Path::new("labels.idx"), &idx(1, &[4], &[1, 2]), 1).unwrap_err();
         assert!(err.to_string().contains("labels.idx: truncated"), "{err}");
     }
@@ -296,13 +383,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = Dataset::load(DatasetKind::Mnist, dir.path()).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("train-images-idx3-ubyte") && msg.contains(&dir.path().display().to_string()), "{msg}");
+        assert!(
+            msg.contains("train-images-idx3-ubyte")
+                && msg.contains(&dir.path().display().to_string()),
+            "{msg}"
+        );
     }
 
     #[test]
     fn corrupt_bytes_fail_the_checksum() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("train-images-idx3-ubyte"), idx(3, &[1, 28, 28], &[0; 784])).unwrap();
+        std::fs::write(
+            dir.path().join("train-images-idx3-ubyte"),
+            idx(3, &[1, 28, 28], &[0; 784]),
+        )
+        .unwrap();
         let err = Dataset::load(DatasetKind::Mnist, dir.path()).unwrap_err();
         assert!(matches!(err, DataError::Checksum { .. }), "{err}");
         assert!(err.to_string().contains("train-images-idx3-ubyte"), "{err}");

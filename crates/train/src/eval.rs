@@ -43,14 +43,21 @@ pub fn evaluate(net: &Network, split: &Split, batch_size: i64) -> Result<Evaluat
         Ok(())
     })?;
     let confusion: Vec<i64> = Vec::<i64>::try_from(confusion.to_device(tch::Device::Cpu))?;
-    let confusion: Vec<Vec<i64>> = confusion.chunks(CLASSES as usize).map(<[i64]>::to_vec).collect();
+    let confusion: Vec<Vec<i64>> = confusion
+        .chunks(CLASSES as usize)
+        .map(<[i64]>::to_vec)
+        .collect();
     let correct: i64 = (0..CLASSES as usize).map(|c| confusion[c][c]).sum();
     let per_class_accuracy = confusion
         .iter()
         .enumerate()
         .map(|(c, row)| {
             let total: i64 = row.iter().sum();
-            if total == 0 { 0.0 } else { row[c] as f64 / total as f64 }
+            if total == 0 {
+                0.0
+            } else {
+                row[c] as f64 / total as f64
+            }
         })
         .collect();
     let denom = n.max(1) as f64;

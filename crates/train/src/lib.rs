@@ -39,7 +39,10 @@ pub enum TrainError {
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
     #[error("training diverged at epoch {epoch} (loss {loss}); lower the learning rate")]
@@ -57,7 +60,10 @@ impl TrainError {
     /// True when the failure lies in the job itself (its config or data), so
     /// running it again elsewhere would fail the same way.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, TrainError::Data(_) | TrainError::Diverged { .. } | TrainError::Torch(_))
+        matches!(
+            self,
+            TrainError::Data(_) | TrainError::Diverged { .. } | TrainError::Torch(_)
+        )
     }
 }
 

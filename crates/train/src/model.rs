@@ -63,15 +63,30 @@ fn layer_init(kind: InitKind, fan_in: i64, fan_out: i64) -> LayerInit {
         // works out to U(±1/√fan_in) for the weights and the same for the bias.
         InitKind::Default => {
             let bound = 1.0 / (fan_in as f64).sqrt();
-            let uniform = nn::Init::Uniform { lo: -bound, up: bound };
-            LayerInit { weight: uniform, bias: uniform }
+            let uniform = nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            };
+            LayerInit {
+                weight: uniform,
+                bias: uniform,
+            }
         }
         InitKind::Xavier => {
             let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
-            LayerInit { weight: nn::Init::Uniform { lo: -bound, up: bound }, bias: nn::Init::Const(0.0) }
+            LayerInit {
+                weight: nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+                bias: nn::Init::Const(0.0),
+            }
         }
         InitKind::Kaiming => LayerInit {
-            weight: nn::Init::Randn { mean: 0.0, stdev: (2.0 / fan_in as f64).sqrt() },
+            weight: nn::Init::Randn {
+                mean: 0.0,
+                stdev: (2.0 / fan_in as f64).sqrt(),
+            },
             bias: nn::Init::Const(0.0),
         },
     }
@@ -79,12 +94,26 @@ fn layer_init(kind: InitKind, fan_in: i64, fan_out: i64) -> LayerInit {
 
 fn linear(path: nn::Path, init: InitKind, in_dim: i64, out_dim: i64) -> nn::Linear {
     let li = layer_init(init, in_dim, out_dim);
-    nn::linear(path, in_dim, out_dim, nn::LinearConfig { ws_init: li.weight, bs_init: Some(li.bias), bias: true })
+    nn::linear(
+        path,
+        in_dim,
+        out_dim,
+        nn::LinearConfig {
+            ws_init: li.weight,
+            bs_init: Some(li.bias),
+            bias: true,
+        },
+    )
 }
 
 fn conv3x3(path: nn::Path, init: InitKind, in_ch: i64, out_ch: i64) -> nn::Conv2D {
     let li = layer_init(init, in_ch * 9, out_ch * 9);
-    let config = nn::ConvConfig { padding: 1, ws_init: li.weight, bs_init: li.bias, ..Default::default() };
+    let config = nn::ConvConfig {
+        padding: 1,
+        ws_init: li.weight,
+        bs_init: li.bias,
+        ..Default::default()
+    };
     nn::conv2d(path, in_ch, out_ch, 3, config)
 }
 
@@ -95,22 +124,48 @@ fn fc(root: &nn::Path, config: &ModelConfig) -> nn::SequentialT {
         let n = i + 1;
         net = net.add(linear(root / format!("fc{n}"), config.init, in_dim, width));
         if config.batch_norm {
-            net = net.add(nn::batch_norm1d(root / format!("bn{n}"), width, Default::default()));
+            net = net.add(nn::batch_norm1d(
+                root / format!("bn{n}"),
+                width,
+                Default::default(),
+            ));
         }
         let p = config.dropout;
-        net = net.add_fn(|xs| xs.relu()).add_fn_t(move |xs, train| xs.dropout(p, train));
+        net = net
+            .add_fn(|xs| xs.relu())
+            .add_fn_t(move |xs, train| xs.dropout(p, train));
         in_dim = width;
     }
     let last = config.hidden_sizes.len() + 1;
-    net.add(linear(root / format!("fc{last}"), config.init, in_dim, config.num_classes))
+    net.add(linear(
+        root / format!("fc{last}"),
+        config.init,
+        in_dim,
+        config.num_classes,
+    ))
 }
 
 fn cnn(root: &nn::Path, config: &ModelConfig) -> nn::SequentialT {
     let mut net = nn::seq_t();
-    for (n, (in_ch, out_ch)) in [(1, 32), (32, 64)].into_iter().enumerate().map(|(i, c)| (i + 1, c)) {
-        net = net.add(conv3x3(root / format!("conv{n}"), config.init, in_ch, out_ch)).add_fn(|xs| xs.relu());
+    for (n, (in_ch, out_ch)) in [(1, 32), (32, 64)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (i + 1, c))
+    {
+        net = net
+            .add(conv3x3(
+                root / format!("conv{n}"),
+                config.init,
+                in_ch,
+                out_ch,
+            ))
+            .add_fn(|xs| xs.relu());
         if config.batch_norm {
-            net = net.add(nn::batch_norm2d(root / format!("bn{n}"), out_ch, Default::default()));
+            net = net.add(nn::batch_norm2d(
+                root / format!("bn{n}"),
+                out_ch,
+                Default::default(),
+            ));
         }
         net = net.add_fn(|xs| xs.max_pool2d_default(2));
     }
@@ -158,10 +213,16 @@ impl ScratchFc {
             .map(|(i, w)| {
                 let li = layer_init(config.init, w[0], w[1]);
                 let path = root / format!("fc{}", i + 1);
-                (path.var("weight", &[w[1], w[0]], li.weight), path.var("bias", &[w[1]], li.bias))
+                (
+                    path.var("weight", &[w[1], w[0]], li.weight),
+                    path.var("bias", &[w[1]], li.bias),
+                )
             })
             .collect();
-        ScratchFc { layers, dropout: config.dropout }
+        ScratchFc {
+            layers,
+            dropout: config.dropout,
+        }
     }
 
     /// The forward pass, keeping what backward needs. No autograd graph is built.
@@ -200,12 +261,25 @@ impl ScratchFc {
 
     /// Mean cross-entropy of `fwd.logits` against `labels` and its gradient with
     /// respect to every parameter, named like the parameters.
-    pub fn backward(&self, fwd: &ScratchForward, labels: &Tensor) -> (Tensor, Vec<(String, Tensor)>) {
+    pub fn backward(
+        &self,
+        fwd: &ScratchForward,
+        labels: &Tensor,
+    ) -> (Tensor, Vec<(String, Tensor)>) {
         let (loss, grads) = self.gradients(fwd, labels);
         let named = grads
             .into_iter()
             .enumerate()
-            .map(|(i, g)| (format!("fc{}.{}", i / 2 + 1, if i % 2 == 0 { "weight" } else { "bias" }), g))
+            .map(|(i, g)| {
+                (
+                    format!(
+                        "fc{}.{}",
+                        i / 2 + 1,
+                        if i % 2 == 0 { "weight" } else { "bias" }
+                    ),
+                    g,
+                )
+            })
             .collect();
         (loss, named)
     }
@@ -219,7 +293,8 @@ impl ScratchFc {
             // d(mean CE)/d(logits) = (softmax − onehot) / N
             let onehot = labels.one_hot(fwd.logits.size()[1]).to_kind(Kind::Float);
             let mut grad_out = (log_probs.exp() - onehot) / n;
-            let mut grads: Vec<Tensor> = (0..2 * self.layers.len()).map(|_| Tensor::new()).collect();
+            let mut grads: Vec<Tensor> =
+                (0..2 * self.layers.len()).map(|_| Tensor::new()).collect();
             for i in (0..self.layers.len()).rev() {
                 let (w, _) = &self.layers[i];
                 grads[2 * i] = grad_out.tr().matmul(&fwd.inputs[i]);
@@ -251,15 +326,19 @@ mod tests {
     use tch::{Device, nn::VarStore};
 
     fn model_config(kind: ModelKind) -> ModelConfig {
-        let mut config = ExperimentConfig::from_yaml("name: t\nmodel: {type: fc}\n", "t.yaml".as_ref())
-            .expect("minimal config")
-            .model;
+        let mut config =
+            ExperimentConfig::from_yaml("name: t\nmodel: {type: fc}\n", "t.yaml".as_ref())
+                .expect("minimal config")
+                .model;
         config.kind = kind;
         config
     }
 
     fn parameter_count(vs: &VarStore) -> i64 {
-        vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        vs.trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
     }
 
     #[test]
@@ -269,8 +348,22 @@ mod tests {
         assert_eq!(parameter_count(&vs), 235_146);
         let mut names: Vec<_> = vs.variables().into_keys().collect();
         names.sort();
-        assert_eq!(names, ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight", "fc3.bias", "fc3.weight"]);
-        assert_eq!(vs.variables()["fc1.weight"].size(), [256, 784], "torch.nn.Linear layout is [out, in]");
+        assert_eq!(
+            names,
+            [
+                "fc1.bias",
+                "fc1.weight",
+                "fc2.bias",
+                "fc2.weight",
+                "fc3.bias",
+                "fc3.weight"
+            ]
+        );
+        assert_eq!(
+            vs.variables()["fc1.weight"].size(),
+            [256, 784],
+            "torch.nn.Linear layout is [out, in]"
+        );
     }
 
     #[test]
@@ -285,7 +378,10 @@ mod tests {
         assert_eq!(vars["bn2.running_var"].size(), [64]);
         assert_eq!(vars["fc1.weight"].size(), [128, 3136]);
         assert_eq!(vars["fc2.weight"].size(), [10, 128]);
-        let logits = net.forward_t(&Tensor::zeros([2, 1, 28, 28], (Kind::Float, Device::Cpu)), false);
+        let logits = net.forward_t(
+            &Tensor::zeros([2, 1, 28, 28], (Kind::Float, Device::Cpu)),
+            false,
+        );
         assert_eq!(logits.size(), [2, 10]);
     }
 
@@ -295,7 +391,9 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let mut config = model_config(ModelKind::FcScratch);
         config.hidden_sizes = vec![32, 16];
-        let Network::Scratch(net) = Network::new(&vs.root(), &config) else { unreachable!() };
+        let Network::Scratch(net) = Network::new(&vs.root(), &config) else {
+            unreachable!()
+        };
         let images = Tensor::randn([8, 1, 28, 28], (Kind::Float, Device::Cpu));
         let labels = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
 

@@ -66,7 +66,12 @@ impl Optimizer {
         let grads: Vec<Tensor> = self
             .params
             .iter()
-            .map(|(name, _)| named.iter().find(|(n, _)| n == name).map_or_else(Tensor::new, |(_, g)| g.shallow_clone()))
+            .map(|(name, _)| {
+                named
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or_else(Tensor::new, |(_, g)| g.shallow_clone())
+            })
             .collect();
         self.apply(&grads);
     }
@@ -111,7 +116,11 @@ impl Optimizer {
                         let _ = p.addcdiv_(exp_avg, &denom);
                     }
                     OptimizerKind::Sgd => {
-                        let mut grad = if wd != 0.0 { grad + &*p * wd } else { grad.shallow_clone() };
+                        let mut grad = if wd != 0.0 {
+                            grad + &*p * wd
+                        } else {
+                            grad.shallow_clone()
+                        };
                         if self.momentum != 0.0 {
                             if state.is_empty() {
                                 state.push(grad.detach().copy());
@@ -144,7 +153,11 @@ impl Optimizer {
     }
 
     /// Restores what [`Optimizer::state_tensors`] saved, and the step count.
-    pub fn load_state(&mut self, step: i64, mut saved: std::collections::HashMap<String, Tensor>) -> Result<(), String> {
+    pub fn load_state(
+        &mut self,
+        step: i64,
+        mut saved: std::collections::HashMap<String, Tensor>,
+    ) -> Result<(), String> {
         let names: &[&str] = match self.kind {
             OptimizerKind::Sgd => &["momentum_buffer"],
             _ => &["exp_avg", "exp_avg_sq"],
@@ -155,7 +168,13 @@ impl Optimizer {
                 let key = format!("{name}.{suffix}");
                 match saved.remove(&key) {
                     Some(t) if t.size() == p.size() => state.push(t.to_device(p.device())),
-                    Some(t) => return Err(format!("{key} has shape {:?}, the parameter {:?}", t.size(), p.size())),
+                    Some(t) => {
+                        return Err(format!(
+                            "{key} has shape {:?}, the parameter {:?}",
+                            t.size(),
+                            p.size()
+                        ));
+                    }
                     // A parameter that has never been updated has no state yet.
                     None if step == 0 => {}
                     None => return Err(format!("optimizer state lacks {key}")),

@@ -31,7 +31,8 @@ impl SplitMix64 {
 
 /// Derives an independent seed for one purpose of one epoch from the run seed.
 pub fn derive_seed(run_seed: u64, stream: u64, epoch: u32) -> u64 {
-    let mut g = SplitMix64::new(run_seed ^ stream.rotate_left(17) ^ u64::from(epoch).rotate_left(41));
+    let mut g =
+        SplitMix64::new(run_seed ^ stream.rotate_left(17) ^ u64::from(epoch).rotate_left(41));
     g.next_u64()
 }
 

@@ -62,10 +62,15 @@ pub fn train(
     };
     std::fs::create_dir_all(run_dir.join("checkpoints")).map_err(io(run_dir))?;
     let config_path = run_dir.join("config.yaml");
-    checkpoint::write_atomic(&config_path, config.to_yaml().as_bytes()).map_err(io(&config_path))?;
+    checkpoint::write_atomic(&config_path, config.to_yaml().as_bytes())
+        .map_err(io(&config_path))?;
 
     let data = dataset.split(&config.data, config.seed);
-    let data = RunData { train: data.train.to_device(device), val: data.val.to_device(device), test: data.test.to_device(device) };
+    let data = RunData {
+        train: data.train.to_device(device),
+        val: data.val.to_device(device),
+        test: data.test.to_device(device),
+    };
 
     tch::manual_seed(config.seed as i64);
     let vs = nn::VarStore::new(device);
@@ -84,7 +89,11 @@ pub fn train(
         None
     };
     let epochs = config.training.epochs;
-    let patience = config.training.early_stopping.as_ref().map(|e| (e.patience, e.min_delta));
+    let patience = config
+        .training
+        .early_stopping
+        .as_ref()
+        .map(|e| (e.patience, e.min_delta));
     let batch_size = config.data.batch_size;
 
     while state.epoch < epochs && !state.metrics.stopped_early {
@@ -94,7 +103,8 @@ pub fn train(
         optimizer.set_lr(lr);
         tch::manual_seed(derive_seed(config.seed, TORCH_STREAM, epoch) as i64);
 
-        let (train_loss, train_acc) = train_epoch(config, &net, &mut optimizer, &data.train, epoch, hooks)?;
+        let (train_loss, train_acc) =
+            train_epoch(config, &net, &mut optimizer, &data.train, epoch, hooks)?;
         let val = evaluate(&net, &data.val, batch_size.max(256))?;
         let metrics = EpochMetrics {
             epoch,
@@ -106,13 +116,23 @@ pub fn train(
             seconds: started.elapsed().as_secs_f64(),
         };
         if !metrics.train_loss.is_finite() || !metrics.val_loss.is_finite() {
-            return Err(TrainError::Diverged { epoch, loss: metrics.train_loss });
+            return Err(TrainError::Diverged {
+                epoch,
+                loss: metrics.train_loss,
+            });
         }
 
         let min_delta = patience.map_or(0.0, |(_, d)| d);
-        let improved = state.metrics.best_val_loss.is_none_or(|best| metrics.val_loss < best - min_delta);
+        let improved = state
+            .metrics
+            .best_val_loss
+            .is_none_or(|best| metrics.val_loss < best - min_delta);
         state.metrics.record_epoch(metrics, improved);
-        state.epochs_without_improvement = if improved { 0 } else { state.epochs_without_improvement + 1 };
+        state.epochs_without_improvement = if improved {
+            0
+        } else {
+            state.epochs_without_improvement + 1
+        };
         if let Some((patience, _)) = patience
             && state.epochs_without_improvement >= patience
             && epoch < epochs
@@ -131,7 +151,10 @@ pub fn train(
     }
 
     let test = test_best(run_dir, &vs, &net, &data.test, batch_size)?;
-    let test = TestMetrics { test_loss: test.loss, test_acc: test.accuracy };
+    let test = TestMetrics {
+        test_loss: test.loss,
+        test_acc: test.accuracy,
+    };
     state.metrics.test = Some(test);
     if let Some(events) = &mut events {
         events.add_test(&test, state.epoch).map_err(io(run_dir))?;
@@ -176,11 +199,21 @@ fn train_epoch(
         if config.data.augment.enabled {
             images = augment::shift_and_rotate(&images, &config.data.augment)?;
         }
-        train_step(net, optimizer, &images, &labels, &mut loss_sum, &mut correct)?;
+        train_step(
+            net,
+            optimizer,
+            &images,
+            &labels,
+            &mut loss_sum,
+            &mut correct,
+        )?;
         start += len;
     }
     let n = n as f64;
-    Ok((loss_sum.double_value(&[]) / n, correct.int64_value(&[]) as f64 / n))
+    Ok((
+        loss_sum.double_value(&[]) / n,
+        correct.int64_value(&[]) as f64 / n,
+    ))
 }
 
 /// One optimisation step on a batch; adds the batch's summed loss and number of
@@ -210,7 +243,11 @@ pub fn train_step(
             fwd.logits
         }
     };
-    *correct += logits.detach().argmax(-1, false).eq_tensor(labels).sum(Kind::Int64);
+    *correct += logits
+        .detach()
+        .argmax(-1, false)
+        .eq_tensor(labels)
+        .sum(Kind::Int64);
     Ok(())
 }
 
@@ -221,7 +258,9 @@ pub fn learning_rate(config: &ExperimentConfig, epoch: u32) -> f64 {
     let done = f64::from(epoch - 1);
     match config.training.lr_schedule {
         LrSchedule::None => base,
-        LrSchedule::Step { step_size, gamma } => base * gamma.powi(((epoch - 1) / step_size) as i32),
+        LrSchedule::Step { step_size, gamma } => {
+            base * gamma.powi(((epoch - 1) / step_size) as i32)
+        }
         LrSchedule::Cosine { min_lr } => {
             let t_max = f64::from(config.training.epochs);
             min_lr + (base - min_lr) * (1.0 + (std::f64::consts::PI * done / t_max).cos()) / 2.0
@@ -247,17 +286,28 @@ fn test_best(
 
 fn write_metrics(run_dir: &Path, metrics: &RunMetrics) -> Result<(), TrainError> {
     let path: PathBuf = run_dir.join("metrics.json");
-    let json = serde_json::to_vec_pretty(metrics).map_err(|e| TrainError::Io { path: path.clone(), source: e.into() })?;
+    let json = serde_json::to_vec_pretty(metrics).map_err(|e| TrainError::Io {
+        path: path.clone(),
+        source: e.into(),
+    })?;
     checkpoint::write_atomic(&path, &json).map_err(|source| TrainError::Io { path, source })
 }
 
 /// Evaluates a saved checkpoint of `config`'s model on the run's test set
 /// (`sweepctl eval`).
-pub fn evaluate_checkpoint(config: &ExperimentConfig, dataset: &Dataset, checkpoint: &Path) -> Result<Evaluation, TrainError> {
+pub fn evaluate_checkpoint(
+    config: &ExperimentConfig,
+    dataset: &Dataset,
+    checkpoint: &Path,
+) -> Result<Evaluation, TrainError> {
     let device = resolve_device(config.training.device)?;
     let data = dataset.split(&config.data, config.seed);
     let vs = nn::VarStore::new(device);
     let net = Network::new(&vs.root(), &config.model);
     checkpoint::load_weights(&vs, checkpoint)?;
-    evaluate(&net, &data.test.to_device(device), config.data.batch_size.max(256))
+    evaluate(
+        &net,
+        &data.test.to_device(device),
+        config.data.batch_size.max(256),
+    )
 }

@@ -20,9 +20,14 @@ fn mnist_dir() -> PathBuf {
 }
 
 fn config(yaml: &str) -> ExperimentConfig {
-    let base = format!("name: sanity\ntraining: {{threads: 1, device: cpu}}\nlogging: {{tensorboard: true}}\n");
-    ExperimentConfig::from_layers(&[("base.yaml".into(), base), ("test.yaml".into(), yaml.to_string())])
-        .expect("test config is valid")
+    let base = format!(
+        "name: sanity\ntraining: {{threads: 1, device: cpu}}\nlogging: {{tensorboard: true}}\n"
+    );
+    ExperimentConfig::from_layers(&[
+        ("base.yaml".into(), base),
+        ("test.yaml".into(), yaml.to_string()),
+    ])
+    .expect("test config is valid")
 }
 
 fn mnist() -> Dataset {
@@ -44,7 +49,10 @@ training: {epochs: 50}",
     );
     let metrics = train(&config, &mnist(), run.path(), false, &mut NoHooks).unwrap();
     let acc = final_train_acc(&metrics);
-    assert!(acc >= 0.99, "training accuracy on 128 samples reached only {acc}");
+    assert!(
+        acc >= 0.99,
+        "training accuracy on 128 samples reached only {acc}"
+    );
 }
 
 #[test]
@@ -53,14 +61,21 @@ fn random_labels_stay_near_chance_on_held_out_data() {
     let run = tempfile::tempdir().unwrap();
     let mut data = mnist();
     tch::manual_seed(0);
-    data.train_pool.labels = Tensor::randint(10, [data.train_pool.len()], (tch::Kind::Int64, tch::Device::Cpu));
+    data.train_pool.labels = Tensor::randint(
+        10,
+        [data.train_pool.len()],
+        (tch::Kind::Int64, tch::Device::Cpu),
+    );
     let config = config(
         "data: {subset: {train: 3000, test: 1000}, batch_size: 64}
 training: {epochs: 5}",
     );
     let metrics = train(&config, &data, run.path(), false, &mut NoHooks).unwrap();
     let val = metrics.epochs.iter().map(|e| e.val_acc).fold(0.0, f64::max);
-    assert!(val < 0.16, "validation accuracy {val} is far from chance (0.10) with random labels");
+    assert!(
+        val < 0.16,
+        "validation accuracy {val} is far from chance (0.10) with random labels"
+    );
 }
 
 #[test]
@@ -74,7 +89,10 @@ training: {epochs: 60, learning_rate: 0.003}",
     );
     let metrics = train(&config, &mnist(), run.path(), false, &mut NoHooks).unwrap();
     let loss = metrics.epochs.last().unwrap().train_loss;
-    assert!(loss < 0.01, "loss on a single batch of 64 only fell to {loss}");
+    assert!(
+        loss < 0.01,
+        "loss on a single batch of 64 only fell to {loss}"
+    );
 }
 
 #[test]
@@ -88,15 +106,23 @@ training: {epochs: 3, optimizer: sgd, learning_rate: 0.05}",
     );
     let metrics = train(&config, &mnist(), run.path(), false, &mut NoHooks).unwrap();
     let test = metrics.test.unwrap().test_acc;
-    assert!(test > 0.8, "hand-written network reached only {test} test accuracy");
+    assert!(
+        test > 0.8,
+        "hand-written network reached only {test} test accuracy"
+    );
 }
 
 /// Per-epoch metrics without the wall-clock seconds, which differ between runs.
 fn comparable(metrics: &RunMetrics) -> Vec<EpochMetrics> {
-    metrics.epochs.iter().map(|e| EpochMetrics { seconds: 0.0, ..*e }).collect()
+    metrics
+        .epochs
+        .iter()
+        .map(|e| EpochMetrics { seconds: 0.0, ..*e })
+        .collect()
 }
 
-const RESUME_CONFIG: &str = "model: {type: fc, hidden_sizes: [64, 32], dropout: 0.2, batch_norm: true}
+const RESUME_CONFIG: &str =
+    "model: {type: fc, hidden_sizes: [64, 32], dropout: 0.2, batch_norm: true}
 data: {subset: {train: 2000, test: 500}, batch_size: 64, augment: {enabled: true}}
 training: {epochs: 4, optimizer: adamw, weight_decay: 0.01, lr_schedule: {type: cosine}}";
 
@@ -114,7 +140,11 @@ fn same_config_and_seed_give_identical_metrics() {
     other_seed.seed += 1;
     let c = tempfile::tempdir().unwrap();
     let third = train(&other_seed, &data, c.path(), false, &mut NoHooks).unwrap();
-    assert_ne!(comparable(&first), comparable(&third), "the seed must matter");
+    assert_ne!(
+        comparable(&first),
+        comparable(&third),
+        "the seed must matter"
+    );
 }
 
 /// Stops the run in the middle of the epoch after `after_epoch`.
@@ -146,7 +176,11 @@ fn resumed_run_matches_an_uninterrupted_one() {
     let uninterrupted = train(&config, &data, whole.path(), false, &mut NoHooks).unwrap();
 
     let split = tempfile::tempdir().unwrap();
-    let mut stopper = StopAfter { after_epoch: 2, seen: 0, steps_in_next: Default::default() };
+    let mut stopper = StopAfter {
+        after_epoch: 2,
+        seen: 0,
+        steps_in_next: Default::default(),
+    };
     let err = train(&config, &data, split.path(), false, &mut stopper).unwrap_err();
     assert!(matches!(err, TrainError::Stopped), "{err}");
     let resumed = train(&config, &data, split.path(), true, &mut NoHooks).unwrap();
@@ -168,7 +202,12 @@ data: {subset: {train: 300, test: 100}}
 training: {epochs: 2, early_stopping: {patience: 1, min_delta: 0.0}}",
     );
     let metrics = train(&config, &mnist(), run.path(), false, &mut NoHooks).unwrap();
-    for file in ["config.yaml", "metrics.json", "checkpoints/best.safetensors", "checkpoints/last.safetensors"] {
+    for file in [
+        "config.yaml",
+        "metrics.json",
+        "checkpoints/best.safetensors",
+        "checkpoints/last.safetensors",
+    ] {
         assert!(run.path().join(file).is_file(), "{file} is missing");
     }
     let saved = ExperimentConfig::load(&run.path().join("config.yaml")).unwrap();
@@ -176,14 +215,29 @@ training: {epochs: 2, early_stopping: {patience: 1, min_delta: 0.0}}",
     let events = std::fs::read_dir(run.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("events.out.tfevents."))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
         .expect("a TensorBoard event file");
     let scalars = sweep_core::tensorboard::read_scalars(&events).unwrap();
-    let val_steps: Vec<i64> = scalars.iter().filter(|s| s.tag == "loss/val").map(|s| s.step).collect();
+    let val_steps: Vec<i64> = scalars
+        .iter()
+        .filter(|s| s.tag == "loss/val")
+        .map(|s| s.step)
+        .collect();
     assert_eq!(val_steps.len(), metrics.epochs.len());
-    let weights = Tensor::read_safetensors(run.path().join("checkpoints/best.safetensors")).unwrap();
+    let weights =
+        Tensor::read_safetensors(run.path().join("checkpoints/best.safetensors")).unwrap();
     let names: Vec<&str> = weights.iter().map(|(n, _)| n.as_str()).collect();
-    for name in ["conv1.weight", "bn2.running_mean", "bn2.num_batches_tracked", "fc2.bias"] {
+    for name in [
+        "conv1.weight",
+        "bn2.running_mean",
+        "bn2.num_batches_tracked",
+        "fc2.bias",
+    ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
 }
@@ -192,7 +246,10 @@ training: {epochs: 2, early_stopping: {patience: 1, min_delta: 0.0}}",
 fn fashion_mnist_loads_when_installed() {
     let dir = sweep_train::data::default_data_dir(DatasetKind::FashionMnist);
     if !dir.exists() {
-        eprintln!("skipped: {} is absent (apt install dataset-fashion-mnist)", dir.display());
+        eprintln!(
+            "skipped: {} is absent (apt install dataset-fashion-mnist)",
+            dir.display()
+        );
         return;
     }
     let data = Dataset::load(DatasetKind::FashionMnist, &dir).unwrap();
@@ -202,12 +259,19 @@ fn fashion_mnist_loads_when_installed() {
 #[test]
 fn truncated_data_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+    for name in [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
         std::fs::copy(mnist_dir().join(name), dir.path().join(name)).unwrap();
     }
     let victim = dir.path().join("train-labels-idx1-ubyte.gz");
     let bytes = std::fs::read(&victim).unwrap();
     std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
-    let err = Dataset::load(DatasetKind::Mnist, dir.path()).unwrap_err().to_string();
+    let err = Dataset::load(DatasetKind::Mnist, dir.path())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("train-labels-idx1-ubyte.gz"), "{err}");
 }

@@ -240,7 +240,10 @@ fn simulated_run(config: &ExperimentConfig, duration: std::time::Duration) -> Ru
         best_epoch: 1,
         best_val_acc: Some(0.9 + jitter),
         train_seconds: duration.as_secs_f64(),
-        test: Some(sweep_core::metrics::TestMetrics { test_loss: 0.3, test_acc: 0.9 + jitter }),
+        test: Some(sweep_core::metrics::TestMetrics {
+            test_loss: 0.3,
+            test_acc: 0.9 + jitter,
+        }),
         ..RunMetrics::default()
     }
 }
@@ -397,7 +400,12 @@ async fn report_epoch(
 /// Reports that this attempt failed; `permanent` failures are not retried.
 async fn fail(ctx: &Ctx, job: &pb::Job, message: String, permanent: bool) {
     let failure = pb::Failure { message, permanent };
-    complete(ctx, job, pb::complete_job_request::Outcome::Failure(failure)).await;
+    complete(
+        ctx,
+        job,
+        pb::complete_job_request::Outcome::Failure(failure),
+    )
+    .await;
 }
 
 async fn complete(ctx: &Ctx, job: &pb::Job, outcome: pb::complete_job_request::Outcome) {

@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use sweep_core::config::DeviceSpec;
-use sweep_proto::pb;
 use sweep_core::token::Token;
 use sweep_proto::auth::BearerInterceptor;
+use sweep_proto::pb;
 use sweep_proto::{CoordinatorClient, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -57,7 +57,10 @@ pub enum WorkerError {
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
     #[error("{}: cannot read the TLS CA certificate: {source}", path.display())]
-    TlsCa { path: PathBuf, source: std::io::Error },
+    TlsCa {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The generated client with the bearer token added to every request.
@@ -215,7 +218,11 @@ pub(crate) fn is_transient(status: &Status) -> bool {
 /// epoch's checkpoint is already with the coordinator) and the lease's expiry
 /// hands it to another worker.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
-    let scheme = if config.tls_ca.is_some() { "https" } else { "http" };
+    let scheme = if config.tls_ca.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let url = if config.connect.contains("://") {
         config.connect.clone()
     } else {
@@ -227,7 +234,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     };
     let mut endpoint = Endpoint::from_shared(url).map_err(address_error)?;
     if let Some(path) = &config.tls_ca {
-        let pem = std::fs::read(path).map_err(|source| WorkerError::TlsCa { path: path.clone(), source })?;
+        let pem = std::fs::read(path).map_err(|source| WorkerError::TlsCa {
+            path: path.clone(),
+            source,
+        })?;
         endpoint = endpoint
             .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
             .map_err(address_error)?;
@@ -236,7 +246,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     // yet, or restarts, is just a retried call.
     let channel = endpoint.connect_timeout(CONNECT_TIMEOUT).connect_lazy();
     let ctx = Arc::new(Ctx {
-        client: CoordinatorClient::with_interceptor(channel, BearerInterceptor::new(config.token.as_ref())),
+        client: CoordinatorClient::with_interceptor(
+            channel,
+            BearerInterceptor::new(config.token.as_ref()),
+        ),
         config,
         worker_id: Mutex::new(String::new()),
         held: Mutex::new(HashMap::new()),

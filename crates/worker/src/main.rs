@@ -61,7 +61,9 @@ async fn main() -> anyhow::Result<()> {
     config.device = args.device;
     config.threads = args.threads;
     config.slots = args.slots;
-    config.simulate_jobs = args.simulate_job_seconds.map(std::time::Duration::from_secs_f64);
+    config.simulate_jobs = args
+        .simulate_job_seconds
+        .map(std::time::Duration::from_secs_f64);
     if let Some(dir) = args.cache_dir {
         config.cache_dir = dir;
     }
