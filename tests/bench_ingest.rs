@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
             device: "cpu".into(),
             threads: 1,
             slots: 1,
+            allow_commands: false,
         })
         .await?
         .into_inner()

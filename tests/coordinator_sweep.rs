@@ -171,6 +171,7 @@ async fn two_local_workers_run_a_sweep_exactly_once() {
             device: "cpu".into(),
             threads: 1,
             slots: 1,
+            allow_commands: false,
         })
         .await
         .expect("register")

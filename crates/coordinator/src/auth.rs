@@ -39,7 +39,7 @@ pub const COORDINATOR_PREFIX: &str = "/sweep.v1.Coordinator/";
 pub const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
 /// The methods a worker token opens.
-pub const WORKER_METHODS: [&str; 8] = [
+pub const WORKER_METHODS: [&str; 9] = [
     "RegisterWorker",
     "LeaseJob",
     "Heartbeat",
@@ -48,6 +48,7 @@ pub const WORKER_METHODS: [&str; 8] = [
     "DownloadArtifact",
     "CompleteJob",
     "FetchDataset",
+    "AppendJobLog",
 ];
 
 /// The methods of today's protocol that only an admin token opens; listed for

@@ -48,6 +48,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write().map_err(CoordinatorError::io(path))
 }
 
+/// Appends a command job's output to `output.log` in its run directory, each
+/// line prefixed with the attempt and stream (`[2 stderr] ...`).
+pub fn append_output(run_dir: &Path, attempt: u32, stream: &str, text: &str) -> Result<()> {
+    std::fs::create_dir_all(run_dir).map_err(CoordinatorError::io(run_dir))?;
+    let path = run_dir.join("output.log");
+    let mut prefixed = String::with_capacity(text.len() + 16);
+    for line in text.lines() {
+        prefixed.push_str(&format!("[{attempt} {stream}] {line}\n"));
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(CoordinatorError::io(&path))?;
+    file.write_all(prefixed.as_bytes())
+        .map_err(CoordinatorError::io(&path))
+}
+
 pub fn write_config(run_dir: &Path, yaml: &str) -> Result<()> {
     write_atomic(&run_dir.join("config.yaml"), yaml.as_bytes())
 }

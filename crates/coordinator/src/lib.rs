@@ -68,6 +68,9 @@ pub struct CoordinatorConfig {
     pub worker_binary: Option<PathBuf>,
     /// Return from [`Coordinator::wait`] once every sweep has ended.
     pub exit_when_done: bool,
+    /// Start the local workers with `--allow-commands` (they then run
+    /// command jobs: programs named by whoever submits a sweep).
+    pub local_workers_allow_commands: bool,
     pub lease_timeout: Duration,
     pub heartbeat_interval: Duration,
     /// Opens the worker methods. Without either token the coordinator is
@@ -100,6 +103,7 @@ impl CoordinatorConfig {
             local_worker_threads: None,
             worker_binary: None,
             exit_when_done: false,
+            local_workers_allow_commands: false,
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             worker_token: None,
@@ -274,6 +278,9 @@ fn spawn_local_workers(config: &CoordinatorConfig, addr: SocketAddr) -> Result<V
                 .kill_on_drop(true);
             if let Some(threads) = config.local_worker_threads {
                 command.arg("--threads").arg(threads.to_string());
+            }
+            if config.local_workers_allow_commands {
+                command.arg("--allow-commands");
             }
             // The token goes through the environment, never the command line
             // (which `ps` shows to every user); workers use the admin token

@@ -38,6 +38,10 @@ struct Args {
     /// Exit 0 once every sweep has ended (after printing its results).
     #[arg(long)]
     exit_when_done: bool,
+    /// Start the --local-workers with --allow-commands, so that they run
+    /// command jobs (programs named in the sweep's configs).
+    #[arg(long)]
+    allow_commands: bool,
     /// Seconds without a heartbeat after which a job returns to pending.
     #[arg(long, value_parser = parse_seconds, default_value_t = DEFAULT_LEASE_TIMEOUT.as_secs_f64())]
     lease_timeout: f64,
@@ -99,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         local_worker_threads: args.local_worker_threads,
         worker_binary: args.worker_binary,
         exit_when_done: args.exit_when_done,
+        local_workers_allow_commands: args.allow_commands,
         lease_timeout,
         heartbeat_interval,
         worker_token: Token::load(args.worker_token_file.as_deref(), "SWEEP_WORKER_TOKEN")?,

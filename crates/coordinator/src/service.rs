@@ -8,11 +8,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sweep_core::config::ExperimentConfig;
+use sweep_core::command::{COMMAND_MAX_EPOCHS, JobConfig};
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::names;
 use sweep_core::results::{self, Format};
-use sweep_core::sweep::{SweepSpec, Variant};
+use sweep_core::sweep::{MAX_ADAPTIVE_SEEDS, SeedPolicy, SweepSpec, Variant};
 use sweep_proto::pb::{self, coordinator_server::Coordinator};
 use sweep_proto::{CHUNK_SIZE, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
@@ -94,6 +94,16 @@ impl Shared {
             seeds: spec.seeds.clone(),
             metric: spec.metric.clone(),
             baseline: spec.baseline.clone(),
+            seed_policy: spec.seed_policy,
+            space: store::Space {
+                keys: spec.swept_keys.clone(),
+                values: spec
+                    .variants
+                    .iter()
+                    .filter(|v| !v.swept.is_empty())
+                    .map(|v| (v.name.clone(), v.swept.clone()))
+                    .collect(),
+            },
         };
         let state_dir = self.state_dir.clone();
         let counts = self
@@ -126,7 +136,7 @@ impl Shared {
                 if pending > 0 || row.results_written {
                     return Ok(None);
                 }
-                let table = results::summarize(&row.name, &row.baseline, &outcomes, pending);
+                let table = results_table(conn, &row, &outcomes, pending)?;
                 layout::write_results(&state_dir, &table)?;
                 store::mark_results_written(conn, &row.name)?;
                 Ok(Some(table))
@@ -244,7 +254,33 @@ fn non_empty(value: &str, field: &'static str) -> Result<()> {
 
 /// Refuses a metric point (or a run of `count` epochs) beyond the job's
 /// configured epochs plus `slack`: what bounds the metric rows of a job.
+/// The results table of a sweep, with its swept-key columns and the marks
+/// of its seed policy.
+fn results_table(
+    conn: &rusqlite::Connection,
+    row: &store::SweepRow,
+    outcomes: &[results::RunOutcome],
+    pending: usize,
+) -> Result<results::ResultsTable> {
+    let mut table = results::summarize(&row.name, &row.baseline, outcomes, pending);
+    if !row.space.keys.is_empty() {
+        table.set_swept(&row.space.keys, &row.space.values);
+    }
+    if let Some(policy) = row.seed_policy {
+        let jobs = store::jobs_per_variant(conn, &row.name)?;
+        table.set_seed_policy(policy.max, policy.target_ci_halfwidth, &jobs);
+    }
+    Ok(table)
+}
+
+/// `epochs` 0: a command job whose config does not say; it is held to
+/// [`COMMAND_MAX_EPOCHS`].
 fn check_epochs(count: usize, epochs: u32, slack: u32) -> Result<()> {
+    let epochs = if epochs == 0 {
+        COMMAND_MAX_EPOCHS
+    } else {
+        epochs
+    };
     let max = epochs as usize + slack as usize;
     if count > max {
         return Err(CoordinatorError::ResourceExhausted(format!(
@@ -348,6 +384,7 @@ impl Coordinator for Service {
             threads: req.threads,
             slots: req.slots.max(1),
             last_seen_ms: 0,
+            allow_commands: req.allow_commands,
         };
         let (max_workers, alive_ms) = (
             limits.max_workers,
@@ -366,7 +403,7 @@ impl Coordinator for Service {
                 store::register_worker(conn, &row)
             })
             .await?;
-        tracing::info!(worker = %worker_id, "worker registered");
+        tracing::info!(worker = %worker_id, allow_commands = req.allow_commands, "worker registered");
         self.shared.bump();
         Ok(Response::new(pb::RegisterWorkerResponse {
             worker_id,
@@ -399,6 +436,10 @@ impl Coordinator for Service {
                     };
                     let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
                     layout::clear_staging(&dir)?;
+                    // Seeds added by the coordinator (adaptive) get theirs here.
+                    if !dir.join("config.yaml").is_file() {
+                        layout::write_config(&dir, &job.config_yaml)?;
+                    }
                     let checkpoints = layout::committed_checkpoints(&dir)?;
                     Ok(Some((job, checkpoints)))
                 })
@@ -679,6 +720,45 @@ impl Coordinator for Service {
         Ok(Response::new(pb::CompleteJobResponse {}))
     }
 
+    #[tracing::instrument(skip_all, fields(job = %request.get_ref().job_id, attempt = request.get_ref().attempt))]
+    async fn append_job_log(
+        &self,
+        request: Request<pb::AppendJobLogRequest>,
+    ) -> std::result::Result<Response<pb::AppendJobLogResponse>, Status> {
+        let req = request.into_inner();
+        non_empty(&req.job_id, "job_id")?;
+        if !matches!(req.stream.as_str(), "stdout" | "stderr") {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "stream must be stdout or stderr, not {:?}",
+                truncate_text(&req.stream, 32)
+            ))
+            .into());
+        }
+        let text = truncate_text(&req.text, self.shared.limits.max_message_bytes);
+        let state_dir = self.shared.state_dir.clone();
+        self.shared
+            .store
+            .call(move |conn| {
+                let new = store::append_output(
+                    conn,
+                    &req.worker_id,
+                    &req.job_id,
+                    req.attempt,
+                    req.seq,
+                    &req.stream,
+                    &text,
+                )?;
+                if new {
+                    let job = store::get_job(conn, &req.job_id)?;
+                    let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
+                    layout::append_output(&dir, req.attempt, &req.stream, &text)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(Response::new(pb::AppendJobLogResponse {}))
+    }
+
     type FetchDatasetStream = BoxStream<pb::FileChunk>;
 
     async fn fetch_dataset(
@@ -702,8 +782,15 @@ impl Coordinator for Service {
                 Ok(job)
             })
             .await?;
-        let config = ExperimentConfig::from_yaml(&job.config_yaml, Path::new("stored config"))
+        let config = JobConfig::from_yaml(&job.config_yaml, Path::new("stored config"))
             .map_err(CoordinatorError::from)?;
+        let JobConfig::Builtin(config) = config else {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "job {} is a command job: its program brings its own data",
+                job.id
+            ))
+            .into());
+        };
         let dir = config.data.data_dir.ok_or_else(|| {
             CoordinatorError::FailedPrecondition(format!(
                 "job {} names no data.data_dir to serve",
@@ -724,7 +811,38 @@ impl Coordinator for Service {
     ) -> std::result::Result<Response<pb::SubmitSweepResponse>, Status> {
         let req = request.into_inner();
         names::validate("sweep name", &req.name).map_err(CoordinatorError::from)?;
-        names::validate("baseline variant name", &req.baseline).map_err(CoordinatorError::from)?;
+        if !req.baseline.is_empty() {
+            names::validate("baseline variant name", &req.baseline)
+                .map_err(CoordinatorError::from)?;
+        }
+        let seed_policy = match req.seed_policy {
+            None => None,
+            Some(p) => {
+                let max = p.max as usize;
+                let target = p.target_ci_halfwidth;
+                if !(req.seeds.len().max(2)..=MAX_ADAPTIVE_SEEDS).contains(&max)
+                    || !(target.is_finite() && target > 0.0)
+                {
+                    return Err(CoordinatorError::InvalidArgument(format!(
+                        "seed_policy: max must be in [max(2, seeds), {MAX_ADAPTIVE_SEEDS}] and the target a number > 0, got {max} and {target}"
+                    ))
+                    .into());
+                }
+                Some(SeedPolicy {
+                    max,
+                    target_ci_halfwidth: target,
+                })
+            }
+        };
+        for key in &req.swept_keys {
+            if key.is_empty() || key.len() > names::MAX_NAME_LEN {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "swept key {:?} is empty or too long",
+                    truncate_text(key, 32)
+                ))
+                .into());
+            }
+        }
         non_empty(&req.metric, "metric")?;
         if req.seeds.is_empty() {
             return Err(
@@ -750,15 +868,29 @@ impl Coordinator for Service {
                 .into());
             }
             let source = PathBuf::from(format!("<submitted variant {}>", variant.name));
-            let mut config = ExperimentConfig::from_yaml(&variant.config_yaml, &source)
+            let mut config = JobConfig::from_yaml(&variant.config_yaml, &source)
                 .map_err(CoordinatorError::from)?;
-            config.name = variant.name.clone();
+            config.set_name(&variant.name);
+            if !variant.swept.is_empty() && variant.swept.len() != req.swept_keys.len() {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "variant {:?} has {} swept values for {} swept keys",
+                    variant.name,
+                    variant.swept.len(),
+                    req.swept_keys.len()
+                ))
+                .into());
+            }
             variants.push(Variant {
                 name: variant.name,
                 config,
+                swept: variant
+                    .swept
+                    .iter()
+                    .map(|v| truncate_text(v, names::MAX_NAME_LEN))
+                    .collect(),
             });
         }
-        if !variants.iter().any(|v| v.name == req.baseline) {
+        if !req.baseline.is_empty() && !variants.iter().any(|v| v.name == req.baseline) {
             return Err(CoordinatorError::InvalidArgument(format!(
                 "baseline {:?} is not among the variants",
                 req.baseline
@@ -775,6 +907,8 @@ impl Coordinator for Service {
             metric: req.metric,
             baseline: req.baseline,
             variants,
+            seed_policy,
+            swept_keys: req.swept_keys,
         };
         let (jobs, new_jobs) = self.shared.submit(spec).await?;
         Ok(Response::new(pb::SubmitSweepResponse { jobs, new_jobs }))
@@ -859,12 +993,7 @@ impl Coordinator for Service {
                     requested
                 };
                 let (row, outcomes, pending) = store::outcomes(conn, &name)?;
-                Ok(results::summarize(
-                    &row.name,
-                    &row.baseline,
-                    &outcomes,
-                    pending,
-                ))
+                results_table(conn, &row, &outcomes, pending)
             })
             .await?;
         Ok(Response::new(pb::GetResultsResponse {
@@ -915,6 +1044,7 @@ impl Coordinator for Service {
                 threads: w.threads,
                 slots: w.slots,
                 last_seen_ms: w.last_seen_ms,
+                allow_commands: w.allow_commands,
                 jobs,
             })
             .collect();

@@ -13,9 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::results::RunOutcome;
-use sweep_core::sweep::JobSpec;
+
+use sweep_core::command::JobConfig;
+use sweep_core::sweep::{JobSpec, SeedPolicy, extra_seed};
 
 use crate::error::{CoordinatorError, Result};
 
@@ -85,7 +88,52 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_job ON events(job_id);
+CREATE TABLE IF NOT EXISTS job_output (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (job_id, attempt, seq)
+);
 ";
+
+/// Columns added after the first release, with their definitions: a state
+/// directory written by an older coordinator gains them on open (SQLite's
+/// `CREATE TABLE IF NOT EXISTS` leaves an existing table as it is).
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+    // Adaptive seeds: the sweep's SeedPolicy as JSON (NULL: fixed seeds).
+    ("sweeps", "seed_policy", "TEXT"),
+    // Grid/random sweeps: {"keys": [...], "values": {variant: [...]}} as JSON.
+    ("sweeps", "space", "TEXT"),
+    // A command job (the user's program): leased only to workers that opted in.
+    ("jobs", "command", "INTEGER NOT NULL DEFAULT 0"),
+    // The worker was started with --allow-commands.
+    ("workers", "allow_commands", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// Output a command job's program may leave in the database per attempt:
+/// enough for a long run's log lines, bounded against a program (or a
+/// worker) that prints without end. The worker keeps the full output locally.
+pub const MAX_OUTPUT_BYTES_PER_ATTEMPT: i64 = 4 << 20;
+
+fn add_missing_columns(conn: &Connection) -> Result<()> {
+    for (table, column, definition) in ADDED_COLUMNS {
+        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let present = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .iter()
+            .any(|name| name == column);
+        if !present {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
 
 /// Unix time in milliseconds, the unit of every timestamp in the database.
 pub fn now_ms() -> i64 {
@@ -209,6 +257,34 @@ pub struct SweepRow {
     pub name: String,
     pub baseline: String,
     pub results_written: bool,
+    /// Adaptive seeds, when the sweep asked for them.
+    pub seed_policy: Option<SeedPolicy>,
+    /// Grid/random sweeps: the swept keys and each generated variant's values.
+    pub space: Space,
+}
+
+/// The swept keys of a grid or random sweep and each generated variant's
+/// values of them (empty for a sweep of named variants).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Space {
+    pub keys: Vec<String>,
+    pub values: BTreeMap<String, Vec<String>>,
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+    what: &str,
+) -> rusqlite::Result<Option<T>> {
+    text.map(|text| {
+        serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                format!("{what}: {e}").into(),
+            )
+        })
+    })
+    .transpose()
 }
 
 /// A worker's registration.
@@ -221,6 +297,8 @@ pub struct WorkerRow {
     pub threads: u32,
     pub slots: u32,
     pub last_seen_ms: i64,
+    /// Started with --allow-commands: may be leased command jobs.
+    pub allow_commands: bool,
 }
 
 /// One line of a job's event log.
@@ -258,6 +336,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_columns(&conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -312,14 +391,17 @@ pub fn jobs(conn: &Connection, sweep: Option<&str>) -> Result<Vec<JobRow>> {
 }
 
 pub fn sweeps(conn: &Connection) -> Result<Vec<SweepRow>> {
-    let mut stmt = conn
-        .prepare("SELECT name, baseline, results_written FROM sweeps ORDER BY created_ms, name")?;
+    let mut stmt = conn.prepare(
+        "SELECT name, baseline, results_written, seed_policy, space FROM sweeps ORDER BY created_ms, name",
+    )?;
     let rows = stmt
         .query_map([], |row| {
             Ok(SweepRow {
                 name: row.get(0)?,
                 baseline: row.get(1)?,
                 results_written: row.get(2)?,
+                seed_policy: json_column(row.get(3)?, "seed_policy")?,
+                space: json_column(row.get(4)?, "space")?.unwrap_or_default(),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -333,6 +415,8 @@ pub struct NewSweep {
     pub seeds: Vec<u64>,
     pub metric: String,
     pub baseline: String,
+    pub seed_policy: Option<SeedPolicy>,
+    pub space: Space,
 }
 
 /// Records a sweep and its jobs. Resubmitting the same spec is a no-op (the
@@ -348,10 +432,17 @@ pub fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Res
         )
         .optional()?;
     if known.is_some() {
-        let mut stmt = tx.prepare("SELECT id FROM jobs WHERE sweep = ?1 ORDER BY id")?;
+        let mut stmt = tx.prepare("SELECT id, seed FROM jobs WHERE sweep = ?1 ORDER BY id")?;
         let mut existing = stmt
-            .query_map([&sweep.name], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .query_map([&sweep.name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            // Seeds the coordinator added (adaptive) are not in any spec.
+            .filter(|(_, seed)| sweep.seed_policy.is_none() || sweep.seeds.contains(seed))
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>();
         drop(stmt);
         existing.sort();
         let mut submitted: Vec<String> = specs.iter().map(|j| j.id.clone()).collect();
@@ -366,38 +457,128 @@ pub fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Res
     }
     let seeds = serde_json::to_string(&sweep.seeds)
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+    let policy = sweep
+        .seed_policy
+        .map(|p| serde_json::to_string(&p))
+        .transpose()
+        .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+    let space = (!sweep.space.keys.is_empty())
+        .then(|| serde_json::to_string(&sweep.space))
+        .transpose()
+        .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
     tx.execute(
-        "INSERT INTO sweeps (name, description, seeds, metric, baseline, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![sweep.name, sweep.description, seeds, sweep.metric, sweep.baseline, now_ms()],
+        "INSERT INTO sweeps (name, description, seeds, metric, baseline, created_ms, seed_policy, space) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![sweep.name, sweep.description, seeds, sweep.metric, sweep.baseline, now_ms(), policy, space],
     )?;
     // Jobs are leased in insertion order: costliest first (see
     // JobSpec::estimated_cost); ties keep the sweep's own order.
     let mut by_cost: Vec<&JobSpec> = specs.iter().collect();
     by_cost.sort_by(|a, b| b.estimated_cost().total_cmp(&a.estimated_cost()));
     for spec in by_cost {
-        tx.execute(
-            "INSERT INTO jobs (id, sweep, variant, seed, config_yaml, epochs, state, updated_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
-            params![
-                spec.id,
-                spec.sweep,
-                spec.variant,
-                spec.seed as i64,
-                spec.config.to_yaml(),
-                spec.config.training.epochs,
-                now_ms()
-            ],
-        )?;
-        event(
-            &tx,
-            &spec.id,
-            0,
-            "submitted",
-            &format!("sweep {}", spec.sweep),
-        )?;
+        insert_job(&tx, spec, &format!("sweep {}", spec.sweep))?;
     }
     tx.commit()?;
     Ok((specs.len() as u32, specs.len() as u32))
+}
+
+/// Adds a pending job (nothing when its id is known already). Returns
+/// whether it was added.
+fn insert_job(tx: &Connection, spec: &JobSpec, why: &str) -> Result<bool> {
+    let added = tx.execute(
+        "INSERT OR IGNORE INTO jobs (id, sweep, variant, seed, config_yaml, epochs, state, updated_ms, command) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
+        params![
+            spec.id,
+            spec.sweep,
+            spec.variant,
+            spec.seed as i64,
+            spec.config.to_yaml(),
+            spec.config.epochs(),
+            now_ms(),
+            spec.config.is_command(),
+        ],
+    )? > 0;
+    if added {
+        event(tx, &spec.id, 0, "submitted", why)?;
+    }
+    Ok(added)
+}
+
+/// Seeds until the answer is clear: once every job of `variant` has ended,
+/// adds seeds while the 95% CI of its mean test accuracy is wider than the
+/// sweep's target (see [`SeedPolicy::seeds_to_add`]). Runs inside the
+/// transaction that ended the variant's last job, so a crash either keeps
+/// both or neither; the new jobs' ids follow from their seeds, which follow
+/// from how many extra seeds the variant has, so running the decision again
+/// can never add a seed twice. Returns the jobs added.
+pub fn adapt_seeds(tx: &Connection, sweep: &str, variant: &str) -> Result<Vec<String>> {
+    let row: Option<(Option<String>, String)> = tx
+        .query_row(
+            "SELECT seed_policy, seeds FROM sweeps WHERE name = ?1",
+            [sweep],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((Some(policy), initial)) = row else {
+        return Ok(Vec::new());
+    };
+    let internal = |e: serde_json::Error| CoordinatorError::Internal(format!("sweep {sweep}: {e}"));
+    let policy: SeedPolicy = serde_json::from_str(&policy).map_err(internal)?;
+    let initial: Vec<u64> = serde_json::from_str(&initial).map_err(internal)?;
+    let jobs: Vec<JobRow> = jobs(tx, Some(sweep))?
+        .into_iter()
+        .filter(|job| job.variant == variant)
+        .collect();
+    if jobs.is_empty() || jobs.iter().any(|job| !job.state.is_terminal()) {
+        return Ok(Vec::new());
+    }
+    // A user's cancellation is an answer too: no seeds after it.
+    if jobs.iter().any(|job| job.state == JobState::Cancelled) {
+        return Ok(Vec::new());
+    }
+    let values: Vec<f64> = jobs
+        .iter()
+        .filter_map(|job| job.final_metrics.as_ref()?.test.map(|t| t.test_acc))
+        .collect();
+    let more = policy.seeds_to_add(&values, jobs.len());
+    if more == 0 {
+        return Ok(Vec::new());
+    }
+    let template = JobConfig::from_yaml(&jobs[0].config_yaml, Path::new("stored config"))?;
+    let extras = jobs
+        .iter()
+        .filter(|job| !initial.contains(&job.seed))
+        .count();
+    let halfwidth = sweep_core::results::ci95_halfwidth(&values).unwrap_or(f64::NAN) * 100.0;
+    let mut added = Vec::new();
+    for k in extras..extras + more {
+        let seed = extra_seed(sweep, &initial, k);
+        let spec = JobSpec::new(sweep, variant, &template, seed);
+        let why = format!(
+            "adaptive seed {} of at most {}: the 95% CI half-width after {} seeds is {halfwidth:.3} points, the target {}",
+            k + initial.len() + 1,
+            policy.max,
+            values.len(),
+            policy.target_ci_halfwidth
+        );
+        if insert_job(tx, &spec, &why)? {
+            added.push(spec.id);
+        }
+    }
+    Ok(added)
+}
+
+/// Jobs per variant of a sweep, whatever their state (the seeds each ran or runs).
+pub fn jobs_per_variant(conn: &Connection, sweep: &str) -> Result<BTreeMap<String, usize>> {
+    let mut stmt =
+        conn.prepare("SELECT variant, COUNT(*) FROM jobs WHERE sweep = ?1 GROUP BY variant")?;
+    let rows = stmt
+        .query_map([sweep], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize))
+        })?
+        .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+    Ok(rows)
 }
 
 pub fn register_worker(conn: &mut Connection, worker: &WorkerRow) -> Result<String> {
@@ -408,8 +589,8 @@ pub fn register_worker(conn: &mut Connection, worker: &WorkerRow) -> Result<Stri
     let id = format!("w{}-{}", count + 1, worker.name);
     let now = now_ms();
     tx.execute(
-        "INSERT INTO workers (id, name, host, device, threads, slots, registered_ms, last_seen_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        "INSERT INTO workers (id, name, host, device, threads, slots, registered_ms, last_seen_ms, allow_commands) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
         params![
             id,
             worker.name,
@@ -417,7 +598,8 @@ pub fn register_worker(conn: &mut Connection, worker: &WorkerRow) -> Result<Stri
             worker.device,
             worker.threads,
             worker.slots,
-            now
+            now,
+            worker.allow_commands,
         ],
     )?;
     tx.commit()?;
@@ -472,7 +654,7 @@ pub fn touch_worker(conn: &Connection, worker_id: &str) -> Result<()> {
 }
 
 pub fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
-    let mut stmt = conn.prepare("SELECT id, name, host, device, threads, slots, last_seen_ms FROM workers ORDER BY registered_ms")?;
+    let mut stmt = conn.prepare("SELECT id, name, host, device, threads, slots, last_seen_ms, allow_commands FROM workers ORDER BY registered_ms")?;
     let rows = stmt
         .query_map([], |r| {
             Ok(WorkerRow {
@@ -483,6 +665,7 @@ pub fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
                 threads: r.get(4)?,
                 slots: r.get(5)?,
                 last_seen_ms: r.get(6)?,
+                allow_commands: r.get(7)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -500,17 +683,26 @@ pub fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
 }
 
 /// Leases the first pending job (the costliest of its sweep, see [`submit`])
-/// to `worker_id`, starting a new attempt.
+/// to `worker_id`, starting a new attempt. Command jobs go only to workers
+/// registered with `allow_commands`.
 pub fn lease(
     conn: &mut Connection,
     worker_id: &str,
     lease_timeout: Duration,
 ) -> Result<Option<JobRow>> {
     let tx = conn.transaction()?;
+    let allow_commands: bool = tx
+        .query_row(
+            "SELECT allow_commands FROM workers WHERE id = ?1",
+            [worker_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(false);
     let id: Option<String> = tx
         .query_row(
-            "SELECT id FROM jobs WHERE state = 'pending' ORDER BY rowid LIMIT 1",
-            [],
+            "SELECT id FROM jobs WHERE state = 'pending' AND (command = 0 OR ?1) ORDER BY rowid LIMIT 1",
+            [allow_commands],
             |r| r.get(0),
         )
         .optional()?;
@@ -736,6 +928,9 @@ pub fn complete(
         }
     }
     let job = get_job(&tx, job_id)?;
+    if job.state.is_terminal() {
+        adapt_seeds(&tx, &job.sweep, &job.variant)?;
+    }
     tx.commit()?;
     Ok(job)
 }
@@ -771,6 +966,11 @@ pub fn expire_leases(conn: &mut Connection) -> Result<Expired> {
                 params![id, message, now],
             )?;
             event(&tx, &id, attempt, "failed", &message)?;
+            let variant: String =
+                tx.query_row("SELECT variant FROM jobs WHERE id = ?1", [&id], |r| {
+                    r.get(0)
+                })?;
+            adapt_seeds(&tx, &sweep, &variant)?;
             expired.failed.push((id, sweep));
         } else {
             tx.execute(
@@ -843,12 +1043,14 @@ pub fn cancel(
     Ok((sweeps, targets.len() as u32))
 }
 
+/// A job's events and its program's output (kinds `stdout`/`stderr`), in
+/// time order.
 pub fn events(conn: &Connection, job_id: &str) -> Result<Vec<EventRow>> {
     get_job(conn, job_id)?;
     let mut stmt = conn.prepare(
         "SELECT time_ms, kind, attempt, message FROM events WHERE job_id = ?1 ORDER BY id",
     )?;
-    let rows = stmt
+    let mut rows = stmt
         .query_map([job_id], |r| {
             Ok(EventRow {
                 time_ms: r.get(0)?,
@@ -858,7 +1060,56 @@ pub fn events(conn: &Connection, job_id: &str) -> Result<Vec<EventRow>> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT time_ms, stream, attempt, text FROM job_output WHERE job_id = ?1 ORDER BY attempt, seq",
+    )?;
+    let output = stmt
+        .query_map([job_id], |r| {
+            Ok(EventRow {
+                time_ms: r.get(0)?,
+                kind: r.get(1)?,
+                attempt: r.get(2)?,
+                message: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if !output.is_empty() {
+        rows.extend(output);
+        // Stable: events and output keep their own order within one millisecond.
+        rows.sort_by_key(|row| row.time_ms);
+    }
     Ok(rows)
+}
+
+/// Records a batch of a command job's output, once per (job, attempt, seq).
+/// Returns whether it was new (a re-sent batch is not).
+pub fn append_output(
+    conn: &mut Connection,
+    worker_id: &str,
+    job_id: &str,
+    attempt: u32,
+    seq: u64,
+    stream: &str,
+    text: &str,
+) -> Result<bool> {
+    let tx = conn.transaction()?;
+    check_fence(&tx, job_id, attempt, worker_id)?;
+    let held: i64 = tx.query_row(
+        "SELECT COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) FROM job_output WHERE job_id = ?1 AND attempt = ?2",
+        params![job_id, attempt],
+        |r| r.get(0),
+    )?;
+    if held + text.len() as i64 > MAX_OUTPUT_BYTES_PER_ATTEMPT {
+        return Err(CoordinatorError::ResourceExhausted(format!(
+            "job {job_id} attempt {attempt} has sent {held} bytes of output; the limit is {MAX_OUTPUT_BYTES_PER_ATTEMPT}"
+        )));
+    }
+    let new = tx.execute(
+        "INSERT OR IGNORE INTO job_output (job_id, attempt, seq, time_ms, stream, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![job_id, attempt, seq as i64, now_ms(), stream, text],
+    )? > 0;
+    tx.commit()?;
+    Ok(new)
 }
 
 /// The finished runs of a sweep, and how many jobs have not ended.
@@ -911,13 +1162,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut conn = Connection::open(dir.path().join("db.sqlite")).expect("open");
         conn.execute_batch(SCHEMA).expect("schema");
+        add_missing_columns(&conn).expect("columns");
         let config = ExperimentConfig::from_yaml(CONFIG, Path::new("test")).expect("config");
         let job = JobSpec {
             id: "v-seed-1-00000000".into(),
             sweep: "s".into(),
             variant: "v".into(),
             seed: 1,
-            config,
+            config: JobConfig::Builtin(config),
         };
         let sweep = NewSweep {
             name: "s".into(),
@@ -925,6 +1177,8 @@ mod tests {
             seeds: vec![1],
             metric: "test_acc".into(),
             baseline: "v".into(),
+            seed_policy: None,
+            space: Space::default(),
         };
         assert_eq!(
             submit(&mut conn, &sweep, std::slice::from_ref(&job)).expect("submit"),
@@ -947,6 +1201,7 @@ mod tests {
             threads: 1,
             slots: 1,
             last_seen_ms: 0,
+            allow_commands: name.starts_with("cmd"),
         };
         register_worker(conn, &row).expect("register")
     }
@@ -1048,6 +1303,128 @@ mod tests {
             lease(&mut conn, &a, Duration::from_secs(60))
                 .expect("lease")
                 .is_none()
+        );
+    }
+
+    /// A store holding sweep `a` (variant `v`, seeds 1 and 2) with a seed policy.
+    fn adaptive_store(config: &str) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = Connection::open(dir.path().join("db.sqlite")).expect("open");
+        conn.execute_batch(SCHEMA).expect("schema");
+        add_missing_columns(&conn).expect("columns");
+        let config = JobConfig::from_yaml(config, Path::new("test")).expect("config");
+        let jobs: Vec<JobSpec> = [1, 2]
+            .into_iter()
+            .map(|seed| JobSpec::new("a", "v", &config, seed))
+            .collect();
+        let sweep = NewSweep {
+            name: "a".into(),
+            description: String::new(),
+            seeds: vec![1, 2],
+            metric: "test_acc".into(),
+            baseline: String::new(),
+            seed_policy: Some(SeedPolicy {
+                max: 5,
+                target_ci_halfwidth: 0.5,
+            }),
+            space: Space::default(),
+        };
+        submit(&mut conn, &sweep, &jobs).expect("submit");
+        (dir, conn)
+    }
+
+    fn succeed(conn: &mut Connection, worker: &str, test_acc: f64) -> Option<JobRow> {
+        let job = lease(conn, worker, Duration::from_secs(60)).expect("lease")?;
+        let metrics = RunMetrics {
+            test: Some(sweep_core::metrics::TestMetrics {
+                test_loss: 0.1,
+                test_acc,
+            }),
+            ..RunMetrics::default()
+        };
+        Some(
+            complete(
+                conn,
+                worker,
+                &job.id,
+                job.attempt,
+                &Outcome::Succeeded(metrics),
+            )
+            .expect("complete"),
+        )
+    }
+
+    #[test]
+    fn adaptive_seeds_are_added_while_the_ci_is_wide_and_never_twice() {
+        let (_dir, mut conn) = adaptive_store(CONFIG);
+        let w = worker(&mut conn, "w");
+        succeed(&mut conn, &w, 0.90).expect("first");
+        // One seed of two ended: no decision yet.
+        assert_eq!(jobs(&conn, Some("a")).expect("jobs").len(), 2);
+        succeed(&mut conn, &w, 0.95).expect("second");
+        // A spread of 5 points over two seeds: far above 0.5; up to max (5).
+        let all = jobs(&conn, Some("a")).expect("jobs");
+        assert_eq!(all.len(), 5, "{all:?}");
+        let extra: Vec<u64> = all.iter().skip(2).map(|j| j.seed).collect();
+        let expected: Vec<u64> = (0..3).map(|k| extra_seed("a", &[1, 2], k)).collect();
+        assert_eq!(extra, expected);
+        assert!(extra.iter().all(|s| ![1, 2].contains(s)));
+        // The decision again (as after a crash and restart): nothing new,
+        // because the variant's jobs have not ended, and ids are stable anyway.
+        let tx = conn.transaction().expect("tx");
+        assert!(adapt_seeds(&tx, "a", "v").expect("adapt").is_empty());
+        tx.commit().expect("commit");
+        while succeed(&mut conn, &w, 0.93).is_some() {}
+        let all = jobs(&conn, Some("a")).expect("jobs");
+        assert_eq!(all.len(), 5, "max is a hard bound");
+        assert!(all.iter().all(|j| j.state == JobState::Succeeded));
+        assert_eq!(jobs_per_variant(&conn, "a").expect("count")["v"], 5);
+        // The submission again: its two initial jobs are known, the three
+        // added ones do not make it "a different spec".
+        let config = JobConfig::from_yaml(CONFIG, Path::new("test")).expect("config");
+        let specs: Vec<JobSpec> = [1, 2]
+            .into_iter()
+            .map(|seed| JobSpec::new("a", "v", &config, seed))
+            .collect();
+        let sweep = NewSweep {
+            name: "a".into(),
+            description: String::new(),
+            seeds: vec![1, 2],
+            metric: "test_acc".into(),
+            baseline: String::new(),
+            seed_policy: Some(SeedPolicy {
+                max: 5,
+                target_ci_halfwidth: 0.5,
+            }),
+            space: Space::default(),
+        };
+        assert_eq!(submit(&mut conn, &sweep, &specs).expect("resubmit"), (2, 0));
+    }
+
+    #[test]
+    fn a_narrow_ci_adds_no_seed() {
+        let (_dir, mut conn) = adaptive_store(CONFIG);
+        let w = worker(&mut conn, "w");
+        succeed(&mut conn, &w, 0.9000).expect("first");
+        succeed(&mut conn, &w, 0.9002).expect("second");
+        // Half-width 12.7 × 0.000141 / √2 ≈ 0.13 points: under the 0.5 target.
+        assert_eq!(jobs(&conn, Some("a")).expect("jobs").len(), 2);
+    }
+
+    #[test]
+    fn command_jobs_go_only_to_workers_that_opted_in() {
+        let (_dir, mut conn) = adaptive_store("command: [python3, t.py]\n");
+        let plain = worker(&mut conn, "plain");
+        assert!(
+            lease(&mut conn, &plain, Duration::from_secs(60))
+                .expect("lease")
+                .is_none()
+        );
+        let cmd = worker(&mut conn, "cmd");
+        assert!(
+            lease(&mut conn, &cmd, Duration::from_secs(60))
+                .expect("lease")
+                .is_some()
         );
     }
 }

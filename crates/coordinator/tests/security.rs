@@ -130,7 +130,10 @@ fn one_job_sweep(name: &str, epochs: u32) -> pb::SubmitSweepRequest {
         variants: vec![pb::VariantSpec {
             name: "baseline".into(),
             config_yaml: config_yaml(epochs),
+            swept: Vec::new(),
         }],
+        seed_policy: None,
+        swept_keys: Vec::new(),
     }
 }
 
@@ -143,6 +146,7 @@ async fn register(client: &mut Client, name: &str) -> String {
             device: "cpu".into(),
             threads: 1,
             slots: 1,
+            allow_commands: false,
         })
         .await
         .expect("register")
@@ -1138,7 +1142,8 @@ fn handlers_answer_arbitrary_requests_with_a_sane_status() {
                     host,
                     device,
                     threads,
-                    slots
+                    slots,
+                    allow_commands: false,
                 }
             )),
         (id.clone(), "\\PC{0,8}")
@@ -1160,8 +1165,11 @@ fn handlers_answer_arbitrary_requests_with_a_sane_status() {
                     description: String::new(),
                     variants: vec![pb::VariantSpec {
                         name: variant,
-                        config_yaml: yaml
+                        config_yaml: yaml,
+                        swept: Vec::new(),
                     }],
+                    seed_policy: None,
+                    swept_keys: Vec::new(),
                 }
             )),
     ];

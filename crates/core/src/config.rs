@@ -982,6 +982,41 @@ impl Node {
         }
     }
 
+    /// The items of a sequence node (None for other nodes).
+    pub(crate) fn items(&self) -> Option<&[Node]> {
+        match &self.value {
+            Value::Seq(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// `value` under the dotted `key` (`a.b` gives `{a: {b: value}}`), each
+    /// key placed where `key_at` names the path, so that an error about a key
+    /// (unknown to the schema) points at the line that wrote it.
+    pub(crate) fn nested(key: &str, key_at: &Entry, value: Node) -> Node {
+        let mut node = value;
+        for part in key.rsplit('.').filter(|part| !part.is_empty()) {
+            node = Node {
+                pos: key_at.key_pos.clone(),
+                value: Value::Map(vec![Entry {
+                    key: part.to_string(),
+                    key_pos: key_at.key_pos.clone(),
+                    value: node,
+                }]),
+            };
+        }
+        node
+    }
+
+    /// A number placed where `at` is written (a value drawn from the
+    /// distribution there): errors about it point at that line.
+    pub(crate) fn number_at(value: f64, at: &Node) -> Node {
+        Node {
+            value: Value::Float(value),
+            pos: at.pos.clone(),
+        }
+    }
+
     /// The entries of a mapping node (none for other nodes).
     pub(crate) fn entries(&self) -> &[Entry] {
         match &self.value {

@@ -3,8 +3,11 @@
 //!
 //! # Layout
 //! - [`config`]: the experiment config (YAML), its validation and deep merge.
+//! - [`command`]: command jobs (the user's own program) and [`command::JobConfig`],
+//!   what one job runs.
 //! - [`sweep`]: a sweep spec (base config × variants × seeds) and its expansion
 //!   into jobs with stable ids.
+//! - `space`: `grid:` and `random:` search spaces, expanded into variants.
 //! - [`metrics`]: per-epoch and final metrics of one run, as `metrics.json` holds them.
 //! - [`tensorboard`]: a minimal TensorBoard event-file writer (TFRecord framing).
 //! - [`results`]: mean ± std across seeds, Welch's t-test against the baseline,
@@ -13,10 +16,12 @@
 //! - [`token`]: bearer tokens: loading from files or the environment, never
 //!   printed, compared in constant time.
 
+pub mod command;
 pub mod config;
 pub mod metrics;
 pub mod names;
 pub mod results;
+pub(crate) mod space;
 pub mod sweep;
 pub mod tensorboard;
 pub mod token;

@@ -118,6 +118,18 @@ pub struct VariantSummary {
     /// Two-sided Welch's t-test of test accuracy against the baseline; `None`
     /// where [`welch_t_test`] gives no test, and for the baseline itself.
     pub p_value: Option<f64>,
+    /// The variant's value of each swept key (grid or random sweeps), in the
+    /// order of [`ResultsTable::swept_keys`], as the config writes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub swept: Vec<String>,
+    /// Half-width of the 95% confidence interval of the mean test accuracy
+    /// (a fraction), where there are two seeds or more.
+    #[serde(default)]
+    pub ci_halfwidth: Option<f64>,
+    /// Adaptive seeds: the variant ran `seeds.max` seeds and its CI is still
+    /// wider than the target.
+    #[serde(default)]
+    pub max_seeds_hit: bool,
 }
 
 /// Everything a sweep's results report shows.
@@ -129,6 +141,12 @@ pub struct ResultsTable {
     pub variants: Vec<VariantSummary>,
     /// Jobs not finished yet, so a partial table says so.
     pub pending: usize,
+    /// Keys of a grid or random sweep: one column each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub swept_keys: Vec<String>,
+    /// Adaptive seeds: the target half-width of the 95% CI, in points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ci_halfwidth: Option<f64>,
 }
 
 /// Output format of [`ResultsTable::render`].
@@ -227,7 +245,19 @@ pub fn summarize(
         baseline: baseline.to_string(),
         variants,
         pending,
+        swept_keys: Vec::new(),
+        target_ci_halfwidth: None,
     }
+}
+
+/// Half-width of the two-sided 95% confidence interval of the mean of
+/// `values` (Student's t with n−1 degrees of freedom); `None` below two values.
+pub fn ci95_halfwidth(values: &[f64]) -> Option<f64> {
+    let (_, variance) = mean_and_variance(values)?;
+    let n = values.len() as f64;
+    let t = StudentsT::new(0.0, 1.0, n - 1.0).ok()?.inverse_cdf(0.975);
+    let halfwidth = t * (variance? / n).sqrt();
+    halfwidth.is_finite().then_some(halfwidth)
 }
 
 fn summarize_variant(
@@ -241,6 +271,9 @@ fn summarize_variant(
     let test_acc = MeanStd::of(&test_acc_values)?;
     let baseline_mean = baseline_acc.and_then(MeanStd::of).map(|m| m.mean);
     Some(VariantSummary {
+        swept: Vec::new(),
+        ci_halfwidth: ci95_halfwidth(&test_acc_values),
+        max_seeds_hit: false,
         variant: name.to_string(),
         n: runs.len(),
         test_acc,
@@ -254,7 +287,133 @@ fn summarize_variant(
     })
 }
 
+/// A column [`ResultsTable::sort_by`] can sort on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortKey {
+    Variant,
+    N,
+    TestAcc,
+    Delta,
+    P,
+    BestValAcc,
+    BestEpoch,
+    TrainTime,
+    /// A swept key, by its path (or the last part of it).
+    Swept(String),
+}
+
+impl SortKey {
+    /// Accepts the column names of the CSV output (`test_acc`, `p_value`,
+    /// ...), short forms (`acc`, `p`, `time`) and swept keys.
+    pub fn parse(name: &str) -> SortKey {
+        match name.trim_start_matches('-') {
+            "variant" | "name" => SortKey::Variant,
+            "n" => SortKey::N,
+            "test_acc" | "test" | "acc" => SortKey::TestAcc,
+            "delta" | "delta_test_acc" => SortKey::Delta,
+            "p" | "p_value" => SortKey::P,
+            "best_val_acc" | "val_acc" => SortKey::BestValAcc,
+            "best_epoch" | "epoch" => SortKey::BestEpoch,
+            "train_seconds" | "time" | "train_time" => SortKey::TrainTime,
+            other => SortKey::Swept(other.to_string()),
+        }
+    }
+}
+
+/// `--sort`/`--top` asked for something the table does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cannot sort by {0:?}: not a column of this table (variant, n, test_acc, delta, p, best_val_acc, best_epoch, train_seconds{1})"
+)]
+pub struct UnknownColumn(pub String, pub String);
+
 impl ResultsTable {
+    /// Adds the swept-key columns: `values[variant]` holds the variant's value
+    /// of each of `keys`. Variants not in `values` (named variants) show `—`.
+    pub fn set_swept(&mut self, keys: &[String], values: &BTreeMap<String, Vec<String>>) {
+        self.swept_keys = keys.to_vec();
+        for v in &mut self.variants {
+            v.swept = values
+                .get(&v.variant)
+                .cloned()
+                .unwrap_or_else(|| vec![NOT_APPLICABLE.to_string(); keys.len()]);
+        }
+    }
+
+    /// Marks the variants that ran `max` seeds (`jobs[variant]` counts them,
+    /// failed ones included) with their CI still wider than `target` points.
+    pub fn set_seed_policy(&mut self, max: usize, target: f64, jobs: &BTreeMap<String, usize>) {
+        self.target_ci_halfwidth = Some(target);
+        for v in &mut self.variants {
+            let ran = jobs.get(&v.variant).copied().unwrap_or(v.n);
+            let wide = v.ci_halfwidth.is_none_or(|hw| hw * 100.0 > target);
+            v.max_seeds_hit = ran >= max && wide;
+        }
+    }
+
+    /// Orders the rows by `column` (descending for accuracies, ascending
+    /// otherwise; a leading `-` reverses). The baseline loses its first place.
+    pub fn sort_by(&mut self, column: &str) -> Result<(), UnknownColumn> {
+        let key = SortKey::parse(column);
+        let reverse = column.starts_with('-');
+        let index = match &key {
+            SortKey::Swept(name) => Some(self.swept_index(name).ok_or_else(|| {
+                let swept: String = self.swept_keys.iter().map(|k| format!(", {k}")).collect();
+                UnknownColumn(column.to_string(), swept)
+            })?),
+            _ => None,
+        };
+        let number = |v: &VariantSummary| -> Option<f64> {
+            match &key {
+                SortKey::Variant => None,
+                SortKey::N => Some(v.n as f64),
+                SortKey::TestAcc => Some(-v.test_acc.mean),
+                SortKey::Delta => v.delta_test_acc.map(|d| -d),
+                SortKey::P => v.p_value,
+                SortKey::BestValAcc => Some(-v.best_val_acc.mean),
+                SortKey::BestEpoch => Some(v.best_epoch.mean),
+                SortKey::TrainTime => Some(v.train_seconds.mean),
+                SortKey::Swept(_) => index.and_then(|i| v.swept.get(i)?.parse::<f64>().ok()),
+            }
+        };
+        let text = |v: &VariantSummary| -> String {
+            match index {
+                Some(i) => v.swept.get(i).cloned().unwrap_or_default(),
+                None => v.variant.clone(),
+            }
+        };
+        // Rows without a value (n/a) go last whichever the direction.
+        self.variants.sort_by(|a, b| {
+            let order = match (number(a), number(b)) {
+                (Some(x), Some(y)) => x.total_cmp(&y),
+                (Some(_), None) => return std::cmp::Ordering::Less,
+                (None, Some(_)) => return std::cmp::Ordering::Greater,
+                (None, None) => text(a).cmp(&text(b)),
+            };
+            if reverse { order.reverse() } else { order }
+        });
+        Ok(())
+    }
+
+    /// Keeps the first `n` rows.
+    pub fn truncate(&mut self, n: usize) {
+        self.variants.truncate(n);
+    }
+
+    fn swept_index(&self, name: &str) -> Option<usize> {
+        self.swept_keys.iter().position(|k| k == name).or_else(|| {
+            let mut leaf = self
+                .swept_keys
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.rsplit('.').next() == Some(name));
+            match (leaf.next(), leaf.next()) {
+                (Some((i, _)), None) => Some(i),
+                _ => None,
+            }
+        })
+    }
+
     /// Renders the table; every format ends with a newline.
     pub fn render(&self, format: Format) -> String {
         match format {
@@ -282,26 +441,39 @@ impl ResultsTable {
             })
             // Never measure the terminal: the same table everywhere, and in tests.
             .set_content_arrangement(ContentArrangement::Disabled)
-            .force_no_tty()
-            .set_header(vec![
-                "variant",
-                "n",
+            .force_no_tty();
+        let mut header: Vec<String> = vec!["variant".into()];
+        header.extend(self.swept_keys.iter().cloned());
+        header.extend(
+            [
                 "test acc %",
                 "Δ test (pp)",
                 "p",
                 "best val acc %",
                 "best epoch",
                 "train time (s)",
-            ]);
+            ]
+            .map(String::from),
+        );
+        let swept_columns = self.swept_keys.len();
+        // The n column's index, after the variant and the swept keys.
+        let n_column = 1 + swept_columns;
+        table.set_header(header);
         for v in &self.variants {
             let name = if markdown {
                 v.variant.replace('|', "\\|")
             } else {
                 v.variant.clone()
             };
-            table.add_row(vec![
-                name,
-                v.n.to_string(),
+            let mut row = vec![name];
+            row.extend(v.swept.iter().cloned());
+            row.resize(n_column, NOT_APPLICABLE.to_string());
+            row.extend([
+                if v.max_seeds_hit {
+                    format!("{}*", v.n)
+                } else {
+                    v.n.to_string()
+                },
                 mean_std(v.test_acc, 100.0, 2),
                 v.delta_test_acc.map_or_else(
                     || NOT_APPLICABLE.to_string(),
@@ -313,8 +485,9 @@ impl ResultsTable {
                 mean_std(v.best_epoch, 1.0, 1),
                 mean_std(v.train_seconds, 1.0, 1),
             ]);
+            table.add_row(row);
         }
-        for column in table.column_iter_mut().skip(1) {
+        for column in table.column_iter_mut().skip(n_column) {
             column.set_cell_alignment(CellAlignment::Right);
         }
 
@@ -327,13 +500,31 @@ impl ResultsTable {
             if markdown {
                 out.push('\n');
             }
-            let _ = writeln!(
-                out,
-                "Sweep {}: mean ± sample std (n−1) over seeds; Δ: test acc minus that of \"{}\", in \
-                 points; p: two-sided Welch's t-test vs the baseline; {NOT_APPLICABLE}: n/a.",
-                self.sweep, self.baseline
-            );
-            if !self.variants.iter().any(|v| v.variant == self.baseline) {
+            if self.baseline.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "Sweep {}: mean ± sample std (n−1) over seeds; no baseline, so no Δ or p; \
+                     {NOT_APPLICABLE}: n/a.",
+                    self.sweep
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "Sweep {}: mean ± sample std (n−1) over seeds; Δ: test acc minus that of \"{}\", in \
+                     points; p: two-sided Welch's t-test vs the baseline; {NOT_APPLICABLE}: n/a.",
+                    self.sweep, self.baseline
+                );
+            }
+            if let Some(target) = self.target_ci_halfwidth {
+                let _ = writeln!(
+                    out,
+                    "Seeds were added to each variant until the 95% CI half-width of its mean test acc \
+                     was at most {target} points; *: seeds.max reached first."
+                );
+            }
+            if self.baseline.is_empty() {
+                // No baseline (a grid or random sweep without one): no Δ or p.
+            } else if !self.variants.iter().any(|v| v.variant == self.baseline) {
                 let _ = writeln!(
                     out,
                     "The baseline {:?} has no finished runs yet.",
@@ -352,23 +543,37 @@ impl ResultsTable {
     }
 
     fn render_csv(&self) -> String {
-        let mut out = String::from(
-            "variant,is_baseline,n,test_acc_mean,test_acc_std,best_val_acc_mean,best_val_acc_std,\
-             best_epoch_mean,best_epoch_std,train_seconds_mean,train_seconds_std,delta_test_acc,p_value\n",
+        let mut out = String::from("variant,");
+        for key in &self.swept_keys {
+            out.push_str(&csv_field(key));
+            out.push(',');
+        }
+        out.push_str(
+            "is_baseline,n,test_acc_mean,test_acc_std,best_val_acc_mean,best_val_acc_std,\
+             best_epoch_mean,best_epoch_std,train_seconds_mean,train_seconds_std,delta_test_acc,p_value",
         );
+        let adaptive = self.target_ci_halfwidth.is_some();
+        if adaptive {
+            out.push_str(",ci95_halfwidth,max_seeds_hit");
+        }
+        out.push('\n');
         let opt = |x: Option<f64>| x.map(|x| x.to_string()).unwrap_or_default();
         for v in &self.variants {
-            let mut cells = vec![
-                csv_field(&v.variant),
-                (v.variant == self.baseline).to_string(),
-                v.n.to_string(),
-            ];
+            let mut cells = vec![csv_field(&v.variant)];
+            for i in 0..self.swept_keys.len() {
+                cells.push(csv_field(v.swept.get(i).map_or("", String::as_str)));
+            }
+            cells.extend([(v.variant == self.baseline).to_string(), v.n.to_string()]);
             for m in [v.test_acc, v.best_val_acc, v.best_epoch, v.train_seconds] {
                 cells.push(m.mean.to_string());
                 cells.push(opt(m.std));
             }
             cells.push(opt(v.delta_test_acc));
             cells.push(opt(v.p_value));
+            if adaptive {
+                cells.push(opt(v.ci_halfwidth));
+                cells.push(v.max_seeds_hit.to_string());
+            }
             out.push_str(&cells.join(","));
             out.push('\n');
         }

@@ -49,12 +49,13 @@ fn ablation_sweep_expands_to_seven_variants_over_three_seeds() {
     let jobs = spec.expand();
     assert_eq!(jobs.len(), 21);
     let variant = |name: &str| {
-        &spec
-            .variants
+        spec.variants
             .iter()
             .find(|v| v.name == name)
             .unwrap()
             .config
+            .builtin()
+            .expect("a built-in config")
     };
     assert_eq!(variant("xavier_init").model.init, InitKind::Xavier);
     assert_eq!(variant("no_dropout").model.dropout, 0.0);
@@ -73,7 +74,8 @@ fn quickstart_sweep_is_small() {
     assert_eq!(jobs.len(), spec.variants.len() * 3);
     assert!(
         jobs.iter()
-            .all(|j| j.config.data.subset.is_some() && j.config.training.epochs <= 5)
+            .filter_map(|j| j.config.builtin())
+            .all(|c| c.data.subset.is_some() && c.training.epochs <= 5)
     );
 }
 

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use sweep_core::results::Format;
+use sweep_core::results::{Format, ResultsTable};
 use sweep_core::sweep::SweepSpec;
 use sweep_proto::pb;
 
@@ -24,6 +24,14 @@ pub struct ResultsArgs {
     /// Write the results to this file instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Order the rows by a column: variant, n, test_acc, delta, p,
+    /// best_val_acc, best_epoch, train_seconds, or a swept key (its path or
+    /// last part); accuracies sort best first, a leading '-' reverses.
+    #[arg(long, value_name = "COLUMN", allow_hyphen_values = true)]
+    pub sort: Option<String>,
+    /// Show only the first N rows (after --sort).
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
 }
 
 /// `sweepctl cancel`.
@@ -67,8 +75,14 @@ pub async fn submit(connect: &ConnectArgs, path: PathBuf) -> anyhow::Result<()> 
             .map(|v| pb::VariantSpec {
                 name: v.name.clone(),
                 config_yaml: v.config.to_yaml(),
+                swept: v.swept.clone(),
             })
             .collect(),
+        seed_policy: spec.seed_policy.map(|p| pb::SeedPolicy {
+            max: p.max as u32,
+            target_ci_halfwidth: p.target_ci_halfwidth,
+        }),
+        swept_keys: spec.swept_keys.clone(),
     };
     let mut client = client::connect(connect).await?;
     let what = format!("submitting sweep {}", spec.name);
@@ -154,7 +168,20 @@ pub async fn fetch_results(
 pub async fn results(connect: &ConnectArgs, args: ResultsArgs) -> anyhow::Result<()> {
     let mut client = client::connect(connect).await?;
     let answer = fetch_results(&mut client, connect, &args.sweep, args.format).await?;
-    let mut rendered = answer.rendered;
+    let mut rendered = if args.sort.is_some() || args.top.is_some() {
+        // Reordered here, from the table's JSON form, in any format.
+        let mut table: ResultsTable =
+            serde_json::from_str(&answer.json).context("reading the coordinator's results")?;
+        if let Some(column) = &args.sort {
+            table.sort_by(column)?;
+        }
+        if let Some(n) = args.top {
+            table.truncate(n);
+        }
+        table.render(args.format)
+    } else {
+        answer.rendered
+    };
     if !rendered.ends_with('\n') {
         rendered.push('\n');
     }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use sweep_core::command::JobConfig;
 use sweep_core::config::{DatasetKind, ExperimentConfig};
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::names;
@@ -114,6 +115,13 @@ pub(crate) async fn run(ctx: &Ctx, job: pb::Job) {
 }
 
 async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
+    // A command job (the user's program) runs in its own module.
+    if let Ok(JobConfig::Command(config)) =
+        JobConfig::from_yaml(&job.config_yaml, Path::new("leased config"))
+    {
+        crate::command::run(ctx, job, config, stop).await;
+        return;
+    }
     let (config, run_dir, resume) = match prepare(ctx, job).await {
         Ok(prepared) => prepared,
         Err(PrepareError::Permanent(message)) => {
@@ -261,7 +269,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// A refusal that means this attempt is over (not a transient failure).
-fn is_fenced(status: &Status) -> bool {
+pub(crate) fn is_fenced(status: &Status) -> bool {
     matches!(status.code(), Code::FailedPrecondition | Code::NotFound)
 }
 
@@ -294,19 +302,27 @@ async fn prepare(
     }
 
     let run_dir = crate::local_run_dir(&ctx.config.cache_dir, &job.sweep, &job.variant, job.seed);
-    let checkpoints = run_dir.join("checkpoints");
-    // Whatever a previous attempt left here is not what the coordinator holds.
-    match tokio::fs::remove_dir_all(&checkpoints).await {
+    let resume = download_checkpoints(ctx, job, &run_dir.join("checkpoints")).await?;
+    Ok((config, run_dir, resume))
+}
+
+/// Downloads the checkpoint files the coordinator holds for the job into
+/// `checkpoints` (emptied first: whatever a previous attempt left there is
+/// not what the coordinator holds). Returns whether there were any (resume).
+pub(crate) async fn download_checkpoints(
+    ctx: &Ctx,
+    job: &pb::Job,
+    checkpoints: &Path,
+) -> Result<bool, TransferError> {
+    match tokio::fs::remove_dir_all(checkpoints).await {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(TransferError::Io {
-                path: checkpoints,
+                path: checkpoints.to_path_buf(),
                 source: e,
-            }
-            .into());
+            });
         }
         _ => {}
     }
-    let resume = !job.checkpoints.is_empty();
     for file in &job.checkpoints {
         let request = pb::DownloadArtifactRequest {
             worker_id: ctx.worker_id(),
@@ -321,9 +337,9 @@ async fn prepare(
                 async move { client.download_artifact(arg).await }
             })
             .await?;
-        transfer::receive_files(stream.into_inner(), &checkpoints).await?;
+        transfer::receive_files(stream.into_inner(), checkpoints).await?;
     }
-    Ok((config, run_dir, resume))
+    Ok(!job.checkpoints.is_empty())
 }
 
 /// Fetches the job's dataset into the cache (once) and returns its directory.
@@ -366,7 +382,7 @@ async fn fetch_dataset(
 
 /// ReportEpoch, then each checkpoint file in the trainer's order (the state
 /// file, the commit record, last).
-async fn report_epoch(
+pub(crate) async fn report_epoch(
     ctx: &Ctx,
     job: &pb::Job,
     metrics: EpochMetrics,
@@ -398,7 +414,7 @@ async fn report_epoch(
 }
 
 /// Reports that this attempt failed; `permanent` failures are not retried.
-async fn fail(ctx: &Ctx, job: &pb::Job, message: String, permanent: bool) {
+pub(crate) async fn fail(ctx: &Ctx, job: &pb::Job, message: String, permanent: bool) {
     let failure = pb::Failure { message, permanent };
     complete(
         ctx,
@@ -408,7 +424,7 @@ async fn fail(ctx: &Ctx, job: &pb::Job, message: String, permanent: bool) {
     .await;
 }
 
-async fn complete(ctx: &Ctx, job: &pb::Job, outcome: pb::complete_job_request::Outcome) {
+pub(crate) async fn complete(ctx: &Ctx, job: &pb::Job, outcome: pb::complete_job_request::Outcome) {
     let request = pb::CompleteJobRequest {
         worker_id: ctx.worker_id(),
         job_id: job.job_id.clone(),

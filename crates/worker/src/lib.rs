@@ -6,6 +6,8 @@
 //!   a library function so that the coordinator's `--local-workers` and tests
 //!   run workers in-process.
 //! - `job`: one leased job, from downloading its checkpoints to CompleteJob.
+//! - `command`: a command job, the user's own program run as a child process
+//!   (only on workers started with `--allow-commands`).
 //! - `transfer`: chunked, SHA-256-verified file streams (checkpoints, datasets).
 //!
 //! Training is synchronous libtorch work; it never runs on the async runtime,
@@ -13,6 +15,7 @@
 //! retried with exponential backoff while the coordinator is away, and the
 //! coordinator ingests idempotently, so re-sending is always safe.
 
+mod command;
 mod job;
 mod transfer;
 
@@ -103,6 +106,7 @@ impl WorkerConfig {
             simulate_jobs: None,
             token: None,
             tls_ca: None,
+            allow_commands: false,
         }
     }
 }
@@ -141,7 +145,7 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    fn worker_id(&self) -> String {
+    pub(crate) fn worker_id(&self) -> String {
         self.worker_id
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -292,6 +296,7 @@ async fn register(ctx: &Ctx) -> Result<Option<Duration>, WorkerError> {
         device: ctx.config.device.to_string(),
         threads: ctx.config.threads.unwrap_or(0) as u32,
         slots: ctx.config.slots.max(1) as u32,
+        allow_commands: ctx.config.allow_commands,
     };
     match ctx
         .retry("register", || {

@@ -41,6 +41,12 @@ struct Args {
     /// Connect with TLS, trusting this CA certificate (PEM; `sweepctl certs` makes one).
     #[arg(long, env = "SWEEP_TLS_CA", value_name = "PEM")]
     tls_ca: Option<PathBuf>,
+    /// Run command jobs: programs that a sweep's configs name (`command:`),
+    /// run as this worker's user. Whoever holds the coordinator's admin token
+    /// can then run code on this machine; without this flag the coordinator
+    /// never leases such a job here.
+    #[arg(long)]
+    allow_commands: bool,
 }
 
 #[tokio::main]
@@ -61,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
     config.device = args.device;
     config.threads = args.threads;
     config.slots = args.slots;
+    config.allow_commands = args.allow_commands;
     config.simulate_jobs = args
         .simulate_job_seconds
         .map(std::time::Duration::from_secs_f64);
