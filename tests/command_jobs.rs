@@ -471,3 +471,121 @@ async fn a_lost_worker_resumes_on_another_from_the_checkpoint() {
     assert_eq!(epochs, [1, 2]);
     cluster.finish().await;
 }
+
+/// PYTHONPATH that makes `torch` importable: the parent of the libtorch
+/// directory that the Makefile exports as LIBTORCH (from scripts/libtorch.sh;
+/// `make bench-throughput` uses it the same way). None when python3 cannot
+/// import torch from there.
+fn torch_pythonpath() -> Option<PathBuf> {
+    let libtorch = PathBuf::from(std::env::var_os("LIBTORCH")?);
+    let site = libtorch.parent()?.to_path_buf();
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import torch"])
+        .env("PYTHONPATH", &site)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(site)
+}
+
+/// examples/pytorch/smoke.yaml for real: the original PyTorch trainer as a
+/// command job beside the built-in trainer, one epoch on 2,000 samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pytorch_example_runs_as_a_command_job() {
+    let Some(pythonpath) = torch_pythonpath() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "torch is not importable by python3 from $LIBTORCH/..; CI=true forbids skipping"
+        );
+        eprintln!("SKIP: python3 cannot import torch from $LIBTORCH/.. (run through `make test`)");
+        return;
+    };
+    let repo = sweep_e2e::repo_root();
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut config = CoordinatorConfig::new(root.path().join("runs"));
+    config.sweep = Some(repo.join("examples/pytorch/smoke.yaml"));
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let shutdown = CancellationToken::new();
+    let coordinator = sweep_coordinator::start(config, shutdown.clone())
+        .await
+        .expect("start");
+    let addr = coordinator.addr.to_string();
+    let served = tokio::spawn(async move { coordinator.wait().await.expect("coordinator") });
+    // A real worker process, started where the example's relative paths
+    // (the program, ./data/mnist) hold: the repository root.
+    let mut worker =
+        tokio::process::Command::new(sweep_e2e::release_bin_dir().join("sweep-worker"))
+            .args([
+                "--connect",
+                &addr,
+                "--allow-commands",
+                "--threads",
+                "1",
+                "--name",
+                "torch",
+            ])
+            .arg("--cache-dir")
+            .arg(root.path().join("cache"))
+            .current_dir(&repo)
+            .env("PYTHONPATH", &pythonpath)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sweep-worker (built by `make build`)");
+    let mut client = CoordinatorClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        let status = client
+            .get_status(pb::GetStatusRequest::default())
+            .await
+            .expect("status")
+            .into_inner();
+        if done(&status) {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for job in &status.jobs {
+        assert_eq!(job.state, "succeeded", "{job:#?}");
+        let test = job.test.expect("test metrics");
+        // One epoch on 1,600 images: far above chance (10%), below perfect.
+        assert!((0.5..1.0).contains(&test.test_acc), "{job:#?}");
+    }
+    let torch = status
+        .jobs
+        .iter()
+        .find(|j| j.variant == "pytorch")
+        .expect("pytorch job");
+    let run_dir = root.path().join("runs/pytorch_smoke/pytorch/seed-1");
+    for file in [
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "metrics.json",
+        "output.log",
+    ] {
+        assert!(
+            run_dir.join(file).is_file(),
+            "{file} missing in {}",
+            run_dir.display()
+        );
+    }
+    let events = client
+        .get_job_logs(pb::GetJobLogsRequest {
+            job_id: torch.job_id.clone(),
+        })
+        .await
+        .expect("logs")
+        .into_inner()
+        .events;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "stdout" && e.message.contains("test acc")),
+        "{events:#?}"
+    );
+    worker.start_kill().expect("kill worker");
+    let _ = worker.wait().await;
+    shutdown.cancel();
+    served.await.expect("join");
+}

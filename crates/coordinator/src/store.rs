@@ -569,10 +569,14 @@ pub fn adapt_seeds(tx: &Connection, sweep: &str, variant: &str) -> Result<Vec<St
     Ok(added)
 }
 
-/// Jobs per variant of a sweep, whatever their state (the seeds each ran or runs).
+/// Ended jobs per variant of a sweep (the seeds each has run, failed ones
+/// included): a variant counts as having used up `seeds.max` only once they
+/// have all ended.
 pub fn jobs_per_variant(conn: &Connection, sweep: &str) -> Result<BTreeMap<String, usize>> {
-    let mut stmt =
-        conn.prepare("SELECT variant, COUNT(*) FROM jobs WHERE sweep = ?1 GROUP BY variant")?;
+    let mut stmt = conn.prepare(
+        "SELECT variant, COUNT(*) FROM jobs WHERE sweep = ?1 \
+         AND state IN ('succeeded', 'failed', 'cancelled') GROUP BY variant",
+    )?;
     let rows = stmt
         .query_map([sweep], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize))

@@ -840,4 +840,86 @@ mod tests {
         );
         assert_eq!(table.render(Format::Csv).lines().count(), 1);
     }
+
+    #[test]
+    fn swept_columns_sort_top_and_max_seed_marks() {
+        let runs = [
+            outcome("lr-0.01", 1, 0.90),
+            outcome("lr-0.01", 2, 0.96),
+            outcome("lr-0.001", 1, 0.970),
+            outcome("lr-0.001", 2, 0.971),
+            outcome("lr-0.1", 1, 0.50),
+            outcome("lr-0.1", 2, 0.52),
+        ];
+        let mut table = summarize("g", "", &runs, 0);
+        let values: BTreeMap<String, Vec<String>> = [
+            ("lr-0.01", "0.01"),
+            ("lr-0.001", "0.001"),
+            ("lr-0.1", "0.1"),
+        ]
+        .into_iter()
+        .map(|(name, v)| (name.to_string(), vec![v.to_string()]))
+        .collect();
+        table.set_swept(&["training.learning_rate".to_string()], &values);
+        let jobs: BTreeMap<String, usize> = [("lr-0.01", 2), ("lr-0.001", 2), ("lr-0.1", 1)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        table.set_seed_policy(2, 1.0, &jobs);
+        let marks: Vec<(&str, bool)> = table
+            .variants
+            .iter()
+            .map(|v| (v.variant.as_str(), v.max_seeds_hit))
+            .collect();
+        // 0.01: ±38 points after its 2 (max) seeds; 0.001: ±0.6; 0.1: one seed ended.
+        assert_eq!(
+            marks,
+            [("lr-0.001", false), ("lr-0.01", true), ("lr-0.1", false)]
+        );
+
+        table.sort_by("test_acc").expect("sort");
+        let order: Vec<&str> = table.variants.iter().map(|v| v.variant.as_str()).collect();
+        assert_eq!(order, ["lr-0.001", "lr-0.01", "lr-0.1"]);
+        table
+            .sort_by("learning_rate")
+            .expect("by the key's last part");
+        let order: Vec<&str> = table.variants.iter().map(|v| v.swept[0].as_str()).collect();
+        assert_eq!(order, ["0.001", "0.01", "0.1"]);
+        table.sort_by("-training.learning_rate").expect("reversed");
+        assert_eq!(table.variants[0].swept[0], "0.1");
+        assert!(
+            table
+                .sort_by("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("training.learning_rate")
+        );
+        table.truncate(2);
+
+        let text = table.render(Format::Table);
+        assert!(text.contains("training.learning_rate"), "{text}");
+        assert!(text.contains(" 2* "), "{text}");
+        assert!(text.contains("no baseline"), "{text}");
+        assert!(text.contains("*: seeds.max reached first"), "{text}");
+        let csv = table.render(Format::Csv);
+        assert!(
+            csv.starts_with("variant,training.learning_rate,is_baseline,n,")
+                && csv
+                    .lines()
+                    .next()
+                    .is_some_and(|h| h.ends_with(",ci95_halfwidth,max_seeds_hit")),
+            "{csv}"
+        );
+        assert_eq!(csv.lines().count(), 3);
+        let back: ResultsTable = serde_json::from_str(&table.render(Format::Json)).expect("json");
+        assert_eq!(back, table);
+    }
+
+    #[test]
+    fn ci95_halfwidth_by_hand() {
+        // n = 3, s = 0.01: t(0.975, 2) = 4.302653 → 4.302653 × 0.01 / √3.
+        let hw = ci95_halfwidth(&[0.90, 0.91, 0.92]).expect("hw");
+        assert!((hw - 0.024841).abs() < 1e-6, "{hw}");
+        assert_eq!(ci95_halfwidth(&[0.9]), None);
+    }
 }

@@ -93,3 +93,35 @@ fn cnn_jobs_are_estimated_costlier_than_fc_jobs() {
     let ratio = cost("cnn") / cost("baseline");
     assert!((10.0..30.0).contains(&ratio), "CNN/FC cost ratio {ratio}");
 }
+
+/// examples/pytorch: the PyTorch trainer as a command job beside the built-in
+/// one, on the same config (the command keys apart) and seeds.
+#[test]
+fn pytorch_examples_compare_like_with_like() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pytorch");
+    for sweep in [examples.join("compare"), examples.join("smoke.yaml")] {
+        let spec = SweepSpec::load(&sweep).unwrap();
+        let names: Vec<&str> = spec.variants.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["rust", "pytorch"], "{}", sweep.display());
+        let rust = spec.variants[0].config.builtin().expect("built-in");
+        let sweep_core::command::JobConfig::Command(torch) = &spec.variants[1].config else {
+            panic!("the pytorch variant is not a command job");
+        };
+        assert_eq!(torch.command[..2], ["python3", "examples/pytorch/train.py"]);
+        // Every key of the built-in config reaches the program with its value.
+        let rust_values: serde_json::Value = serde_saphyr::from_str(&rust.to_yaml()).expect("yaml");
+        for key in [
+            "model.hidden_sizes",
+            "model.dropout",
+            "training.learning_rate",
+            "training.epochs",
+            "data.batch_size",
+        ] {
+            let mut expected = &rust_values;
+            for part in key.split('.') {
+                expected = &expected[part];
+            }
+            assert_eq!(torch.lookup(key), Some(expected), "{key}");
+        }
+    }
+}
