@@ -82,7 +82,7 @@ impl Cluster {
                 "PROGRAM",
                 &root.path().join("program.py").display().to_string(),
             )
-            .replace("OUT", &root.path().join("out").display().to_string());
+            .replace("OUT_DIR", &root.path().join("out").display().to_string());
         std::fs::write(root.path().join("base.yaml"), base).expect("base");
         let sweep = root.path().join("sweep.yaml");
         std::fs::write(&sweep, sweep_yaml).expect("sweep");
@@ -192,7 +192,7 @@ impl Cluster {
 fn base(mode: &str) -> String {
     format!(
         "command: [python3, PROGRAM, --lr, \"{{training.learning_rate}}\", --config, \"{{config_path}}\"]\n\
-         env: {{MODE: {mode}, OUT: OUT}}\n\
+         env: {{MODE: {mode}, OUT: \"OUT_DIR\"}}\n\
          training: {{learning_rate: 0.005, epochs: 2, anything: [1, 2]}}\n"
     )
 }
@@ -269,13 +269,12 @@ async fn command_jobs_run_only_on_workers_that_opted_in() {
         })
         .collect();
     // test_acc = 100 × lr, the placeholder's value as the program got it.
-    assert_eq!(
-        means,
-        [
-            ("baseline".to_string(), 0.5, 2),
-            ("fast".to_string(), 0.9, 2)
-        ]
-    );
+    let expected = [("baseline", 0.5, 2), ("fast", 0.9, 2)];
+    assert_eq!(means.len(), expected.len(), "{means:?}");
+    for ((name, mean, n), (want_name, want_mean, want_n)) in means.iter().zip(expected) {
+        assert_eq!((name.as_str(), *n), (want_name, want_n), "{means:?}");
+        assert!((mean - want_mean).abs() < 1e-9, "{means:?}");
+    }
 
     for job in &status.jobs {
         let events = cluster.logs(&job.job_id).await;

@@ -446,6 +446,7 @@ impl ResultsTable {
         header.extend(self.swept_keys.iter().cloned());
         header.extend(
             [
+                "n",
                 "test acc %",
                 "Δ test (pp)",
                 "p",
@@ -897,7 +898,17 @@ mod tests {
         table.truncate(2);
 
         let text = table.render(Format::Table);
-        assert!(text.contains("training.learning_rate"), "{text}");
+        let header = text.lines().nth(1).expect("header line");
+        let cells: Vec<&str> = header
+            .split(['│', '┆'])
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            cells[..4],
+            ["variant", "training.learning_rate", "n", "test acc %"],
+            "{text}"
+        );
         assert!(text.contains(" 2* "), "{text}");
         assert!(text.contains("no baseline"), "{text}");
         assert!(text.contains("*: seeds.max reached first"), "{text}");

@@ -92,6 +92,9 @@ pub struct WorkerConfig {
     /// Verify the coordinator's TLS certificate against this CA (PEM); the
     /// connection then uses TLS.
     pub tls_ca: Option<PathBuf>,
+    /// Run command jobs (`command:` configs): programs named by whoever
+    /// submits a sweep, run as this worker's user. Off unless asked for.
+    pub allow_commands: bool,
 }
 
 impl WorkerConfig {
