@@ -364,7 +364,7 @@ async fn a_crash_and_a_malformed_line_fail_the_job_with_the_reason() {
 fn pid_alive(pid: i32) -> bool {
     // /proc/<pid> goes when the process has been reaped; a zombie is dead too.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"))
+        .is_ok_and(|stat| stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"))
 }
 
 async fn wait_for_file(path: &Path) -> String {

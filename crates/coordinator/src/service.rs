@@ -820,9 +820,10 @@ impl Coordinator for Service {
             Some(p) => {
                 let max = p.max as usize;
                 let target = p.target_ci_halfwidth;
-                if !(req.seeds.len().max(2)..=MAX_ADAPTIVE_SEEDS).contains(&max)
-                    || !(target.is_finite() && target > 0.0)
-                {
+                let valid = (req.seeds.len().max(2)..=MAX_ADAPTIVE_SEEDS).contains(&max)
+                    && target.is_finite()
+                    && target > 0.0;
+                if !valid {
                     return Err(CoordinatorError::InvalidArgument(format!(
                         "seed_policy: max must be in [max(2, seeds), {MAX_ADAPTIVE_SEEDS}] and the target a number > 0, got {max} and {target}"
                     ))

@@ -345,10 +345,11 @@ impl<'a> Execution<'a> {
                     None => output_open = false,
                 },
                 _ = tick.tick() => {
-                    if terminating.is_none() && failure.is_none() {
-                        if let Err(err) = self.poll_metrics(false).await {
-                            failure = Some(err);
-                        }
+                    if terminating.is_none()
+                        && failure.is_none()
+                        && let Err(err) = self.poll_metrics(false).await
+                    {
+                        failure = Some(err);
                     }
                     if last_flush.elapsed() >= LOG_FLUSH_INTERVAL {
                         self.flush_log().await;
@@ -384,10 +385,11 @@ impl<'a> Execution<'a> {
         }
         signal_group(self.pgid, libc::SIGKILL);
 
-        if failure.is_none() && terminating.is_none() {
-            if let Err(err) = self.poll_metrics(true).await {
-                failure = Some(err);
-            }
+        if failure.is_none()
+            && terminating.is_none()
+            && let Err(err) = self.poll_metrics(true).await
+        {
+            failure = Some(err);
         }
         self.flush_log().await;
         if let Some((message, permanent)) = failure {
