@@ -2,7 +2,9 @@
 //! that every process (trainer, worker, coordinator, sweepctl) shares them.
 //!
 //! # Layout
-//! - [`config`]: the experiment config (YAML), its validation and deep merge.
+//! - [`config`]: the experiment config (YAML): its schema and its validation.
+//! - [`yaml`]: located YAML trees (file, line, key path of every value) and
+//!   their deep merge, under both config and sweep files.
 //! - [`sweep`]: a sweep spec (base config × variants × seeds) and its expansion
 //!   into jobs with stable ids.
 //! - [`metrics`]: per-epoch and final metrics of one run, as `metrics.json` holds them.
@@ -20,3 +22,4 @@ pub mod results;
 pub mod sweep;
 pub mod tensorboard;
 pub mod token;
+pub mod yaml;

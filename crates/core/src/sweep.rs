@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{self, ConfigError, ExperimentConfig, ModelKind, Node, SourceLocation};
+use crate::config::{ConfigError, ExperimentConfig, ModelKind, SourceLocation};
 use crate::names::{self, NameError};
+use crate::yaml::{self, Node};
 
 /// File name of the spec in the directory form.
 pub const SWEEP_FILE: &str = "sweep.yaml";
@@ -186,7 +187,7 @@ impl SweepSpec {
                 dir: path.to_path_buf(),
             });
         }
-        let mut tree = config::parse_yaml(&config::read_file(&sweep_path)?, &sweep_path)?;
+        let mut tree = yaml::parse_yaml(&yaml::read_file(&sweep_path)?, &sweep_path)?;
         let file: SweepFile = tree.deserialize()?;
 
         names::validate("sweep name", &file.name).map_err(|source| SweepError::BadName {
@@ -226,7 +227,7 @@ impl SweepSpec {
                 .into());
             }
         };
-        let base = config::parse_yaml(&base_text, &base_path)?;
+        let base = yaml::parse_yaml(&base_text, &base_path)?;
 
         let mut overlays = inline_overlays(&mut tree)?;
         if is_dir {
@@ -418,7 +419,7 @@ fn directory_overlays(dir: &Path, base_path: &Path) -> Result<Vec<Overlay>, Swee
             location: location.clone(),
             source,
         })?;
-        let tree = config::parse_yaml(&config::read_file(&path)?, &path)?;
+        let tree = yaml::parse_yaml(&yaml::read_file(&path)?, &path)?;
         overlays.push(Overlay {
             name,
             location,
