@@ -1,0 +1,169 @@
+//! One drawing code, two outputs: every figure of the crate implements
+//! [`Figure`] once, generic over plotters' backends, and [`svg`] / [`png`]
+//! render it as an SVG string (for the HTML report and the dashboard) or as PNG
+//! bytes (for files a person opens or a paper includes).
+//!
+//! Text is measured with a font bundled into the binary (DejaVu Sans, see
+//! `assets/DejaVuSans-LICENSE.txt`), so rendering needs no fontconfig, no
+//! freetype and no fonts installed on the machine; in SVG the text stays text
+//! (`font-family: sans-serif`), so it is sharp and searchable.
+
+use std::io::Cursor;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+/// Family name figures ask for; the bundled font is registered under it.
+pub const FONT: &str = "sans-serif";
+
+static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+/// Registers the bundled font with plotters (once per process).
+pub(crate) fn ensure_font() {
+    REGISTER.call_once(|| {
+        // The font is compiled in and known to parse; a failure here is a
+        // broken build, which the crate's tests catch.
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            if plotters::style::register_font(FONT, style, FONT_BYTES).is_err() {
+                panic!("the bundled DejaVuSans.ttf does not parse");
+            }
+        }
+    });
+}
+
+/// A drawing failed (a backend error, or an image that could not be encoded).
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    #[error("drawing {figure}: {message}")]
+    Draw {
+        figure: &'static str,
+        message: String,
+    },
+    #[error("encoding {figure} as PNG: {source}")]
+    Png {
+        figure: &'static str,
+        #[source]
+        source: image::ImageError,
+    },
+    #[error("{figure}: {message}")]
+    Input {
+        figure: &'static str,
+        message: String,
+    },
+}
+
+/// The result of drawing onto one backend.
+pub type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// A figure that can be drawn on any plotters backend.
+pub trait Figure {
+    /// What the figure is, for error messages ("learning curves", ...).
+    const KIND: &'static str;
+    /// Width and height in pixels (SVG user units).
+    fn size(&self) -> (u32, u32);
+    /// Checks the input before any drawing (an empty chart, ragged data).
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Draws the whole figure onto `area`, which has [`Figure::size`].
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
+}
+
+fn check<F: Figure>(figure: &F) -> Result<(), ChartError> {
+    figure.validate().map_err(|message| ChartError::Input {
+        figure: F::KIND,
+        message,
+    })
+}
+
+/// Renders `figure` as a standalone SVG document (an `<svg>` element with
+/// width, height and viewBox), fit for inlining into HTML.
+pub fn svg<F: Figure>(figure: &F) -> Result<String, ChartError> {
+    ensure_font();
+    check(figure)?;
+    let mut out = String::new();
+    {
+        let area = SVGBackend::with_string(&mut out, figure.size()).into_drawing_area();
+        let drawn = figure.draw(&area).and_then(|()| area.present());
+        drawn.map_err(|e| ChartError::Draw {
+            figure: F::KIND,
+            message: e.to_string(),
+        })?;
+    }
+    Ok(out)
+}
+
+/// Renders `figure` as PNG bytes (8-bit RGB).
+pub fn png<F: Figure>(figure: &F) -> Result<Vec<u8>, ChartError> {
+    ensure_font();
+    check(figure)?;
+    let (w, h) = figure.size();
+    let mut pixels = vec![255u8; w as usize * h as usize * 3];
+    {
+        let area = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
+        let drawn = figure.draw(&area).and_then(|()| area.present());
+        drawn.map_err(|e| ChartError::Draw {
+            figure: F::KIND,
+            message: e.to_string(),
+        })?;
+    }
+    encode_png(F::KIND, w, h, pixels)
+}
+
+/// Encodes an RGB buffer of `w × h` pixels as PNG.
+pub(crate) fn encode_png(
+    figure: &'static str,
+    w: u32,
+    h: u32,
+    pixels: Vec<u8>,
+) -> Result<Vec<u8>, ChartError> {
+    let image = image::RgbImage::from_raw(w, h, pixels).ok_or_else(|| ChartError::Input {
+        figure,
+        message: format!("pixel buffer does not hold {w}×{h} RGB pixels"),
+    })?;
+    let mut bytes = Cursor::new(Vec::new());
+    image
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .map_err(|source| ChartError::Png { figure, source })?;
+    Ok(bytes.into_inner())
+}
+
+/// A colour-blind-safe qualitative palette (Okabe & Ito), black last so the
+/// first colours go to the first series; repeats after eight.
+pub fn palette(i: usize) -> RGBColor {
+    const COLORS: [RGBColor; 8] = [
+        RGBColor(0, 114, 178),   // blue
+        RGBColor(230, 159, 0),   // orange
+        RGBColor(0, 158, 115),   // bluish green
+        RGBColor(204, 121, 167), // reddish purple
+        RGBColor(86, 180, 233),  // sky blue
+        RGBColor(213, 94, 0),    // vermillion
+        RGBColor(240, 228, 66),  // yellow
+        RGBColor(0, 0, 0),       // black
+    ];
+    COLORS[i % COLORS.len()]
+}
+
+/// Width in pixels of `text` at `size` in the bundled font (for layout).
+pub(crate) fn text_width(text: &str, size: f64) -> u32 {
+    ensure_font();
+    let font: FontDesc = (FONT, size).into_font();
+    font.box_size(text).map_or_else(
+        |_| (text.chars().count() as f64 * size * 0.6) as u32,
+        |(w, _)| w,
+    )
+}
+
+/// Tick labels with as many decimals as the axis span needs.
+pub(crate) fn tick_decimals(span: f64) -> usize {
+    match span {
+        s if s >= 20.0 => 0,
+        s if s >= 2.0 => 1,
+        s if s >= 0.2 => 2,
+        s if s >= 0.02 => 3,
+        _ => 4,
+    }
+}
