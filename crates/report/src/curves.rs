@@ -133,7 +133,7 @@ pub fn curves_png(chart: &CurveChart) -> Result<Vec<u8>, ChartError> {
 
 const LEGEND_LINE: i32 = 26;
 const LEGEND_ROW: i32 = 22;
-const TEXT: f64 = 15.0;
+const TEXT: f64 = figure::LABEL_SIZE;
 
 impl CurveChart {
     fn stats(&self) -> Vec<Vec<EpochStat>> {
@@ -225,7 +225,7 @@ impl Figure for CurveChart {
         let (plot_area, legend_area) = area.split_horizontally(w - self.legend_width());
         let decimals = figure::tick_decimals(y1 - y0);
         let mut chart = ChartBuilder::on(&plot_area)
-            .caption(&self.title, (FONT, 18).into_font())
+            .caption(&self.title, (FONT, figure::TITLE_SIZE).into_font())
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(64)
@@ -235,7 +235,7 @@ impl Figure for CurveChart {
             .x_desc(&self.x_label)
             .y_desc(&self.y_label)
             .axis_desc_style((FONT, TEXT))
-            .label_style((FONT, 13))
+            .label_style((FONT, figure::TICK_SIZE))
             .x_labels(max_epoch.min(12) as usize)
             .y_labels(8)
             .y_label_formatter(&|v| format!("{v:.decimals$}"))
