@@ -210,7 +210,7 @@ fn curve_series(data: &SweepData, variant: &str, metric: Metric) -> Series {
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}\
 h1{font-size:1.7em;margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}h3{margin-top:1.6em}\
-table{border-collapse:collapse;margin:.8em 0;font-variant-numeric:tabular-nums}th,td{padding:.3em .7em;border-bottom:1px solid #e4e4e4;text-align:right}\
+table{border-collapse:collapse;margin:.8em 0;font-variant-numeric:tabular-nums}th,td{padding:.3em .7em;white-space:nowrap;border-bottom:1px solid #e4e4e4;text-align:right}\
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.base{font-weight:600}\
 svg{max-width:100%;height:auto}.grid{display:flex;flex-wrap:wrap;gap:12px}.grid>figure{margin:0;flex:1 1 360px}\
 figure{margin:1em 0}figcaption{color:#555;font-size:.9em}.meta{color:#555}.problems{background:#fff6e5;border:1px solid #f0c36d;padding:.6em 1em}\
@@ -331,15 +331,31 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
         chart.size = (980, 460);
         let _ = writeln!(html, "<figure>{}</figure>", figure::svg(&chart)?);
     }
-    html.push_str("<h3>Each variant with its seeds</h3>\n");
+    html.push_str("<h3>Each variant with its seeds</h3>\n<p class=\"note\">Faint lines: one seed each; the same y axis for every variant.</p>\n");
     for metric in CURVES {
         let _ = writeln!(html, "<h4>{}</h4>\n<div class=\"grid\">", metric.title);
-        for v in &variants {
-            let series = curve_series(data, v, metric);
+        let all: Vec<Series> = variants
+            .iter()
+            .map(|v| curve_series(data, v, metric))
+            .collect();
+        let (lo, hi) = all
+            .iter()
+            .flat_map(|s| s.seeds.iter().flatten())
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+                (l.min(*v), h.max(*v))
+            });
+        let pad = 0.05 * (hi - lo).max(1e-9);
+        for series in all {
             let n = series.seeds.len();
-            let mut chart =
-                CurveChart::new(format!("{v} ({n} seeds)"), metric.y_label, vec![series]);
+            let title = format!(
+                "{} ({n} seed{})",
+                series.name,
+                if n == 1 { "" } else { "s" }
+            );
+            let mut chart = CurveChart::new(title, metric.y_label, vec![series]);
             chart.size = (560, 330);
+            chart.y_range = Some((lo - pad, hi + pad));
             let _ = writeln!(html, "<figure>{}</figure>", figure::svg(&chart)?);
         }
         html.push_str("</div>\n");

@@ -220,7 +220,11 @@ pub fn cluster_failures(
     let reduced: Array2<f64> = pca.predict(embeddings);
     let centered = embeddings - &embeddings.mean_axis(Axis(0)).unwrap_or_default();
     let total: f64 = centered.iter().map(|v| v * v).sum();
-    let kept: f64 = pca.singular_values().iter().map(|s| s * s).sum();
+    // The variance the projection keeps, measured on the projection itself.
+    let kept: f64 = (&reduced - &reduced.mean_axis(Axis(0)).unwrap_or_default())
+        .iter()
+        .map(|v| v * v)
+        .sum();
     let explained = if total > 0.0 {
         (kept / total).min(1.0)
     } else {
