@@ -121,7 +121,11 @@ fn clustering_is_deterministic_for_a_seed_and_keeps_blobs_apart() {
     // Largest first, numbered from 1.
     assert!(a.clusters.windows(2).all(|w| w[0].size >= w[1].size));
     assert_eq!(a.clusters[0].id, 1);
-    assert!(a.explained_variance > 0.9, "{}", a.explained_variance);
+    assert!(
+        a.explained_variance > 0.5 && a.explained_variance <= 1.0,
+        "{}",
+        a.explained_variance
+    );
     // Too few failures: no clustering.
     let few = cluster_failures(
         &data.slice(ndarray::s![..4, ..]).to_owned(),
