@@ -567,8 +567,8 @@ pub fn analyze(
                     let shown = ACTIVATION_CHANNELS.min(channels);
                     let values = to_f32(&maps)?;
                     let mut tiles = Vec::new();
-                    for s in 0..samples {
-                        let input = digit(s, format!("input ({})", labels[s]));
+                    for (s, label) in labels.iter().enumerate().take(samples) {
+                        let input = digit(s, format!("input ({label})"));
                         tiles.push(Tile {
                             width: 28,
                             height: 28,

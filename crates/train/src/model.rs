@@ -250,7 +250,7 @@ impl ScratchFc {
                     h.rand_like().lt(keep).to_kind(Kind::Float) / keep
                 });
                 if let Some(mask) = &mask {
-                    h = h * mask;
+                    h *= mask;
                 }
                 fwd.dropout_masks.push(mask);
                 x = h;
@@ -305,7 +305,7 @@ impl ScratchFc {
                 // Back through the layer below's dropout and ReLU.
                 let mut grad_in = grad_out.matmul(w);
                 if let Some(mask) = &fwd.dropout_masks[i - 1] {
-                    grad_in = grad_in * mask;
+                    grad_in *= mask;
                 }
                 grad_out = grad_in * fwd.pre_activations[i - 1].gt(0.0).to_kind(Kind::Float);
             }
