@@ -747,7 +747,7 @@ async fn stale_attempts_and_expired_leases_cannot_touch_the_result() {
         .await
         .expect("heartbeat")
         .into_inner();
-    assert_eq!(hb.lost, [job.job_id.clone()]);
+    assert_eq!(hb.lost, std::slice::from_ref(&job.job_id));
 
     // The second worker finishes; the first's late completion changes nothing.
     second

@@ -20,9 +20,8 @@ fn mnist_dir() -> PathBuf {
 }
 
 fn config(yaml: &str) -> ExperimentConfig {
-    let base = format!(
-        "name: sanity\ntraining: {{threads: 1, device: cpu}}\nlogging: {{tensorboard: true}}\n"
-    );
+    let base = "name: sanity\ntraining: {threads: 1, device: cpu}\nlogging: {tensorboard: true}\n"
+        .to_string();
     ExperimentConfig::from_layers(&[
         ("base.yaml".into(), base),
         ("test.yaml".into(), yaml.to_string()),
