@@ -16,7 +16,7 @@ CARGO ?= cargo
 PROFILE := --release
 BIN := target/release
 
-.PHONY: build demo test lint test-deps images bench bench-throughput clean-runs
+.PHONY: build demo test lint test-deps images bench bench-throughput clean-runs dist
 
 build:
 	$(CARGO) build $(PROFILE) --workspace --bins
@@ -58,3 +58,13 @@ bench-throughput: build
 
 clean-runs:
 	rm -rf runs
+
+# The installable worker: dist/sweeprun-<version>-py3-none-linux_x86_64.whl, a
+# wheel that depends on torch==2.13.0 and runs the release binaries with the
+# installed torch's libtorch (see deploy/colab/README.md). Needs patchelf
+# (apt-get install patchelf).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+dist: build
+	python3 deploy/dist/build-wheel.py --bin-dir $(BIN) --out dist --version $(VERSION) \
+		--commit $$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+
