@@ -161,6 +161,8 @@ async fn two_local_workers_run_a_sweep_exactly_once() {
         .into_inner();
     assert_eq!(results.rendered, csv);
 
+    check_report(&state_dir.join("tiny")).await;
+
     // A stale attempt cannot commit a second result, and the state stays.
     let job = &status.jobs[0];
     let intruder = client
@@ -259,4 +261,76 @@ async fn two_local_workers_run_a_sweep_exactly_once() {
         .expect("clean shutdown")
         .expect("join")
         .expect("coordinator");
+}
+
+/// The end of a sweep as a user finds it: every run analysed on its worker
+/// and uploaded, and `report/` written: an HTML page with one SVG per chart
+/// that references nothing outside itself, the Markdown with the results
+/// table as `sweepctl results` prints it, and the TensorBoard seed averages.
+async fn check_report(sweep_dir: &Path) {
+    let html_path = sweep_dir.join("report/index.html");
+    // Written right after the results; give it a moment.
+    for _ in 0..300 {
+        if html_path.is_file() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let html = std::fs::read_to_string(&html_path).expect("report/index.html");
+    for variant in ["baseline", "no_dropout"] {
+        for seed in [1, 2] {
+            let analysis = sweep_dir
+                .join(variant)
+                .join(format!("seed-{seed}/analysis"));
+            for file in [
+                "summary.json",
+                "predictions.safetensors",
+                "confusion_counts.png",
+                "confusion_normalized.svg",
+                "top_failures.png",
+                "accuracy_curves.png",
+                "fc1_weights.png",
+            ] {
+                assert!(
+                    analysis.join(file).is_file(),
+                    "{} missing",
+                    analysis.join(file).display()
+                );
+            }
+        }
+        let aggregate = sweep_dir.join("_aggregate").join(variant);
+        let events = std::fs::read_dir(&aggregate)
+            .expect("_aggregate/<variant>")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains("tfevents"))
+            .count();
+        assert_eq!(events, 1, "{}", aggregate.display());
+    }
+    // One SVG per chart: per-seed dots, 3 curve charts of all variants, 3
+    // small ones per variant, one confusion matrix per variant.
+    assert_eq!(html.matches("<svg").count(), 1 + 3 + 3 * 2 + 2, "charts");
+    assert!(!html.contains("<script") && !html.contains("<link"));
+    let without_ns = html.replace("http://www.w3.org/2000/svg", "");
+    assert!(!without_ns.contains("http://") && !without_ns.contains("https://"));
+    for src in html.split("src=\"").skip(1) {
+        assert!(
+            src.starts_with("data:image/png;base64,"),
+            "{}",
+            &src[..40.min(src.len())]
+        );
+    }
+    assert!(html.trim_end().ends_with("</html>"));
+    assert!(
+        !html.contains("Missing or unreadable"),
+        "a complete sweep lists no problems"
+    );
+    let md = std::fs::read_to_string(sweep_dir.join("report/report.md")).expect("report.md");
+    let table: sweep_core::results::ResultsTable = serde_json::from_str(
+        &std::fs::read_to_string(sweep_dir.join("results.json")).expect("results.json"),
+    )
+    .expect("results table");
+    assert!(
+        md.contains(&table.render(sweep_core::results::Format::Markdown)),
+        "{md}"
+    );
 }

@@ -7,11 +7,13 @@
 //! again, as a replaced machine would be), every job has exactly one result,
 //! and `sweepctl results` shows them from the container and from the host.
 //!
-//! Skips with a message (and passes) when no Docker engine answers, when
+//! Skips with a message (and passes; under `CI=true` it fails instead, see
+//! crates/testkit) when no Docker engine answers, when
 //! `docker compose`/`docker-compose` is missing, or when no base image can be
-//! had here (no registry and no debootstrap: build-images.sh exits 3). With an
-//! engine, any other failure to build or run fails the test.
-//! `SWEEPRUN_SKIP_DOCKER_E2E=1` skips it on purpose.
+//! had here (no registry and no debootstrap: build-images.sh exits 3;
+//! scripts/test-deps.sh installs debootstrap). With an engine, any other
+//! failure to build or run fails the test.
+//! `SWEEPRUN_SKIP_DOCKER_E2E=1` skips it on purpose (outside CI).
 //!
 //! Needs the release binaries (`make build`; `make test` builds them first).
 //! Takes about the quickstart's two minutes plus a short lease expiry, and a
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sweep_e2e::{log_field, release_bin_dir, repo_root, strip_ansi};
+use sweep_testkit::skip_or_fail;
 
 const SWEEP: &str = "quickstart";
 /// Where the coordinator keeps the run layout inside its container.
@@ -30,17 +33,6 @@ const STATE: &str = "/var/lib/sweeprun/runs";
 /// Short leases so the killed worker's job comes back within seconds.
 const LEASE_TIMEOUT_S: &str = "6";
 const HEARTBEAT_S: &str = "1";
-
-/// Rust tests have no "skipped" outcome: say it on the real stderr, past the
-/// test harness's capture (which only takes the print macros), so that
-/// `make test` shows it.
-fn skip(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** SKIPPED docker_compose e2e test: {why} ***\n"
-    );
-}
 
 fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())
@@ -217,15 +209,15 @@ fn free_port() -> u16 {
 #[test]
 fn compose_quickstart_survives_a_killed_worker() {
     if std::env::var_os("SWEEPRUN_SKIP_DOCKER_E2E").is_some() {
-        return skip("SWEEPRUN_SKIP_DOCKER_E2E is set");
+        return skip_or_fail("SWEEPRUN_SKIP_DOCKER_E2E is set");
     }
     if !ok(Command::new("timeout").args(["30", "docker", "info"])) {
-        return skip(
+        return skip_or_fail(
             "no Docker engine answers `docker info` (install Docker or start its daemon to run it)",
         );
     }
     let Some(program) = compose_program() else {
-        return skip("Docker is here but neither `docker compose` nor `docker-compose` is");
+        return skip_or_fail("Docker is here but neither `docker compose` nor `docker-compose` is");
     };
     let root = repo_root();
     let bins = release_bin_dir();
@@ -252,7 +244,7 @@ fn compose_quickstart_survives_a_killed_worker() {
     match out.status.code() {
         Some(0) => {}
         Some(3) => {
-            return skip(&format!(
+            return skip_or_fail(format!(
                 "no base image can be had here (no registry, no debootstrap):\n{log}"
             ));
         }

@@ -1,6 +1,7 @@
 //! The files the coordinator writes: every job's run directory in the layout
 //! of DESIGN.md (`config.yaml`, `metrics.json`, TensorBoard events,
-//! `checkpoints/`) and each sweep's `results.{md,csv,json}`.
+//! `checkpoints/`), each sweep's `results.{md,csv,json}`, and its report
+//! (`report/index.html`, `report/report.md`) and `_aggregate/` TensorBoard files.
 //!
 //! Checkpoint uploads are staged: the weights of an epoch wait in
 //! `checkpoints/.staging/` until that epoch's state file (the commit record)
@@ -145,16 +146,41 @@ pub fn clear_staging(run_dir: &Path) -> Result<()> {
     }
 }
 
+/// Prefix of the artifact names that belong in the run's `analysis/`
+/// directory (the worker's analysis of the best checkpoint) rather than in
+/// `checkpoints/`.
+pub const ANALYSIS_PREFIX: &str = "analysis/";
+
+/// Checks an uploaded artifact's name: a plain file name (a checkpoint file),
+/// or `analysis/` and a plain file name. Nothing else may become a path.
+pub fn validate_artifact_name(name: &str) -> std::result::Result<(), sweep_core::names::NameError> {
+    match name.strip_prefix(ANALYSIS_PREFIX) {
+        Some(file) => sweep_core::names::validate("analysis file name", file),
+        None => sweep_core::names::validate("artifact name", name),
+    }
+}
+
 /// Temporary file an upload streams into.
 pub fn upload_part_path(run_dir: &Path, name: &str, attempt: u32) -> PathBuf {
+    if let Some(file) = name.strip_prefix(ANALYSIS_PREFIX) {
+        return run_dir
+            .join("analysis")
+            .join(STAGING)
+            .join(format!("{file}.{attempt}.part"));
+    }
     checkpoints_dir(run_dir)
         .join(STAGING)
         .join(format!("{name}.{attempt}.part"))
 }
 
-/// Places a verified upload: staged, or (for the commit file) committed with
+/// Places a verified upload: an analysis file at once (it belongs to no
+/// epoch); a checkpoint file staged, or (for the commit file) committed with
 /// everything staged before it.
 pub fn place_upload(run_dir: &Path, part: &Path, name: &str) -> Result<()> {
+    if let Some(file) = name.strip_prefix(ANALYSIS_PREFIX) {
+        let target = run_dir.join("analysis").join(file);
+        return std::fs::rename(part, &target).map_err(CoordinatorError::io(target));
+    }
     let checkpoints = checkpoints_dir(run_dir);
     let staging = checkpoints.join(STAGING);
     if name != COMMIT_FILE {
@@ -234,4 +260,36 @@ pub fn write_results(state_dir: &Path, table: &ResultsTable) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `state_dir/<sweep>/report/{index.html,report.md}` and the seed-averaged
+/// TensorBoard files `state_dir/<sweep>/_aggregate/<variant>/`. Problems are
+/// logged rather than returned: the results are already written, and a run
+/// with a corrupt file is named in the report itself.
+pub fn write_report(state_dir: &Path, table: &ResultsTable) {
+    let sweep_dir = state_dir.join(&table.sweep);
+    let data = match sweep_report::SweepData::load(&sweep_dir, Some(&table.baseline)) {
+        Ok(data) => data,
+        Err(e) => {
+            tracing::warn!(sweep = %table.sweep, error = %e, "no report: the sweep directory is unreadable");
+            return;
+        }
+    };
+    // The report rebuilds the table from metrics.json with the same code; it
+    // must come out equal to the one just written to results.json.
+    if data.table().variants != table.variants {
+        tracing::warn!(sweep = %table.sweep, "the report's table differs from results.json (a run directory changed on disk?)");
+    }
+    match sweep_report::report::write_data(&data, &sweep_dir.join("report")) {
+        Ok(written) => tracing::info!(
+            sweep = %table.sweep,
+            report = %written.html.display(),
+            problems = written.problems.len(),
+            "report written"
+        ),
+        Err(e) => tracing::warn!(sweep = %table.sweep, error = %e, "writing the report failed"),
+    }
+    if let Err(e) = sweep_report::aggregate::write_aggregate(&data) {
+        tracing::warn!(sweep = %table.sweep, error = %e, "writing the TensorBoard seed averages failed");
+    }
 }

@@ -52,6 +52,8 @@ pub struct Shared {
     /// LeaseJob calls, WatchStatus streams and the exit-when-done check.
     pub changes: watch::Sender<u64>,
     tensorboard: TensorBoard,
+    /// Sweep reports being written: `--exit-when-done` waits for them.
+    reports_in_flight: std::sync::atomic::AtomicUsize,
     /// Cancelled when the server stops: long polls and streams end with it.
     pub stopping: CancellationToken,
 }
@@ -71,6 +73,7 @@ impl Shared {
             lease_timeout,
             heartbeat_interval,
             limits,
+            reports_in_flight: std::sync::atomic::AtomicUsize::new(0),
             changes: watch::Sender::new(0),
             tensorboard: TensorBoard::default(),
             stopping,
@@ -124,11 +127,16 @@ impl Shared {
         Ok(counts)
     }
 
-    /// Writes results.{md,csv,json} and prints the table once every job of
-    /// the sweep has ended (once per sweep).
+    /// Writes results.{md,csv,json}, prints the table and writes the report
+    /// once every job of the sweep has ended (once per sweep).
     pub async fn finish_sweep_if_done(&self, sweep: &str) -> Result<()> {
+        use std::sync::atomic::Ordering;
         let sweep = sweep.to_string();
         let state_dir = self.state_dir.clone();
+        // Counted before the results are marked written, so that the
+        // exit-when-done check never sees "all done" while a report is drawn.
+        self.reports_in_flight.fetch_add(1, Ordering::SeqCst);
+        let in_flight = InFlight(&self.reports_in_flight);
         let table = self
             .store
             .call(move |conn| {
@@ -142,17 +150,29 @@ impl Shared {
                 Ok(Some(table))
             })
             .await?;
+        let finished = table.is_some();
         if let Some(table) = table {
             tracing::info!(sweep = %table.sweep, "sweep finished; results written");
             // The one print of the library: the table is the product.
             println!("{}", table.render(Format::Table));
+            // The report reads every run directory and draws its figures:
+            // off the async threads, and never fatal (the results are written).
+            let state_dir = self.state_dir.clone();
+            let written =
+                tokio::task::spawn_blocking(move || layout::write_report(&state_dir, &table)).await;
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "the report task failed");
+            }
+        }
+        drop(in_flight);
+        if finished {
             self.bump();
         }
         Ok(())
     }
 
     /// True when at least one sweep exists and every sweep has ended and
-    /// written its results.
+    /// written its results and report.
     pub async fn all_done(&self) -> Result<bool> {
         self.store
             .call(|conn| {
@@ -160,6 +180,12 @@ impl Shared {
                 Ok(!sweeps.is_empty() && sweeps.iter().all(|s| s.results_written))
             })
             .await
+            .map(|done| {
+                done && self
+                    .reports_in_flight
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    == 0
+            })
     }
 
     /// One pass of lease expiry.
@@ -538,7 +564,7 @@ impl Coordinator for Service {
             .into());
         };
         let file = required(header.file, "header.file")?;
-        names::validate("artifact name", &file.name).map_err(CoordinatorError::from)?;
+        layout::validate_artifact_name(&file.name).map_err(CoordinatorError::from)?;
         if file.sha256.len() != 64
             || !file
                 .sha256
@@ -1073,5 +1099,14 @@ impl Coordinator for Service {
             })
             .collect();
         Ok(Response::new(pb::GetJobLogsResponse { events }))
+    }
+}
+
+/// Decrements a counter when dropped (also on an early `?` return).
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{self, ConfigError, ExperimentConfig, Node};
+use crate::config::{ConfigError, ExperimentConfig};
+use crate::yaml::{self as config, Node};
 
 /// The keys of a command job that the runner itself reads.
 pub const COMMAND_KEYS: [&str; 3] = ["command", "workdir", "env"];

@@ -2,7 +2,9 @@
 //! that every process (trainer, worker, coordinator, sweepctl) shares them.
 //!
 //! # Layout
-//! - [`config`]: the experiment config (YAML), its validation and deep merge.
+//! - [`config`]: the experiment config (YAML): its schema and its validation.
+//! - [`yaml`]: located YAML trees (file, line, key path of every value) and
+//!   their deep merge, under both config and sweep files.
 //! - [`command`]: command jobs (the user's own program) and [`command::JobConfig`],
 //!   what one job runs.
 //! - [`sweep`]: a sweep spec (base config × variants × seeds) and its expansion
@@ -25,3 +27,4 @@ pub(crate) mod space;
 pub mod sweep;
 pub mod tensorboard;
 pub mod token;
+pub mod yaml;

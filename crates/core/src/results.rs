@@ -582,8 +582,9 @@ impl ResultsTable {
     }
 }
 
-/// `97.82 ± 0.11` after scaling by `scale`, with `—` for an undefined std.
-fn mean_std(m: MeanStd, scale: f64, decimals: usize) -> String {
+/// `97.82 ± 0.11` after scaling by `scale`, with `—` for an undefined std
+/// (public so that the sweep report formats exactly as the table does).
+pub fn mean_std(m: MeanStd, scale: f64, decimals: usize) -> String {
     let std = m.std.map_or_else(
         || NOT_APPLICABLE.to_string(),
         |s| format!("{:.decimals$}", s * scale),
@@ -591,7 +592,8 @@ fn mean_std(m: MeanStd, scale: f64, decimals: usize) -> String {
     format!("{:.decimals$} ± {std}", m.mean * scale)
 }
 
-fn format_p(p: f64) -> String {
+/// A p-value as the table prints it: three decimals, or `<0.001`.
+pub fn format_p(p: f64) -> String {
     if p < 0.001 {
         "<0.001".to_string()
     } else {

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::command::display_value;
 use crate::config::{ConfigError, SourceLocation};
-use crate::config::{Entry, Node};
+use crate::yaml::{Entry, Node};
 
 /// Most points one spec may generate: far more than anyone runs, few enough
 /// that a typo (a list of 1000 values in each of three keys) is caught.

@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::command::{JobConfig, display_value};
-use crate::config::{self, ConfigError, Entry, ModelKind, Node, SourceLocation};
+use crate::config::{ConfigError, ModelKind, SourceLocation};
 use crate::names::{self, NameError};
 use crate::space::{Point, Space};
+use crate::yaml::{self, Entry, Node};
 
 /// File name of the spec in the directory form.
 pub const SWEEP_FILE: &str = "sweep.yaml";
@@ -374,7 +375,7 @@ impl SweepSpec {
                 dir: path.to_path_buf(),
             });
         }
-        let mut tree = config::parse_yaml(&config::read_file(&sweep_path)?, &sweep_path)?;
+        let mut tree = yaml::parse_yaml(&yaml::read_file(&sweep_path)?, &sweep_path)?;
         let space = Space::take(&mut tree)?;
         let file: SweepFile = tree.deserialize()?;
 
@@ -410,7 +411,7 @@ impl SweepSpec {
                 .into());
             }
         };
-        let base = config::parse_yaml(&base_text, &base_path)?;
+        let base = yaml::parse_yaml(&base_text, &base_path)?;
 
         let mut overlays = inline_overlays(&mut tree)?;
         if is_dir {
@@ -725,7 +726,7 @@ fn directory_overlays(dir: &Path, base_path: &Path) -> Result<Vec<Overlay>, Swee
             location: location.clone(),
             source,
         })?;
-        let tree = config::parse_yaml(&config::read_file(&path)?, &path)?;
+        let tree = yaml::parse_yaml(&yaml::read_file(&path)?, &path)?;
         overlays.push(Overlay {
             name,
             location,

@@ -25,7 +25,7 @@
 //!
 //! `CurveChart` has public fields for the rest: `show_seeds` (faint lines per
 //! seed, default on), `show_band` (default on), `size` (default 760 × 420),
-//! `x_label` (default "epoch").
+//! `x_label` (default "epoch"), `y_range` (default: fit the data).
 //!
 //! At an epoch that only some seeds reached, the mean and band are over those
 //! seeds (the count is in [`epoch_stats`]); the band needs at least two.
@@ -70,6 +70,9 @@ pub struct CurveChart {
     pub show_band: bool,
     /// Width and height in pixels.
     pub size: (u32, u32),
+    /// Fixed y axis (low, high), e.g. shared by small multiples; `None`
+    /// fits the data.
+    pub y_range: Option<(f64, f64)>,
 }
 
 impl CurveChart {
@@ -82,6 +85,7 @@ impl CurveChart {
             show_seeds: true,
             show_band: true,
             size: (760, 420),
+            y_range: None,
         }
     }
 }
@@ -133,7 +137,7 @@ pub fn curves_png(chart: &CurveChart) -> Result<Vec<u8>, ChartError> {
 
 const LEGEND_LINE: i32 = 26;
 const LEGEND_ROW: i32 = 22;
-const TEXT: f64 = 15.0;
+const TEXT: f64 = figure::LABEL_SIZE;
 
 impl CurveChart {
     fn stats(&self) -> Vec<Vec<EpochStat>> {
@@ -141,7 +145,7 @@ impl CurveChart {
     }
 
     /// The y range that holds every drawn line and band, padded by 5%.
-    fn y_range(&self, stats: &[Vec<EpochStat>]) -> (f64, f64) {
+    fn fitted_y_range(&self, stats: &[Vec<EpochStat>]) -> (f64, f64) {
         let mut lo = f64::INFINITY;
         let mut hi = f64::NEG_INFINITY;
         let mut take = |v: f64| {
@@ -213,7 +217,10 @@ impl Figure for CurveChart {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         area.fill(&WHITE)?;
         let stats = self.stats();
-        let (y0, y1) = self.y_range(&stats);
+        let (y0, y1) = match self.y_range {
+            Some((lo, hi)) if lo.is_finite() && hi.is_finite() && hi > lo => (lo, hi),
+            _ => self.fitted_y_range(&stats),
+        };
         let max_epoch = stats
             .iter()
             .flat_map(|s| s.last().map(|e| e.epoch))
@@ -225,7 +232,7 @@ impl Figure for CurveChart {
         let (plot_area, legend_area) = area.split_horizontally(w - self.legend_width());
         let decimals = figure::tick_decimals(y1 - y0);
         let mut chart = ChartBuilder::on(&plot_area)
-            .caption(&self.title, (FONT, 18).into_font())
+            .caption(&self.title, (FONT, figure::TITLE_SIZE).into_font())
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(64)
@@ -235,7 +242,7 @@ impl Figure for CurveChart {
             .x_desc(&self.x_label)
             .y_desc(&self.y_label)
             .axis_desc_style((FONT, TEXT))
-            .label_style((FONT, 13))
+            .label_style((FONT, figure::TICK_SIZE))
             .x_labels(max_epoch.min(12) as usize)
             .y_labels(8)
             .y_label_formatter(&|v| format!("{v:.decimals$}"))

@@ -15,6 +15,12 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+/// Font sizes in plotters' units (the SVG `font-size` comes out 1/1.24 of
+/// these): the title, axis titles and legends, tick labels and captions.
+pub const TITLE_SIZE: f64 = 22.0;
+pub const LABEL_SIZE: f64 = 18.0;
+pub const TICK_SIZE: f64 = 16.0;
+
 /// Family name figures ask for; the bundled font is registered under it.
 pub const FONT: &str = "sans-serif";
 
@@ -166,4 +172,17 @@ pub(crate) fn tick_decimals(span: f64) -> usize {
         s if s >= 0.02 => 3,
         _ => 4,
     }
+}
+
+/// The text content of every `<text>` element of an SVG, trimmed (for tests
+/// and checks: plotters writes the text on its own line).
+pub fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|rest| {
+            let start = rest.find('>')? + 1;
+            let end = rest.find("</text>")?;
+            Some(rest.get(start..end)?.trim().to_string())
+        })
+        .collect()
 }

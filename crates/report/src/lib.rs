@@ -7,9 +7,24 @@
 //!   drawing code, the bundled font and the palette.
 //! - [`curves`]: learning curves grouped over seeds (mean ± std band, faint
 //!   seed lines, legend); the chart the dashboard draws live.
+//! - [`charts`]: confusion matrix heat map, dot plot of per-seed values with
+//!   mean and 95% CI, grids of small images.
+//! - [`analysis`]: `analysis/summary.json` of a run and the arithmetic on
+//!   predictions (confusion, precision/recall/F1, top failures).
+//! - [`sweep`]: a sweep read back from its run directories, and its results
+//!   table rebuilt with the same code as `sweepctl results`.
+//! - [`report`]: `report/index.html` (self-contained) and `report/report.md`.
+//! - [`aggregate`]: `_aggregate/<variant>/` TensorBoard files, seed mean ± std.
 
+pub mod aggregate;
+pub mod analysis;
+pub mod charts;
 pub mod curves;
 pub mod figure;
+pub mod report;
+pub mod sweep;
 
 pub use curves::{CurveChart, Series, curves_png, curves_svg};
 pub use figure::{ChartError, Figure};
+pub use report::{Written, write_report};
+pub use sweep::SweepData;

@@ -2,7 +2,7 @@
 //! directly; the others talk to a coordinator.
 //!
 //! # Layout
-//! - [`local`]: `train`, `eval`: one run on this machine, no cluster.
+//! - [`local`]: `train`, `eval`, `analyze`: one run on this machine, no cluster.
 //! - [`bench`]: training throughput against PyTorch.
 //! - [`certs`]: `certs`, a private CA and a server certificate for TLS.
 //! - [`client`]: the connection to a coordinator (address forms, token) and the
@@ -10,6 +10,8 @@
 //! - [`remote`]: `submit`, `status`, `results`, `cancel`, `workers`, `logs`:
 //!   one request each.
 //! - [`watch`]: `watch`, live progress over the status stream.
+//! - [`report`]: `report`, the sweep's HTML/Markdown report from its run
+//!   directories (no coordinator, no libtorch).
 //! - [`tables`]: status, workers and logs rendered as text.
 
 pub mod bench;
@@ -17,6 +19,7 @@ pub mod certs;
 pub mod client;
 pub mod local;
 pub mod remote;
+pub mod report;
 pub mod tables;
 pub mod watch;
 
@@ -44,6 +47,14 @@ pub enum Command {
     Train(local::TrainArgs),
     /// Evaluate a run's best checkpoint on the test set; prints JSON.
     Eval {
+        /// The run directory (holds config.yaml and checkpoints/).
+        #[arg(long)]
+        run: PathBuf,
+    },
+    /// Analyse a run's best checkpoint on the test set: predictions, confusion,
+    /// per-class scores, worst failures, failure clusters and figures, written
+    /// to RUN_DIR/analysis/.
+    Analyze {
         /// The run directory (holds config.yaml and checkpoints/).
         #[arg(long)]
         run: PathBuf,
@@ -76,6 +87,9 @@ pub enum Command {
     Cancel(remote::CancelArgs),
     /// The workers known to the coordinator.
     Workers,
+    /// Write a sweep's report (index.html with figures, report.md) and its
+    /// seed-averaged TensorBoard files, from its run directories on this machine.
+    Report(report::ReportArgs),
     /// A job's event log, one line per event.
     Logs {
         /// The job id, as `sweepctl status` lists it.
@@ -88,6 +102,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => local::train(args),
         Command::Eval { run } => local::eval(&run),
+        Command::Analyze { run } => local::analyze(&run),
         Command::Bench(args) => bench::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Submit { sweep } => client::block_on(remote::submit(connect, sweep)),
@@ -96,6 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Results(args) => client::block_on(remote::results(connect, args)),
         Command::Cancel(args) => client::block_on(remote::cancel(connect, args)),
         Command::Workers => client::block_on(remote::workers(connect)),
+        Command::Report(args) => report::run(args),
         Command::Logs { job } => client::block_on(remote::logs(connect, job)),
     }
 }

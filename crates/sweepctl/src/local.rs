@@ -1,4 +1,4 @@
-//! `sweepctl train` and `sweepctl eval`: the original project's
+//! `sweepctl train`, `sweepctl eval` and `sweepctl analyze`: the original project's
 //! `scripts/train.py` and `scripts/evaluate.py`, over the Rust trainer.
 
 use std::path::{Path, PathBuf};
@@ -104,6 +104,33 @@ pub fn eval(run_dir: &Path) -> anyhow::Result<()> {
         "test": evaluation,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+pub fn analyze(run_dir: &Path) -> anyhow::Result<()> {
+    let config = ExperimentConfig::load(&run_dir.join("config.yaml"))?;
+    let dataset = load_dataset(&config)?;
+    let output = sweep_train::analysis::analyze(&config, &dataset, run_dir)
+        .with_context(|| format!("analysing {}", run_dir.display()))?;
+    let s = &output.summary;
+    println!(
+        "test accuracy {:.2}% on {} samples; {} failures{}; {:.1}s",
+        100.0 * s.accuracy,
+        s.test_samples,
+        s.confusion
+            .iter()
+            .enumerate()
+            .map(|(t, row)| row.iter().sum::<u64>() - row[t])
+            .sum::<u64>(),
+        s.clusters.as_ref().map_or_else(String::new, |c| format!(
+            " in {} clusters",
+            c.clusters.len()
+        )),
+        s.seconds
+    );
+    for file in &output.files {
+        println!("{}", output.dir.join(file).display());
+    }
     Ok(())
 }
 

@@ -10,9 +10,12 @@
 //! - [`trainer`]: the epoch loop, early stopping, schedules, hooks.
 //! - [`checkpoint`]: what a checkpoint holds and how it is written safely.
 //! - [`eval`]: accuracy, per-class accuracy, confusion matrix.
+//! - [`analysis`]: the best checkpoint on the test set: predictions, summary,
+//!   failure clusters (PCA + k-means) and figures in `RUN_DIR/analysis/`.
 //! - [`augment`]: random shifts and rotations.
 //! - [`bench`]: training throughput, for the comparison with PyTorch.
 
+pub mod analysis;
 pub mod augment;
 pub mod bench;
 pub mod checkpoint;
@@ -51,6 +54,9 @@ pub enum TrainError {
     DeviceUnavailable(DeviceSpec, i64),
     #[error("stopped on request")]
     Stopped,
+    /// The analysis of a finished run failed (a figure, a missing tensor).
+    #[error("analysis: {0}")]
+    Analysis(String),
     /// libtorch raised an error that tch reported by panicking.
     #[error("training aborted: {0}")]
     Panicked(String),

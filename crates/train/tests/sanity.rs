@@ -245,11 +245,10 @@ training: {epochs: 2, early_stopping: {patience: 1, min_delta: 0.0}}",
 fn fashion_mnist_loads_when_installed() {
     let dir = sweep_train::data::default_data_dir(DatasetKind::FashionMnist);
     if !dir.exists() {
-        eprintln!(
-            "skipped: {} is absent (apt install dataset-fashion-mnist)",
+        return sweep_testkit::skip_or_fail(format!(
+            "{} is absent (apt install dataset-fashion-mnist; scripts/test-deps.sh does)",
             dir.display()
-        );
-        return;
+        ));
     }
     let data = Dataset::load(DatasetKind::FashionMnist, &dir).unwrap();
     assert_eq!((data.train_pool.len(), data.test.len()), (60_000, 10_000));

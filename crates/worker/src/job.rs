@@ -1,6 +1,7 @@
 //! One leased job: prepare its run directory (downloading the coordinator's
 //! checkpoints to resume, fetching the dataset if missing), train it on a
-//! dedicated thread, and stream its epochs, checkpoints and outcome back.
+//! dedicated thread, and stream its epochs, checkpoints, the analysis of its
+//! best checkpoint (`analysis/` files) and its outcome back.
 //!
 //! The training thread talks to the async side through a small bounded
 //! channel: each epoch's metrics and checkpoint bytes (read right after the
@@ -38,7 +39,9 @@ enum Msg {
         metrics: EpochMetrics,
         files: Vec<(String, Vec<u8>)>,
     },
-    Done(Result<RunMetrics, TrainError>),
+    /// The outcome, and the analysis files (names inside `analysis/`) to
+    /// upload before it.
+    Done(Result<RunMetrics, TrainError>, Vec<(String, Vec<u8>)>),
 }
 
 /// Why a job could not even start.
@@ -152,16 +155,17 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
                 tx: tx.clone(),
                 stop: hooks_stop,
             };
+            let mut analysis = Vec::new();
             let result = match simulate {
                 Some(duration) => Ok(simulated_run(&config, duration)),
                 // A libtorch error that tch turns into a panic must fail the
                 // job, not leave it leased until its lease runs out.
                 None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    train_blocking(&config, &run_dir, resume, &mut hooks)
+                    train_blocking(&config, &run_dir, resume, &mut hooks, &mut analysis)
                 }))
                 .unwrap_or_else(|panic| Err(TrainError::Panicked(panic_message(panic.as_ref())))),
             };
-            let _ = tx.blocking_send(Msg::Done(result));
+            let _ = tx.blocking_send(Msg::Done(result, analysis));
         });
     if let Err(err) = spawned {
         let message = format!("cannot start a training thread: {err}");
@@ -185,9 +189,16 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
                     stop.store(true, Ordering::SeqCst);
                 }
             }
-            Msg::Done(result) => {
+            Msg::Done(result, analysis) => {
                 if fenced {
                     break;
+                }
+                if result.is_ok()
+                    && !analysis.is_empty()
+                    && let Err(status) = upload_analysis(ctx, job, &analysis).await
+                {
+                    // The job's result stands without its analysis.
+                    tracing::warn!(job = %job.job_id, error = %status.message(), "uploading the analysis failed");
                 }
                 let outcome = match result {
                     Ok(metrics) => {
@@ -221,6 +232,7 @@ fn train_blocking(
     run_dir: &Path,
     resume: bool,
     hooks: &mut Hooks,
+    analysis: &mut Vec<(String, Vec<u8>)>,
 ) -> Result<RunMetrics, TrainError> {
     let data_dir = config
         .data
@@ -228,7 +240,7 @@ fn train_blocking(
         .clone()
         .unwrap_or_else(|| sweep_train::data::default_data_dir(config.data.dataset));
     let dataset = Dataset::load(config.data.dataset, &data_dir)?;
-    match sweep_train::train(config, &dataset, run_dir, resume, hooks) {
+    let metrics = match sweep_train::train(config, &dataset, run_dir, resume, hooks) {
         Err(TrainError::Checkpoint { path, reason }) if resume => {
             tracing::warn!(path = %path.display(), reason, "cannot resume from the downloaded checkpoint; starting over");
             let dir = run_dir.join("checkpoints");
@@ -236,7 +248,46 @@ fn train_blocking(
             sweep_train::train(config, &dataset, run_dir, false, hooks)
         }
         other => other,
+    }?;
+    *analysis = analyze_blocking(config, &dataset, run_dir);
+    Ok(metrics)
+}
+
+/// Analyses the finished run's best checkpoint (sweep_train::analysis) and
+/// reads the files back for upload. A failure, even a panic, costs only the
+/// analysis, never the trained result.
+fn analyze_blocking(
+    config: &ExperimentConfig,
+    dataset: &Dataset,
+    run_dir: &Path,
+) -> Vec<(String, Vec<u8>)> {
+    let analysed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sweep_train::analysis::analyze(config, dataset, run_dir)
+    }));
+    let output = match analysed {
+        Ok(Ok(output)) => output,
+        Ok(Err(err)) => {
+            tracing::warn!(run = %run_dir.display(), error = %err, "the analysis of the run failed");
+            return Vec::new();
+        }
+        Err(panic) => {
+            tracing::warn!(run = %run_dir.display(), error = panic_message(panic.as_ref()), "the analysis of the run panicked");
+            return Vec::new();
+        }
+    };
+    tracing::info!(run = %run_dir.display(), seconds = output.summary.seconds, files = output.files.len(), "run analysed");
+    let mut files = Vec::new();
+    for name in &output.files {
+        match std::fs::read(output.dir.join(name)) {
+            Ok(bytes) => files.push((name.clone(), bytes)),
+            Err(err) => {
+                tracing::warn!(file = name, error = %err, "cannot read an analysis file to upload")
+            }
+        }
     }
+    // The summary last: its arrival says the analysis is complete.
+    files.sort_by_key(|(name, _)| name == "summary.json");
+    files
 }
 
 /// The result of a simulated job (`--simulate-job-seconds`): it sleeps, then
@@ -404,6 +455,26 @@ pub(crate) async fn report_epoch(
         let messages =
             transfer::upload_messages(&ctx.worker_id(), &job.job_id, job.attempt, name, bytes);
         ctx.retry("upload checkpoint", || {
+            let mut client = ctx.client();
+            let arg = tokio_stream::iter(messages.clone());
+            async move { client.upload_artifact(arg).await }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Uploads the analysis files as `analysis/<name>`, like checkpoints.
+async fn upload_analysis(
+    ctx: &Ctx,
+    job: &pb::Job,
+    files: &[(String, Vec<u8>)],
+) -> Result<(), Status> {
+    for (name, bytes) in files {
+        let name = format!("analysis/{name}");
+        let messages =
+            transfer::upload_messages(&ctx.worker_id(), &job.job_id, job.attempt, &name, bytes);
+        ctx.retry("upload analysis", || {
             let mut client = ctx.client();
             let arg = tokio_stream::iter(messages.clone());
             async move { client.upload_artifact(arg).await }
