@@ -153,9 +153,17 @@ pub async fn sweeps(
 fn grid(jobs: &[api::JobWithCurve]) -> Markup {
     let rows = api::by_variant(jobs);
     let width = rows.values().map(Vec::len).max().unwrap_or(0);
+    // Columns named by seed when every variant has the same seeds (the
+    // usual case); adaptive seeds make rows of their own lengths.
+    let seeds_of =
+        |row: &Vec<&api::JobWithCurve>| row.iter().map(|j| j.job.seed).collect::<Vec<_>>();
+    let first = rows.values().next().map(seeds_of).unwrap_or_default();
+    let shared = rows.values().all(|row| seeds_of(row) == first);
     html! {
         table.grid {
-            thead { tr { th { "variant" } @for i in 0..width { th { "seed " (i + 1) } } } }
+            thead { tr { th { "variant" } @for i in 0..width {
+                th { "seed " @if shared { (first[i]) } @else { "#" (i + 1) } }
+            } } }
             tbody {
                 @for (variant, row) in &rows {
                     tr {
@@ -190,7 +198,9 @@ fn cell(job: &api::JobWithCurve) -> Markup {
     }
 }
 
-fn results_fragment(table: &sweep_core::results::ResultsTable) -> Markup {
+/// The results table as `sweepctl results` shows it, its notes, and a link
+/// to the sweep's report once it is written.
+fn results_fragment(table: &sweep_core::results::ResultsTable, report: bool) -> Markup {
     let (header, rows) = table.cells();
     let names = 1 + table.swept_keys.len();
     html! {
@@ -207,6 +217,10 @@ fn results_fragment(table: &sweep_core::results::ResultsTable) -> Markup {
             }
         }
         @for note in table.notes() { p.note { (note) } }
+        @if report {
+            p.links { a href={ "/files/" (seg(&table.sweep)) "/report/index.html" } { "The sweep's report" }
+                " (figures per variant and per run, confusion matrices, failures)" }
+        }
     }
 }
 
@@ -231,11 +245,8 @@ pub async fn sweep(State(state): State<AppState>, Path(name): Path<String>) -> A
         html! {
             h1 { "Sweep " (name) }
             @if !snapshot.description.is_empty() { p.desc { (snapshot.description) } }
-            @if let Some(s) = &summary { (progress(s)) }
+            @if let Some(s) = &summary { div #progress { (progress(s)) } }
             p.links {
-                @if report.is_file() {
-                    a href={ "/files/" (seg(&name)) "/report/index.html" } { "Report" } " · "
-                }
                 a href={ "/api/v1/sweeps/" (seg(&name)) } { "JSON" } " · "
                 a href={ "/api/v1/sweeps/" (seg(&name)) "/results" } { "results JSON" }
             }
@@ -248,7 +259,7 @@ pub async fn sweep(State(state): State<AppState>, Path(name): Path<String>) -> A
             }
             h2 { "Results" }
             section #results data-live={ (sweep_url) "/results" } data-on="done sweep reset" {
-                (results_fragment(&table))
+                (results_fragment(&table, report.is_file()))
             }
         },
     )
@@ -267,8 +278,11 @@ pub async fn sweep_results(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Html<String>> {
+    let report = state.shared.state_dir.join(&name).join("report/index.html");
     let table = api::results_table(&state, name).await?;
-    Ok(Html(results_fragment(&table).into_string()))
+    Ok(Html(
+        results_fragment(&table, report.is_file()).into_string(),
+    ))
 }
 
 fn ago(ms: i64) -> String {

@@ -27,6 +27,7 @@
       try {
         const response = await fetch(region.el.dataset.live, { credentials: 'same-origin' });
         if (response.ok) region.el.innerHTML = await response.text();
+        if (region.el.id === 'grid') updateProgress();
       } catch (e) { /* the next event tries again */ }
     }, 400);
   }
@@ -70,6 +71,29 @@
     if (fields.epochs) setText(cell, '.ep', fields.epoch + '/' + fields.epochs);
     setText(cell, '.acc', fields.acc);
     setText(cell, '.wk', fields.worker);
+    updateProgress();
+  }
+
+  // The progress bar, recounted from the grid's cells.
+  function updateProgress() {
+    const bar = document.querySelector('#progress .progress');
+    if (!bar) return;
+    const cells = [...document.querySelectorAll('#grid td.cell[id]')];
+    const count = (...states) => cells.filter((c) => states.some((s) => c.classList.contains('st-' + s))).length;
+    const total = cells.length || 1;
+    const done = 100 * count('succeeded') / total;
+    const failed = 100 * count('failed', 'cancelled') / total;
+    const running = 100 * count('running', 'leased') / total;
+    const ended = count('succeeded', 'failed', 'cancelled');
+    const set = (selector, x, width) => {
+      const rect = bar.querySelector(selector);
+      if (rect) { rect.setAttribute('x', x.toFixed(2)); rect.setAttribute('width', width.toFixed(2)); }
+    };
+    set('rect.done', 0, done);
+    set('rect.failed', done, failed);
+    set('rect.running', done + failed, running);
+    const label = bar.querySelector('span');
+    if (label) label.textContent = ended + '/' + cells.length + (ended === cells.length ? ' · finished' : '');
   }
 
   function onEpoch(e) {
