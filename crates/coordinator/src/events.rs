@@ -102,8 +102,15 @@ impl From<&JobRow> for JobView {
     }
 }
 
+/// An event as it is sent: serialized once, however many pages follow.
+#[derive(Debug)]
+pub struct Published {
+    pub event: Event,
+    pub json: String,
+}
+
 /// An event with its id, shared by every subscriber.
-pub type Numbered = (u64, Arc<Event>);
+pub type Numbered = (u64, Arc<Published>);
 
 /// Where a subscriber starts.
 pub enum Replay {
@@ -135,9 +142,13 @@ impl Default for EventBus {
 
 impl EventBus {
     pub fn publish(&self, event: Event) {
+        // Plain strings and finite numbers (metrics are checked on arrival):
+        // serializing cannot fail, and an empty object would be harmless.
+        let json = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
+        let published = Arc::new(Published { event, json });
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.1 += 1;
-        let numbered = (kept.1, Arc::new(event));
+        let numbered = (kept.1, published);
         if kept.0.len() == REPLAY {
             kept.0.pop_front();
         }

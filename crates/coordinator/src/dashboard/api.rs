@@ -162,6 +162,55 @@ pub async fn sweep_snapshot(state: &AppState, name: String) -> ApiResult<SweepSn
         .await?)
 }
 
+/// A job's validation curves, rounded to what a chart can show.
+#[derive(Debug, Serialize)]
+pub struct CurveView {
+    pub job_id: String,
+    pub variant: String,
+    pub seed: u64,
+    pub val_acc: Vec<f64>,
+    pub val_loss: Vec<f64>,
+}
+
+/// What the sweep page's charts load: the validation curves only, so that
+/// the page of a large sweep stays small (the full epochs are in
+/// `/api/v1/sweeps/<name>`).
+#[derive(Debug, Serialize)]
+pub struct Curves {
+    pub last_event_id: u64,
+    pub jobs: Vec<CurveView>,
+}
+
+fn rounded(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    // Five significant digits: finer than a pixel of any chart.
+    let scale = 10f64.powi(4 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
+pub async fn curves(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Curves>> {
+    let snapshot = sweep_snapshot(&state, name).await?;
+    Ok(Json(Curves {
+        last_event_id: snapshot.last_event_id,
+        jobs: snapshot
+            .jobs
+            .into_iter()
+            .map(|j| CurveView {
+                val_acc: j.curve.iter().map(|e| rounded(e.val_acc)).collect(),
+                val_loss: j.curve.iter().map(|e| rounded(e.val_loss)).collect(),
+                job_id: j.job.job_id,
+                variant: j.job.variant,
+                seed: j.job.seed,
+            })
+            .collect(),
+    }))
+}
+
 pub async fn sweep(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -320,7 +369,7 @@ pub async fn events(
         .or(query.after);
     let (replay, live) = state.shared.events.subscribe(after);
     let sweep = query.sweep;
-    let wanted = move |(_, event): &Numbered| match (&sweep, event.sweep()) {
+    let wanted = move |(_, published): &Numbered| match (&sweep, published.event.sweep()) {
         (Some(wanted), Some(of)) => wanted == of,
         _ => true,
     };
@@ -350,13 +399,10 @@ pub async fn events(
 fn to_sse(item: Option<Numbered>) -> SseEvent {
     match item {
         None => SseEvent::default().event("reset").data("{}"),
-        Some((id, event)) => {
-            let data = serde_json::to_string(&*event).unwrap_or_else(|_| "{}".into());
-            SseEvent::default()
-                .id(id.to_string())
-                .event(event.name())
-                .data(data)
-        }
+        Some((id, published)) => SseEvent::default()
+            .id(id.to_string())
+            .event(published.event.name())
+            .data(&published.json),
     }
 }
 

@@ -131,6 +131,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/sweeps", get(api::sweeps))
         .route("/api/v1/sweeps/{name}", get(api::sweep))
         .route("/api/v1/sweeps/{name}/results", get(api::results))
+        .route("/api/v1/sweeps/{name}/curves", get(api::curves))
         .route("/api/v1/workers", get(api::workers))
         .route("/api/v1/jobs/{id}", get(api::job))
         .route("/api/v1/events", get(api::events))

@@ -41,19 +41,17 @@
   }
 
   // The sweep page: grid cells and learning curves.
-  const curves = new Map(); // job id -> { variant, seed, curve: [epoch metrics] }
+  const curves = new Map(); // job id -> { variant, seed, val_acc: [], val_loss: [] }
   let drawTimer = null;
 
   async function loadSnapshot() {
     try {
-      const response = await fetch('/api/v1/sweeps/' + encodeURIComponent(sweep),
+      const response = await fetch('/api/v1/sweeps/' + encodeURIComponent(sweep) + '/curves',
         { credentials: 'same-origin' });
       if (!response.ok) return;
       const snapshot = await response.json();
       curves.clear();
-      for (const job of snapshot.jobs) {
-        curves.set(job.job_id, { variant: job.variant, seed: job.seed, curve: job.curve });
-      }
+      for (const job of snapshot.jobs) curves.set(job.job_id, job);
       scheduleDraw();
     } catch (e) { /* drawn on the next event */ }
   }
@@ -98,8 +96,12 @@
 
   function onEpoch(e) {
     let job = curves.get(e.job_id);
-    if (!job) { job = { variant: e.variant, seed: e.seed, curve: [] }; curves.set(e.job_id, job); }
-    job.curve[e.metrics.epoch - 1] = e.metrics;
+    if (!job) {
+      job = { variant: e.variant, seed: e.seed, val_acc: [], val_loss: [] };
+      curves.set(e.job_id, job);
+    }
+    job.val_acc[e.metrics.epoch - 1] = e.metrics.val_acc;
+    job.val_loss[e.metrics.epoch - 1] = e.metrics.val_loss;
     updateCell(e.job_id, {
       state: 'running', epoch: e.metrics.epoch, epochs: e.epochs,
       acc: 'val ' + pct(e.metrics.val_acc),
@@ -123,9 +125,10 @@
   function bands(jobs, key, scale) {
     const out = [];
     for (let i = 0; ; i++) {
-      const values = jobs.map((j) => j.curve[i]).filter((m) => m).map((m) => scale * m[key]);
+      const values = jobs.map((j) => j[key][i])
+        .filter((v) => typeof v === 'number').map((v) => scale * v);
       if (values.length === 0) {
-        if (jobs.some((j) => j.curve.length > i)) continue;
+        if (jobs.some((j) => j[key].length > i)) continue;
         return out;
       }
       const mean = values.reduce((a, b) => a + b, 0) / values.length;
