@@ -313,7 +313,8 @@ pub async fn workers(
                 tbody {
                     @for w in &workers {
                         tr.gone[!w.alive] {
-                            td { (w.name) } td { (w.host) } td { (w.device) } td.num { (w.threads) }
+                            td { (w.name) } td { (w.host) } td { (w.device) }
+                            td.num { @if w.threads == 0 { "per job" } @else { (w.threads) } }
                             td { @for job in &w.jobs { a href={ "/jobs/" (seg(job)) } { (job) } " " } }
                             td { (ago(w.last_seen_ms)) @if !w.alive { " (gone)" } }
                             td.num { (w.jobs_done) }
@@ -386,7 +387,8 @@ pub async fn job(
             div.figures {
                 @for f in &detail.figures {
                     @let url = format!("/files/{}", f.split('/').map(seg).collect::<Vec<_>>().join("/"));
-                    figure { a href=(url) { img src=(url) alt=(f) loading="lazy"; } figcaption { (f) } }
+                    figure { a href=(url) { img src=(url) alt=(f) loading="lazy"; }
+                        figcaption { (f.rsplit('/').next().unwrap_or(f)) } }
                 }
             }
         }

@@ -193,6 +193,10 @@
       node('polygon', { points: upper.concat(lower).join(' '), fill: color, 'fill-opacity': 0.18, class: 'band' }, svg);
       const d = s.map((p, k) => `${k ? 'L' : 'M'}${x(p.epoch)},${y(p.mean)}`).join(' ');
       node('path', { d, stroke: color, 'stroke-width': 2, fill: 'none', class: 'mean', 'data-variant': name }, svg);
+      // Dots too, so that a curve of one epoch shows (not for long curves).
+      if (s.length <= 30) {
+        for (const p of s) node('circle', { cx: x(p.epoch), cy: y(p.mean), r: 2.5, fill: color }, svg);
+      }
       const ly = T + 8 + i * 18;
       node('rect', { x: W - R + 14, y: ly - 9, width: 12, height: 12, fill: color }, svg);
       const label = name.length > 20 ? name.slice(0, 19) + '…' : name;
