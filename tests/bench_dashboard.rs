@@ -240,13 +240,13 @@ async fn main() -> anyhow::Result<()> {
     // 2. Ingestion without pages and with 50 following the stream, in
     // alternating rounds so that drift of the machine falls on both alike.
     let (mut without, mut with) = (Vec::new(), Vec::new());
-    let (mut rss_before, mut rss_with) = (0.0f64, 0.0f64);
+    let mut rss_growth = 0.0f64;
     for (round, chunk) in jobs[50..].chunks(150).enumerate() {
         if round % 2 == 0 {
             without.push(player.ingest(chunk).await?);
-            rss_before = rss_before.max(rss_mib());
             continue;
         }
+        let rss_before = rss_mib();
         let mut pages = Vec::new();
         for _ in 0..50 {
             get(&http, addr, "/sweeps/big").await?;
@@ -254,7 +254,7 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         with.push(player.ingest(chunk).await?);
-        rss_with = rss_with.max(rss_mib());
+        rss_growth = rss_growth.max(rss_mib() - rss_before);
         for page in pages {
             page.abort();
         }
@@ -269,9 +269,9 @@ async fn main() -> anyhow::Result<()> {
         100.0 * (mean(&with) / mean(&without) - 1.0)
     );
     println!(
-        "peak resident memory of this process (coordinator and its clients): {rss_before:.0} MiB \
-         without pages, {rss_with:.0} MiB with 50 ({:+.0} MiB)",
-        rss_with - rss_before
+        "resident memory of this process (coordinator and its clients): {:.0} MiB at the end; \
+         opening 50 pages and ingesting with them added at most {rss_growth:.0} MiB",
+        rss_mib()
     );
 
     // 3. The sweep page of 1,000 jobs × 20 epochs.

@@ -3,18 +3,20 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::body::{Body, Bytes};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sweep_core::metrics::EpochMetrics;
 use sweep_core::results::Format;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::StreamExt;
 
 use super::AppState;
 use crate::error::CoordinatorError;
@@ -355,13 +357,23 @@ pub struct EventsQuery {
     after: Option<u64>,
 }
 
-/// The event stream: replay from where the reader was, then live. A reader
-/// that fell too far behind gets a `reset` event and reloads.
+/// Events that arrive within this window after the first go out in one
+/// write: with many pages open, a burst of epochs costs one write per page,
+/// not one per event and page; the page sees it at most this much later.
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
+const BATCH_MAX: usize = 256;
+
+/// A comment line every so often keeps proxies from closing an idle stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The event stream (server-sent events): replay from where the reader was,
+/// then live. A reader that fell too far behind gets a `reset` event and
+/// reloads.
 pub async fn events(
     State(state): State<AppState>,
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+) -> Response {
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -383,26 +395,38 @@ pub async fn events(
         // Fell behind the channel: the page reloads its snapshot.
         Err(BroadcastStreamRecvError::Lagged(_)) => Some(None),
     });
-    let stream = tokio_stream::iter(head)
+    let events = tokio_stream::iter(head)
         .filter(move |item| item.as_ref().is_none_or(&wanted))
         .chain(live)
-        .map(|item| Ok(to_sse(item)));
+        .chunks_timeout(BATCH_MAX, BATCH_WINDOW)
+        .map(|batch| Ok::<_, Infallible>(Bytes::from(batch.iter().map(sse_text).collect::<String>())));
+    let keep_alive = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(KEEP_ALIVE))
+        .map(|_| Ok(Bytes::from_static(b":\n\n")));
     // Ends with the server, so that a graceful shutdown does not wait for
     // the browsers to leave.
-    let stream = futures_util::StreamExt::take_until(
-        stream,
+    let body = futures_util::StreamExt::take_until(
+        events.merge(keep_alive),
         state.shared.stopping.clone().cancelled_owned(),
     );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
-fn to_sse(item: Option<Numbered>) -> SseEvent {
+/// One event in the text/event-stream format (its JSON is one line).
+fn sse_text(item: &Option<Numbered>) -> String {
     match item {
-        None => SseEvent::default().event("reset").data("{}"),
-        Some((id, published)) => SseEvent::default()
-            .id(id.to_string())
-            .event(published.event.name())
-            .data(&published.json),
+        None => "event: reset\ndata: {}\n\n".to_string(),
+        Some((id, published)) => format!(
+            "id: {id}\nevent: {}\ndata: {}\n\n",
+            published.event.name(),
+            published.json
+        ),
     }
 }
 
