@@ -104,6 +104,16 @@ pub enum Command {
     /// Write a sweep's report (index.html with figures, report.md) and its
     /// seed-averaged TensorBoard files, from its run directories on this machine.
     Report(report::ReportArgs),
+    /// Where and how a run was computed: each attempt's worker, host,
+    /// device, threads, libtorch and sweeprun versions, git commit, dataset
+    /// hashes and times, and the config's hash.
+    Show {
+        /// The job id, as `sweepctl status` lists it.
+        job: String,
+        /// Print it as JSON (the run directory's provenance.json).
+        #[arg(long)]
+        json: bool,
+    },
     /// A job's event log, one line per event.
     Logs {
         /// The job id, as `sweepctl status` lists it.
@@ -127,5 +137,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Workers => client::block_on(remote::workers(connect)),
         Command::Report(args) => report::run(args),
         Command::Logs { job } => client::block_on(remote::logs(connect, job)),
+        Command::Show { job, json } => client::block_on(remote::show(connect, job, json)),
     }
 }

@@ -26,7 +26,7 @@ pub const ENV: &str = "SWEEPCTL_TORCH";
 const HOW_TO_GET_IT: &str = "it needs libtorch: on a machine with it, `make build` builds it next to sweepctl \
      (target/release/sweepctl-torch), or `LIBTORCH=$(scripts/libtorch.sh) cargo install --path crates/sweepctl-torch`; \
      set SWEEPCTL_TORCH=/path/to/sweepctl-torch to use one elsewhere. \
-     The other commands (submit, status, watch, results, cancel, workers, logs, report, certs) need neither";
+     The other commands (submit, status, watch, results, show, cancel, workers, logs, report, certs) need neither";
 
 /// Where `sweepctl-torch` is, by the rules of the module documentation.
 /// `explicit` is `$SWEEPCTL_TORCH`, `exe` this binary's path, `path` `$PATH`.
