@@ -84,16 +84,24 @@ pub enum Command {
         #[arg(value_name = "SWEEP_DIR_OR_FILE")]
         sweep: PathBuf,
     },
-    /// Job counts per sweep and the state of every job.
+    /// Job counts per sweep and the state of every job (beyond 50 jobs in a
+    /// sweep: counts per variant and the failed jobs; --all lists every job).
     Status {
         /// Only this sweep (default: all).
         sweep: Option<String>,
+        /// List every job, however many.
+        #[arg(long)]
+        all: bool,
     },
     /// Follow a sweep live until every job has ended, then print its results.
     /// Exits non-zero when jobs failed; Ctrl-C stops watching, not the sweep.
+    /// Beyond 50 jobs in a sweep it follows variants, not jobs (--all: jobs).
     Watch {
         /// Only this sweep (default: all).
         sweep: Option<String>,
+        /// Follow every job, however many.
+        #[arg(long)]
+        all: bool,
     },
     /// A sweep's results: mean ± std per variant, difference to the baseline.
     Results(remote::ResultsArgs),
@@ -130,8 +138,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => torch::delegate("bench", &a.args),
         Command::Certs(args) => certs::run(args),
         Command::Submit { sweep } => client::block_on(remote::submit(connect, sweep)),
-        Command::Status { sweep } => client::block_on(remote::status(connect, sweep)),
-        Command::Watch { sweep } => client::block_on(watch::watch(connect, sweep)),
+        Command::Status { sweep, all } => client::block_on(remote::status(connect, sweep, all)),
+        Command::Watch { sweep, all } => client::block_on(watch::watch(connect, sweep, all)),
         Command::Results(args) => client::block_on(remote::results(connect, args)),
         Command::Cancel(args) => client::block_on(remote::cancel(connect, args)),
         Command::Workers => client::block_on(remote::workers(connect)),

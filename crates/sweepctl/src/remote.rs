@@ -138,10 +138,10 @@ pub fn check_not_empty(
     Ok(())
 }
 
-pub async fn status(connect: &ConnectArgs, sweep: Option<String>) -> anyhow::Result<()> {
+pub async fn status(connect: &ConnectArgs, sweep: Option<String>, all: bool) -> anyhow::Result<()> {
     let mut client = client::connect(connect).await?;
     let snapshot = fetch_status(&mut client, connect, &sweep).await?;
-    print!("{}", tables::render_status(&snapshot));
+    print!("{}", tables::render_status(&snapshot, all));
     Ok(())
 }
 
