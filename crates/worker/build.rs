@@ -27,7 +27,8 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 
 fn git_commit() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
-    let commit = git(&dir, &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let commit =
+        git(&dir, &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=SWEEPRUN_GIT_COMMIT={commit}");
     // Run again when HEAD moves: HEAD itself (a checkout) and the branch it
     // names (a commit). Only files that exist: cargo would rerun on every

@@ -78,10 +78,7 @@ pub fn write_provenance(
 ) -> Result<()> {
     let json = serde_json::to_vec_pretty(provenance)
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-    write_atomic(
-        &run_dir.join(sweep_core::provenance::FILE_NAME),
-        &json,
-    )
+    write_atomic(&run_dir.join(sweep_core::provenance::FILE_NAME), &json)
 }
 
 pub fn write_metrics(run_dir: &Path, metrics: &RunMetrics) -> Result<()> {

@@ -141,12 +141,18 @@ impl Shared {
         let table = self
             .store
             .call(move |conn| {
+                if !store::results_due(conn, &sweep)? {
+                    return Ok(None);
+                }
                 let (row, outcomes, pending) = store::outcomes(conn, &sweep)?;
                 if pending > 0 || row.results_written {
                     return Ok(None);
                 }
-                // Every run's final provenance.json, before the report reads them.
-                for job in store::jobs(conn, Some(row.name.as_str()))? {
+                // The final provenance.json of the runs that did not end with
+                // a completion (cancelled, failed by lease expiry), before the
+                // report reads them; CompleteJob wrote the others'.
+                let jobs = store::jobs(conn, Some(row.name.as_str()))?;
+                for job in jobs.iter().filter(|j| j.state != JobState::Succeeded) {
                     let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
                     layout::write_provenance(&dir, &store::provenance(conn, &job.id)?)?;
                 }

@@ -1220,8 +1220,7 @@ pub fn record_attempt(
 /// provenance as far as it is known.
 fn attempt_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptProvenance> {
     let stored: Option<String> = r.get(8)?;
-    let mut a: AttemptProvenance =
-        json_column(stored, "attempt provenance")?.unwrap_or_default();
+    let mut a: AttemptProvenance = json_column(stored, "attempt provenance")?.unwrap_or_default();
     a.attempt = r.get(0)?;
     a.worker_id = r.get(1)?;
     a.leased_ms = r.get(2)?;
@@ -1280,6 +1279,33 @@ pub fn provenance(conn: &Connection, job_id: &str) -> Result<RunProvenance> {
         variant: job.variant,
         seed: job.seed,
     })
+}
+
+/// Whether the sweep's results are due: every job has ended and they are not
+/// written yet. One indexed count, so that the check after each completion
+/// does not cost a pass over the whole sweep (that made a 10,000-job sweep
+/// slow down as it went). An unknown sweep counts as due, so that
+/// [`outcomes`] reports it.
+pub fn results_due(conn: &Connection, sweep: &str) -> Result<bool> {
+    let written: Option<bool> = conn
+        .query_row(
+            "SELECT results_written FROM sweeps WHERE name = ?1",
+            [sweep],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match written {
+        None => Ok(true),
+        Some(true) => Ok(false),
+        Some(false) => {
+            let open: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'leased', 'running') AND sweep = ?1",
+                [sweep],
+                |r| r.get(0),
+            )?;
+            Ok(open == 0)
+        }
+    }
 }
 
 pub fn mark_results_written(conn: &Connection, sweep: &str) -> Result<()> {
@@ -1424,15 +1450,22 @@ mod tests {
             ..Default::default()
         };
         // Attempt 1 on a's GPU: its lease runs out.
-        lease(&mut conn, &a, Duration::ZERO).expect("lease").expect("a job");
+        lease(&mut conn, &a, Duration::ZERO)
+            .expect("lease")
+            .expect("a job");
         record_attempt(&mut conn, &a, &id, 1, &gpu).expect("record");
         // Only the live attempt, from its worker, may record.
         assert!(record_attempt(&mut conn, &b, &id, 1, &gpu).is_err());
         assert!(record_attempt(&mut conn, &a, &id, 2, &gpu).is_err());
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(expire_leases(&mut conn).expect("expire").requeued, [id.clone()]);
+        assert_eq!(
+            expire_leases(&mut conn).expect("expire").requeued,
+            std::slice::from_ref(&id)
+        );
         // Attempt 2 on b's CPU, by an older worker that records nothing.
-        lease(&mut conn, &b, Duration::from_secs(60)).expect("lease").expect("a job");
+        lease(&mut conn, &b, Duration::from_secs(60))
+            .expect("lease")
+            .expect("a job");
         let metrics = RunMetrics {
             test: Some(sweep_core::metrics::TestMetrics {
                 test_loss: 0.1,
@@ -1450,9 +1483,15 @@ mod tests {
         };
         assert_eq!((first.attempt, first.outcome.as_str()), (1, "expired"));
         assert_eq!(first.worker_id, a);
-        assert_eq!((first.worker_name.as_str(), first.host.as_str()), ("a", "h"));
+        assert_eq!(
+            (first.worker_name.as_str(), first.host.as_str()),
+            ("a", "h")
+        );
         assert_eq!(first.device_type().as_deref(), Some("cuda (NVIDIA H200)"));
-        assert_eq!((first.threads, first.libtorch_version.as_str()), (4, "2.13.0"));
+        assert_eq!(
+            (first.threads, first.libtorch_version.as_str()),
+            (4, "2.13.0")
+        );
         assert!(first.leased_ms > 0 && first.started_ms >= first.leased_ms);
         assert!(first.ended_ms >= first.started_ms && first.message.contains("expired"));
         assert_eq!((second.attempt, second.outcome.as_str()), (2, "succeeded"));

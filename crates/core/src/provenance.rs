@@ -235,7 +235,9 @@ mod tests {
     #[test]
     fn device_type_is_kind_and_model() {
         assert_eq!(
-            attempt(1, "cuda:1", "NVIDIA H200", "").device_type().as_deref(),
+            attempt(1, "cuda:1", "NVIDIA H200", "")
+                .device_type()
+                .as_deref(),
             Some("cuda (NVIDIA H200)")
         );
         assert_eq!(

@@ -873,8 +873,15 @@ mod tests {
             "{text}"
         );
         let csv = table.render(Format::Csv);
-        assert!(csv.lines().next().unwrap().ends_with(",mixed_devices"), "{csv}");
-        assert!(csv.lines().any(|l| l.starts_with("wide,") && l.ends_with(",true")), "{csv}");
+        assert!(
+            csv.lines().next().unwrap().ends_with(",mixed_devices"),
+            "{csv}"
+        );
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with("wide,") && l.ends_with(",true")),
+            "{csv}"
+        );
         let back: ResultsTable = serde_json::from_str(&table.render(Format::Json)).unwrap();
         assert_eq!(back, table);
         // One device type everywhere: no mark, no note, the usual CSV.

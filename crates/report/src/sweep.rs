@@ -49,7 +49,10 @@ impl RunData {
             best_val_acc: metrics.best_val_acc.unwrap_or(f64::NAN),
             best_epoch: metrics.best_epoch,
             train_seconds: metrics.train_seconds,
-            device: self.provenance.as_ref().and_then(RunProvenance::device_type),
+            device: self
+                .provenance
+                .as_ref()
+                .and_then(RunProvenance::device_type),
         })
     }
 }

@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`torch`]: `train`, `eval`, `analyze`, `bench`: finds `sweepctl-torch`
 //!   and runs it with the arguments as typed.
+//! - [`benchcoord`]: `bench-coordinator`, simulated workers against a real
+//!   coordinator (throughput, latencies, exactly-once).
 //! - [`certs`]: `certs`, a private CA and a server certificate for TLS.
 //! - [`client`]: the connection to a coordinator (address forms, token) and the
 //!   one translation of transport errors and gRPC status codes into messages.
@@ -17,6 +19,7 @@
 //!   directories (no coordinator, no libtorch).
 //! - [`tables`]: status, workers and logs rendered as text.
 
+pub mod benchcoord;
 pub mod certs;
 pub mod client;
 pub mod remote;
@@ -122,6 +125,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load-test a coordinator: N simulated workers over real gRPC run a
+    /// synthetic sweep (nothing is trained); prints throughput, latencies and
+    /// an exactly-once check.
+    BenchCoordinator(benchcoord::BenchCoordinatorArgs),
     /// A job's event log, one line per event.
     Logs {
         /// The job id, as `sweepctl status` lists it.
@@ -145,6 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Workers => client::block_on(remote::workers(connect)),
         Command::Report(args) => report::run(args),
         Command::Logs { job } => client::block_on(remote::logs(connect, job)),
+        Command::BenchCoordinator(args) => benchcoord::run(connect, args),
         Command::Show { job, json } => client::block_on(remote::show(connect, job, json)),
     }
 }

@@ -225,8 +225,11 @@ pub fn render_status(snapshot: &pb::StatusSnapshot, all: bool) -> String {
         }
         let counts = variant_counts(jobs.iter().copied());
         let _ = writeln!(out, "{}", variants_table(&counts));
-        let failed: Vec<&pb::JobStatus> =
-            jobs.iter().copied().filter(|j| j.state == "failed").collect();
+        let failed: Vec<&pb::JobStatus> = jobs
+            .iter()
+            .copied()
+            .filter(|j| j.state == "failed")
+            .collect();
         if !failed.is_empty() {
             let _ = writeln!(
                 out,
@@ -241,7 +244,8 @@ pub fn render_status(snapshot: &pb::StatusSnapshot, all: bool) -> String {
             counts.len(),
             match failed.len() {
                 0 => String::new(),
-                n if n > FAILED_LISTED => format!(" (the first {FAILED_LISTED} of {n} failed jobs above)"),
+                n if n > FAILED_LISTED =>
+                    format!(" (the first {FAILED_LISTED} of {n} failed jobs above)"),
                 _ => " (the failed jobs above)".to_string(),
             }
         );
@@ -389,7 +393,11 @@ mod tests {
             j.job_id = format!("v{}-seed-{i}-0123abcd", i % 3);
             j.variant = format!("v{}", i % 3);
             j.seed = i;
-            j.error = if j.state == "failed" { "boom".into() } else { String::new() };
+            j.error = if j.state == "failed" {
+                "boom".into()
+            } else {
+                String::new()
+            };
             jobs.push(j);
         }
         let snapshot = pb::StatusSnapshot {
@@ -404,10 +412,20 @@ mod tests {
         let text = render_status(&snapshot, false);
         let took = started.elapsed();
         assert!(text.lines().count() < 40, "{text}");
-        for expected in ["v0", "v1", "v2", "boom", "10000 jobs in 3 variants", "--all"] {
+        for expected in [
+            "v0",
+            "v1",
+            "v2",
+            "boom",
+            "10000 jobs in 3 variants",
+            "--all",
+        ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");
         }
-        assert!(!text.contains("v1-seed-1-"), "only failed jobs are listed:\n{text}");
+        assert!(
+            !text.contains("v1-seed-1-"),
+            "only failed jobs are listed:\n{text}"
+        );
         // Well under a second even in a debug build.
         assert!(took < std::time::Duration::from_secs(1), "{took:?}");
         let counts = variant_counts(&snapshot.jobs);

@@ -115,9 +115,14 @@ mod tests {
         let path = std::env::join_paths([root.join("empty"), root.join("usr/bin")]).unwrap();
 
         // Nowhere: the error says how to get it.
-        let err = locate(None, Some(&exe), Some(&path)).unwrap_err().to_string();
+        let err = locate(None, Some(&exe), Some(&path))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not found"), "{err}");
-        assert!(err.contains("cargo install --path crates/sweepctl-torch"), "{err}");
+        assert!(
+            err.contains("cargo install --path crates/sweepctl-torch"),
+            "{err}"
+        );
         assert!(err.contains(ENV), "{err}");
 
         touch(&on_path);

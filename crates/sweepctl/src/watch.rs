@@ -487,7 +487,9 @@ mod tests {
             "first snapshot: everything"
         );
         assert!(
-            lines.changes(&snapshot("running", 1, false), now).is_empty(),
+            lines
+                .changes(&snapshot("running", 1, false), now)
+                .is_empty(),
             "no change, no line"
         );
         let next = lines.changes(&snapshot("running", 2, false), now);
@@ -553,7 +555,11 @@ mod tests {
         assert!(first[0].starts_with("sweep quick: 100/10000"), "{first:?}");
         assert!(first[1].contains("failed: boom"), "{first:?}");
         // Progress within the interval: nothing; after it: the counts again.
-        assert!(lines.changes(&big(200), t0 + Duration::from_secs(1)).is_empty());
+        assert!(
+            lines
+                .changes(&big(200), t0 + Duration::from_secs(1))
+                .is_empty()
+        );
         let later = lines.changes(&big(300), t0 + SUMMARY_INTERVAL);
         assert_eq!(later.len(), 1, "{later:?}");
         // Every variant ends: a line each, and the final counts at once.

@@ -277,7 +277,10 @@ fn watch_follows_a_sweep_to_its_results() {
         "train-images-idx3-ubyte",
         "config sha256",
     ] {
-        assert!(shown.contains(expected), "{expected:?} missing from\n{shown}");
+        assert!(
+            shown.contains(expected),
+            "{expected:?} missing from\n{shown}"
+        );
     }
     let json: serde_json::Value =
         serde_json::from_str(&ok(&addr, &["show", "--json", &job_id])).expect("show --json");

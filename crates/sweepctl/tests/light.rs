@@ -80,7 +80,10 @@ fn alone_it_runs_and_says_how_to_get_the_torch_commands() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sweepctl-torch was not found"), "{err}");
     assert!(err.contains("SWEEPCTL_TORCH"), "{err}");
-    assert!(err.contains("cargo install --path crates/sweepctl-torch"), "{err}");
+    assert!(
+        err.contains("cargo install --path crates/sweepctl-torch"),
+        "{err}"
+    );
 }
 
 /// `SWEEPCTL_TORCH` names a stand-in script that echoes what it was given:
@@ -121,6 +124,11 @@ fn torch_commands_are_passed_on_as_typed() {
         )];
         expected.push(format!("arg={command}"));
         expected.extend(args.iter().map(|a| format!("arg={a}")));
-        assert_eq!(stdout.lines().collect::<Vec<_>>(), expected, "{}", text(&out));
+        assert_eq!(
+            stdout.lines().collect::<Vec<_>>(),
+            expected,
+            "{}",
+            text(&out)
+        );
     }
 }

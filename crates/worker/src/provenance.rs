@@ -230,7 +230,8 @@ mod tests {
             cpu_model_in(x86).as_deref(),
             Some("Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz")
         );
-        let arm = "processor\t: 0\nBogoMIPS\t: 108.00\n\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n";
+        let arm =
+            "processor\t: 0\nBogoMIPS\t: 108.00\n\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n";
         assert_eq!(
             cpu_model_in(arm).as_deref(),
             Some("Raspberry Pi 4 Model B Rev 1.4")
