@@ -27,7 +27,7 @@ training: {epochs: 1}
 YAML
 
 export SWEEP_COORDINATOR="127.0.0.1:$PORT"
-"$BIN/sweep-coordinator" --state-dir "$dir/runs" --listen "$SWEEP_COORDINATOR" > "$dir/coordinator.log" 2>&1 &
+"$BIN/sweep-coordinator" --state-dir "$dir/runs" --listen "$SWEEP_COORDINATOR" --http off > "$dir/coordinator.log" 2>&1 &
 workers=()
 for i in $(seq 1 "$WORKERS"); do
   RUST_LOG=error "$BIN/sweep-worker" --name "sim-$i" --cache-dir "$dir/w$i" \

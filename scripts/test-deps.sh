@@ -17,6 +17,10 @@ PACKAGES=(
   debootstrap
   # crates/train/tests/sanity.rs: Fashion-MNIST loads from /usr/share/datasets.
   dataset-fashion-mnist
+  # tests/dashboard_browser.rs: the dashboard in a real headless browser,
+  # driven over WebDriver.
+  chromium
+  chromium-driver
 )
 
 log() { echo "test-deps: $*" >&2; }

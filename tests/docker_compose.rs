@@ -264,6 +264,7 @@ fn compose_quickstart_survives_a_killed_worker() {
         env: vec![
             ("SWEEPRUN_IMAGE".into(), image.clone()),
             ("SWEEP_PORT".into(), free_port().to_string()),
+            ("SWEEP_HTTP_PORT".into(), free_port().to_string()),
             ("SWEEP_LEASE_TIMEOUT".into(), LEASE_TIMEOUT_S.into()),
             ("SWEEP_HEARTBEAT_INTERVAL".into(), HEARTBEAT_S.into()),
             ("SWEEP_WORKER_RESTART".into(), "no".into()),

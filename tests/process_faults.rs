@@ -77,6 +77,9 @@ impl Coordinator {
                 "2",
                 "--heartbeat-interval",
                 "0.3",
+                // Tests run side by side: no dashboard on the default port.
+                "--http",
+                "off",
             ])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

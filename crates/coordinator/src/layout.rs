@@ -303,3 +303,18 @@ pub fn write_report(state_dir: &Path, table: &ResultsTable) {
         tracing::warn!(sweep = %table.sweep, error = %e, "writing the TensorBoard seed averages failed");
     }
 }
+
+/// The figures of a run (`analysis/*.png`), relative to the run directory,
+/// sorted: what the dashboard's job page shows. None yet: an empty list.
+pub fn figures(run_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(run_dir.join("analysis")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".png") && !name.starts_with('.'))
+        .map(|name| format!("analysis/{name}"))
+        .collect();
+    names.sort();
+    names
+}

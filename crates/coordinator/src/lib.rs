@@ -8,6 +8,9 @@
 //! - [`layout`]: the files the coordinator writes (run directories, staged
 //!   checkpoint uploads, results).
 //! - [`service`]: the gRPC handlers over the store and the layout.
+//! - [`events`]: what changed, published by the handlers for live pages.
+//! - [`dashboard`]: the web pages and JSON API (`--http`), beside the gRPC
+//!   service over the same store.
 //! - [`error`]: the error type and its one mapping to gRPC status codes.
 //! - [`auth`]: bearer tokens with a worker and an admin role, checked before
 //!   any handler runs; the health service stays open.
@@ -18,7 +21,9 @@
 //! `exit_when_done`, until every sweep has ended.
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
+pub mod events;
 pub mod layout;
 pub mod limits;
 pub mod service;
@@ -58,6 +63,8 @@ pub struct CoordinatorConfig {
     /// A sweep (directory or file) to submit at start.
     pub sweep: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// Where the dashboard is served (None: nowhere).
+    pub http: Option<SocketAddr>,
     /// Root of the run layout; also holds `coordinator.sqlite`.
     pub state_dir: PathBuf,
     /// `sweep-worker` processes to start on this machine.
@@ -98,6 +105,7 @@ impl CoordinatorConfig {
         CoordinatorConfig {
             sweep: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http: None,
             state_dir,
             local_workers: 0,
             local_worker_threads: None,
@@ -118,11 +126,14 @@ impl CoordinatorConfig {
 pub struct Coordinator {
     /// The address actually bound (the port of `:0` resolved).
     pub addr: SocketAddr,
+    /// The dashboard's address, when it is served.
+    pub http_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     exit_when_done: bool,
     shutdown: CancellationToken,
     workers: Vec<LocalWorker>,
     server: JoinHandle<Result<()>>,
+    dashboard: Option<JoinHandle<()>>,
     expiry: JoinHandle<()>,
 }
 
@@ -186,6 +197,31 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
             router.add_service(coordinator)
         }
     };
+    let dashboard = match config.http {
+        Some(http) => {
+            let tls = config
+                .tls
+                .as_ref()
+                .map(|files| dashboard::tls_config(&files.cert, &files.key))
+                .transpose()?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let served = dashboard::start(
+                http,
+                Arc::clone(&shared),
+                config.admin_token.as_ref(),
+                tls,
+                stopping.clone(),
+            )
+            .await?;
+            tracing::info!(
+                "dashboard at {scheme}://{}/ (open it in a browser)",
+                served.addr
+            );
+            Some(served)
+        }
+        None => None,
+    };
+
     let server = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(
@@ -223,11 +259,13 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
 
     Ok(Coordinator {
         addr,
+        http_addr: dashboard.as_ref().map(|d| d.addr),
         shared,
         exit_when_done: config.exit_when_done,
         shutdown,
         workers,
         server,
+        dashboard: dashboard.map(|d| d.task),
         expiry,
     })
 }
@@ -381,6 +419,9 @@ impl Coordinator {
         stop_local_workers(self.workers).await;
         self.shared.stopping.cancel();
         let _ = self.expiry.await;
+        if let Some(dashboard) = self.dashboard {
+            let _ = dashboard.await;
+        }
         let served = self
             .server
             .await

@@ -23,6 +23,10 @@ struct Args {
     /// Address to serve gRPC on.
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+    /// Address of the dashboard (web pages and /api/v1), or `off`. Beyond
+    /// loopback it needs the admin token; with --tls-cert it is HTTPS.
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:8080", value_parser = parse_http)]
+    http: HttpAddr,
     /// Run layout root; also holds coordinator.sqlite.
     #[arg(long, default_value = "runs")]
     state_dir: PathBuf,
@@ -66,6 +70,19 @@ struct Args {
     tls_ca: Option<PathBuf>,
 }
 
+/// `--http`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct HttpAddr(Option<SocketAddr>);
+
+fn parse_http(s: &str) -> Result<HttpAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(HttpAddr(None));
+    }
+    s.parse()
+        .map(|a| HttpAddr(Some(a)))
+        .map_err(|e| format!("{e}: expected an address such as 127.0.0.1:8080, or off"))
+}
+
 fn parse_seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
     if v.is_finite() && v > 0.0 {
@@ -98,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
     let config = CoordinatorConfig {
         sweep: args.config,
         listen: args.listen,
+        http: args.http.0,
         state_dir: args.state_dir,
         local_workers: args.local_workers,
         local_worker_threads: args.local_worker_threads,

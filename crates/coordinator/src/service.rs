@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{CoordinatorError, Result};
+use crate::events::{Event, EventBus, JobView};
 use crate::layout::{self, TensorBoard};
 use crate::limits::{Limits, truncate_text};
 use crate::store::{self, JobState, Outcome, Store};
@@ -52,6 +53,8 @@ pub struct Shared {
     /// Bumped after every change of the job model: wakes long-polling
     /// LeaseJob calls, WatchStatus streams and the exit-when-done check.
     pub changes: watch::Sender<u64>,
+    /// What changed, for the dashboard's live pages.
+    pub events: EventBus,
     tensorboard: TensorBoard,
     /// Sweep reports being written: `--exit-when-done` waits for them.
     reports_in_flight: std::sync::atomic::AtomicUsize,
@@ -76,6 +79,7 @@ impl Shared {
             limits,
             reports_in_flight: std::sync::atomic::AtomicUsize::new(0),
             changes: watch::Sender::new(0),
+            events: EventBus::default(),
             tensorboard: TensorBoard::default(),
             stopping,
         }
@@ -123,6 +127,9 @@ impl Shared {
             .await?;
         tracing::info!(sweep = %spec.name, jobs = counts.0, new = counts.1, "sweep submitted");
         self.bump();
+        self.events.publish(Event::Sweep {
+            sweep: spec.name.clone(),
+        });
         // A resubmitted sweep may already be complete.
         self.finish_sweep_if_done(&spec.name).await?;
         Ok(counts)
@@ -164,6 +171,9 @@ impl Shared {
             .await?;
         let finished = table.is_some();
         if let Some(table) = table {
+            self.events.publish(Event::Sweep {
+                sweep: table.sweep.clone(),
+            });
             tracing::info!(sweep = %table.sweep, "sweep finished; results written");
             // The one print of the library: the table is the product.
             println!("{}", table.render(Format::Table));
@@ -228,10 +238,23 @@ impl Shared {
         if expired.requeued.is_empty() && expired.failed.is_empty() {
             return Ok(());
         }
-        for id in &expired.requeued {
+        for (id, _) in &expired.requeued {
             tracing::warn!(job = %id, "lease expired; job returns to pending");
         }
         self.bump();
+        let mut sweeps: Vec<&String> = expired
+            .requeued
+            .iter()
+            .chain(&expired.failed)
+            .map(|(_, sweep)| sweep)
+            .collect();
+        sweeps.sort();
+        sweeps.dedup();
+        for sweep in sweeps {
+            self.events.publish(Event::Sweep {
+                sweep: sweep.clone(),
+            });
+        }
         for (id, sweep) in &expired.failed {
             tracing::error!(job = %id, "lease expired too often; job failed");
             self.finish_sweep_if_done(sweep).await?;
@@ -316,7 +339,7 @@ fn non_empty(value: &str, field: &'static str) -> Result<()> {
 /// configured epochs plus `slack`: what bounds the metric rows of a job.
 /// The results table of a sweep, with its swept-key columns and the marks
 /// of its seed policy.
-fn results_table(
+pub(crate) fn results_table(
     conn: &rusqlite::Connection,
     row: &store::SweepRow,
     outcomes: &[results::RunOutcome],
@@ -445,6 +468,7 @@ impl Coordinator for Service {
             slots: req.slots.max(1),
             last_seen_ms: 0,
             allow_commands: req.allow_commands,
+            jobs_done: 0,
         };
         let (max_workers, alive_ms) = (
             limits.max_workers,
@@ -465,6 +489,7 @@ impl Coordinator for Service {
             .await?;
         tracing::info!(worker = %worker_id, allow_commands = req.allow_commands, "worker registered");
         self.shared.bump();
+        self.shared.events.publish(Event::Worker { name: req.name });
         Ok(Response::new(pb::RegisterWorkerResponse {
             worker_id,
             heartbeat_interval_ms: self.shared.heartbeat_interval.as_millis() as u64,
@@ -507,6 +532,7 @@ impl Coordinator for Service {
             if let Some((job, checkpoints)) = leased {
                 tracing::info!(job = %job.id, attempt = job.attempt, worker = %worker_id, resume = !checkpoints.is_empty(), "job leased");
                 shared.bump();
+                shared.events.publish(Event::Job(JobView::from(&job)));
                 return Ok(Response::new(pb::LeaseJobResponse {
                     job: Some(pb::Job {
                         job_id: job.id,
@@ -580,6 +606,15 @@ impl Coordinator for Service {
                 .tensorboard
                 .epoch(&ingest.job.id, &dir, &metrics)?;
             self.shared.bump();
+            let job = ingest.job;
+            self.shared.events.publish(Event::Epoch {
+                job_id: job.id,
+                sweep: job.sweep,
+                variant: job.variant,
+                seed: job.seed,
+                epochs: job.epochs,
+                metrics,
+            });
         }
         Ok(Response::new(pb::ReportEpochResponse {}))
     }
@@ -775,6 +810,7 @@ impl Coordinator for Service {
             tracing::warn!(job = %job.id, state = job.state.as_str(), error = job.error.as_deref().unwrap_or(""), "attempt failed");
         }
         self.shared.bump();
+        self.shared.events.publish(Event::Job(JobView::from(&job)));
         if job.state.is_terminal() {
             self.shared.finish_sweep_if_done(&job.sweep).await?;
         }
@@ -1082,6 +1118,11 @@ impl Coordinator for Service {
             .await?;
         tracing::info!(cancelled, "cancelled on request");
         self.shared.bump();
+        for sweep in &sweeps {
+            self.shared.events.publish(Event::Sweep {
+                sweep: sweep.clone(),
+            });
+        }
         for sweep in sweeps {
             self.shared.finish_sweep_if_done(&sweep).await?;
         }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::results::RunOutcome;
 
@@ -115,7 +115,7 @@ CREATE TABLE IF NOT EXISTS job_output (
 /// Columns added after the first release, with their definitions: a state
 /// directory written by an older coordinator gains them on open (SQLite's
 /// `CREATE TABLE IF NOT EXISTS` leaves an existing table as it is).
-const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     // Adaptive seeds: the sweep's SeedPolicy as JSON (NULL: fixed seeds).
     ("sweeps", "seed_policy", "TEXT"),
     // Grid/random sweeps: {"keys": [...], "values": {variant: [...]}} as JSON.
@@ -124,6 +124,8 @@ const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
     ("jobs", "command", "INTEGER NOT NULL DEFAULT 0"),
     // The worker was started with --allow-commands.
     ("workers", "allow_commands", "INTEGER NOT NULL DEFAULT 0"),
+    // Jobs the worker completed successfully (the dashboard's workers page).
+    ("workers", "jobs_done", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Output a command job's program may leave in the database per attempt:
@@ -268,6 +270,7 @@ fn finish_job(parts: (JobRow, String, Option<String>)) -> Result<JobRow> {
 #[derive(Debug, Clone)]
 pub struct SweepRow {
     pub name: String,
+    pub description: String,
     pub baseline: String,
     pub results_written: bool,
     /// Adaptive seeds, when the sweep asked for them.
@@ -312,6 +315,8 @@ pub struct WorkerRow {
     pub last_seen_ms: i64,
     /// Started with --allow-commands: may be leased command jobs.
     pub allow_commands: bool,
+    /// Jobs it completed successfully.
+    pub jobs_done: u64,
 }
 
 /// One line of a job's event log.
@@ -326,8 +331,8 @@ pub struct EventRow {
 /// What a lease expiry pass did.
 #[derive(Debug, Default)]
 pub struct Expired {
-    /// Jobs returned to pending.
-    pub requeued: Vec<String>,
+    /// Jobs returned to pending, with their sweep.
+    pub requeued: Vec<(String, String)>,
     /// Jobs failed for good (too many attempts), with their sweep.
     pub failed: Vec<(String, String)>,
 }
@@ -405,12 +410,13 @@ pub fn jobs(conn: &Connection, sweep: Option<&str>) -> Result<Vec<JobRow>> {
 
 pub fn sweeps(conn: &Connection) -> Result<Vec<SweepRow>> {
     let mut stmt = conn.prepare(
-        "SELECT name, baseline, results_written, seed_policy, space FROM sweeps ORDER BY created_ms, name",
+        "SELECT name, baseline, results_written, seed_policy, space, description FROM sweeps ORDER BY created_ms, name",
     )?;
     let rows = stmt
         .query_map([], |row| {
             Ok(SweepRow {
                 name: row.get(0)?,
+                description: row.get(5)?,
                 baseline: row.get(1)?,
                 results_written: row.get(2)?,
                 seed_policy: json_column(row.get(3)?, "seed_policy")?,
@@ -419,6 +425,36 @@ pub fn sweeps(conn: &Connection) -> Result<Vec<SweepRow>> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// One sweep's row.
+pub fn sweep(conn: &Connection, name: &str) -> Result<SweepRow> {
+    sweeps(conn)?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| CoordinatorError::NotFound(format!("no sweep {name:?}")))
+}
+
+/// Per sweep, how many of its jobs are in each state: one query, however
+/// many jobs there are.
+pub fn state_counts(conn: &Connection) -> Result<HashMap<String, Vec<(JobState, u32)>>> {
+    let mut stmt = conn.prepare("SELECT sweep, state, COUNT(*) FROM jobs GROUP BY sweep, state")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out: HashMap<String, Vec<(JobState, u32)>> = HashMap::new();
+    for (sweep, state, n) in rows {
+        out.entry(sweep)
+            .or_default()
+            .push((JobState::parse(&state)?, n));
+    }
+    Ok(out)
 }
 
 /// Sweep metadata from a submission.
@@ -671,7 +707,7 @@ pub fn touch_worker(conn: &Connection, worker_id: &str) -> Result<()> {
 }
 
 pub fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
-    let mut stmt = conn.prepare("SELECT id, name, host, device, threads, slots, last_seen_ms, allow_commands FROM workers ORDER BY registered_ms")?;
+    let mut stmt = conn.prepare("SELECT id, name, host, device, threads, slots, last_seen_ms, allow_commands, jobs_done FROM workers ORDER BY registered_ms")?;
     let rows = stmt
         .query_map([], |r| {
             Ok(WorkerRow {
@@ -683,6 +719,7 @@ pub fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
                 slots: r.get(5)?,
                 last_seen_ms: r.get(6)?,
                 allow_commands: r.get(7)?,
+                jobs_done: r.get::<_, i64>(8)? as u64,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -880,6 +917,30 @@ pub fn epochs_of(conn: &Connection, job_id: &str) -> Result<Vec<EpochMetrics>> {
         .collect()
 }
 
+/// Every recorded epoch of every job of a sweep, per job id, in epoch order:
+/// one query for the dashboard's curves instead of one per job.
+pub fn epochs_of_sweep(
+    conn: &Connection,
+    sweep: &str,
+) -> Result<HashMap<String, Vec<EpochMetrics>>> {
+    let mut stmt = conn.prepare(
+        "SELECT e.job_id, e.metrics FROM epochs e JOIN jobs j ON j.id = e.job_id \
+         WHERE j.sweep = ?1 ORDER BY e.job_id, e.epoch",
+    )?;
+    let rows = stmt
+        .query_map([sweep], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out: HashMap<String, Vec<EpochMetrics>> = HashMap::new();
+    for (job_id, text) in rows {
+        let metrics = serde_json::from_str(&text)
+            .map_err(|e| CoordinatorError::Internal(format!("stored epoch of {job_id}: {e}")))?;
+        out.entry(job_id).or_default().push(metrics);
+    }
+    Ok(out)
+}
+
 pub fn record_artifact(
     conn: &Connection,
     job_id: &str,
@@ -938,6 +999,10 @@ pub fn complete(
                 .unwrap_or_default();
             event(&tx, job_id, attempt, "succeeded", &test)?;
             end_attempt(&tx, job_id, attempt, "succeeded", "")?;
+            tx.execute(
+                "UPDATE workers SET jobs_done = jobs_done + 1 WHERE id = ?1",
+                [worker_id],
+            )?;
         }
         Outcome::Failed { message, permanent } => {
             let retry = !permanent && job.attempt < MAX_ATTEMPTS;
@@ -1005,7 +1070,7 @@ pub fn expire_leases(conn: &mut Connection) -> Result<Expired> {
             let message = format!("lease on {worker} expired; the job returns to pending");
             event(&tx, &id, attempt, "expired", &message)?;
             end_attempt(&tx, &id, attempt, "expired", &message)?;
-            expired.requeued.push(id);
+            expired.requeued.push((id, sweep));
         }
     }
     tx.commit()?;
@@ -1136,10 +1201,7 @@ pub fn append_output(
 
 /// The finished runs of a sweep, and how many jobs have not ended.
 pub fn outcomes(conn: &Connection, sweep: &str) -> Result<(SweepRow, Vec<RunOutcome>, usize)> {
-    let row = sweeps(conn)?
-        .into_iter()
-        .find(|s| s.name == sweep)
-        .ok_or_else(|| CoordinatorError::NotFound(format!("no sweep {sweep:?}")))?;
+    let row = self::sweep(conn, sweep)?;
     let mut outcomes = Vec::new();
     let mut pending = 0;
     for job in jobs(conn, Some(sweep))? {
@@ -1367,6 +1429,7 @@ mod tests {
             slots: 1,
             last_seen_ms: 0,
             allow_commands: name.starts_with("cmd"),
+            jobs_done: 0,
         };
         register_worker(conn, &row).expect("register")
     }
@@ -1381,7 +1444,7 @@ mod tests {
         assert_eq!(first.attempt, 1);
         std::thread::sleep(Duration::from_millis(5));
         let expired = expire_leases(&mut conn).expect("expire");
-        assert_eq!(expired.requeued, vec![id.clone()]);
+        assert_eq!(expired.requeued, vec![(id.clone(), "s".to_string())]);
         let second = lease(&mut conn, &b, Duration::from_secs(60))
             .expect("lease")
             .expect("a job");
@@ -1460,7 +1523,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(
             expire_leases(&mut conn).expect("expire").requeued,
-            std::slice::from_ref(&id)
+            vec![(id.clone(), "s".to_string())]
         );
         // Attempt 2 on b's CPU, by an older worker that records nothing.
         lease(&mut conn, &b, Duration::from_secs(60))

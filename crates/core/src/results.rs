@@ -455,17 +455,10 @@ impl ResultsTable {
         }
     }
 
-    fn render_text(&self, markdown: bool) -> String {
-        let mut table = Table::new();
-        table
-            .load_style(if markdown {
-                presets::ASCII_MARKDOWN
-            } else {
-                presets::UTF8_FULL_CONDENSED
-            })
-            // Never measure the terminal: the same table everywhere, and in tests.
-            .set_content_arrangement(ContentArrangement::Disabled)
-            .force_no_tty();
+    /// The table's header and rows, as every text rendering shows them (the
+    /// terminal, Markdown, the dashboard): one definition of each cell.
+    /// The first `1 + swept_keys.len()` columns are names, the rest numbers.
+    pub fn cells(&self) -> (Vec<String>, Vec<Vec<String>>) {
         let mut header: Vec<String> = vec!["variant".into()];
         header.extend(self.swept_keys.iter().cloned());
         header.extend(
@@ -480,78 +473,67 @@ impl ResultsTable {
             ]
             .map(String::from),
         );
-        let swept_columns = self.swept_keys.len();
-        // The n column's index, after the variant and the swept keys.
-        let n_column = 1 + swept_columns;
-        table.set_header(header);
-        for v in &self.variants {
-            let name = if markdown {
-                v.variant.replace('|', "\\|")
-            } else {
-                v.variant.clone()
-            };
-            // Flagged, and explained below the table.
-            let name = if v.mixed_devices() {
-                format!("{name} {MIXED_MARK}")
-            } else {
-                name
-            };
-            let mut row = vec![name];
-            row.extend(v.swept.iter().cloned());
-            row.resize(n_column, NOT_APPLICABLE.to_string());
-            row.extend([
-                if v.max_seeds_hit {
-                    format!("{}*", v.n)
+        let n_column = 1 + self.swept_keys.len();
+        let rows = self
+            .variants
+            .iter()
+            .map(|v| {
+                // Flagged, and explained under the table.
+                let mut row = vec![if v.mixed_devices() {
+                    format!("{} {MIXED_MARK}", v.variant)
                 } else {
-                    v.n.to_string()
-                },
-                mean_std(v.test_acc, 100.0, 2),
-                v.delta_test_acc.map_or_else(
-                    || NOT_APPLICABLE.to_string(),
-                    |d| format!("{:+.2}", d * 100.0),
-                ),
-                v.p_value
-                    .map_or_else(|| NOT_APPLICABLE.to_string(), format_p),
-                mean_std(v.best_val_acc, 100.0, 2),
-                mean_std(v.best_epoch, 1.0, 1),
-                mean_std(v.train_seconds, 1.0, 1),
-            ]);
-            table.add_row(row);
-        }
-        for column in table.column_iter_mut().skip(n_column) {
-            column.set_cell_alignment(CellAlignment::Right);
-        }
+                    v.variant.clone()
+                }];
+                row.extend(v.swept.iter().cloned());
+                row.resize(n_column, NOT_APPLICABLE.to_string());
+                row.extend([
+                    if v.max_seeds_hit {
+                        format!("{}*", v.n)
+                    } else {
+                        v.n.to_string()
+                    },
+                    mean_std(v.test_acc, 100.0, 2),
+                    v.delta_test_acc.map_or_else(
+                        || NOT_APPLICABLE.to_string(),
+                        |d| format!("{:+.2}", d * 100.0),
+                    ),
+                    v.p_value
+                        .map_or_else(|| NOT_APPLICABLE.to_string(), format_p),
+                    mean_std(v.best_val_acc, 100.0, 2),
+                    mean_std(v.best_epoch, 1.0, 1),
+                    mean_std(v.train_seconds, 1.0, 1),
+                ]);
+                row
+            })
+            .collect();
+        (header, rows)
+    }
 
-        let mut out = String::new();
+    /// The sentences under the table: what the columns mean, the seed
+    /// policy, a baseline without runs, the jobs still pending.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
         if self.variants.is_empty() {
-            let _ = writeln!(out, "Sweep {}: no finished runs yet.", self.sweep);
+            notes.push(format!("Sweep {}: no finished runs yet.", self.sweep));
         } else {
-            let _ = writeln!(out, "{table}");
-            // A blank line keeps Markdown from reading the notes as table rows.
-            if markdown {
-                out.push('\n');
-            }
             if self.baseline.is_empty() {
-                let _ = writeln!(
-                    out,
+                notes.push(format!(
                     "Sweep {}: mean ± sample std (n−1) over seeds; no baseline, so no Δ or p; \
                      {NOT_APPLICABLE}: n/a.",
                     self.sweep
-                );
+                ));
             } else {
-                let _ = writeln!(
-                    out,
+                notes.push(format!(
                     "Sweep {}: mean ± sample std (n−1) over seeds; Δ: test acc minus that of \"{}\", in \
                      points; p: two-sided Welch's t-test vs the baseline; {NOT_APPLICABLE}: n/a.",
                     self.sweep, self.baseline
-                );
+                ));
             }
             if let Some(target) = self.target_ci_halfwidth {
-                let _ = writeln!(
-                    out,
+                notes.push(format!(
                     "Seeds were added to each variant until the 95% CI half-width of its mean test acc \
                      was at most {target} points; *: seeds.max reached first."
-                );
+                ));
             }
             for v in self.variants.iter().filter(|v| v.mixed_devices()) {
                 let devices: Vec<String> = v
@@ -559,30 +541,63 @@ impl ResultsTable {
                     .iter()
                     .map(|(device, n)| format!("{n} on {device}"))
                     .collect();
-                let _ = writeln!(
-                    out,
+                notes.push(format!(
                     "{MIXED_MARK} {}: its seeds ran on different device types ({}), so its spread \
                      includes hardware differences (`sweepctl show JOB` says where each ran).",
                     v.variant,
                     devices.join(", ")
-                );
+                ));
             }
-            if self.baseline.is_empty() {
-                // No baseline (a grid or random sweep without one): no Δ or p.
-            } else if !self.variants.iter().any(|v| v.variant == self.baseline) {
-                let _ = writeln!(
-                    out,
+            if !self.baseline.is_empty()
+                && !self.variants.iter().any(|v| v.variant == self.baseline)
+            {
+                notes.push(format!(
                     "The baseline {:?} has no finished runs yet.",
                     self.baseline
-                );
+                ));
             }
         }
         match self.pending {
             0 => {}
-            1 => out.push_str("1 job still pending.\n"),
-            n => {
-                let _ = writeln!(out, "{n} jobs still pending.");
+            1 => notes.push("1 job still pending.".into()),
+            n => notes.push(format!("{n} jobs still pending.")),
+        }
+        notes
+    }
+
+    fn render_text(&self, markdown: bool) -> String {
+        let mut out = String::new();
+        if !self.variants.is_empty() {
+            let mut table = Table::new();
+            table
+                .load_style(if markdown {
+                    presets::ASCII_MARKDOWN
+                } else {
+                    presets::UTF8_FULL_CONDENSED
+                })
+                // Never measure the terminal: the same table everywhere, and in tests.
+                .set_content_arrangement(ContentArrangement::Disabled)
+                .force_no_tty();
+            let (header, rows) = self.cells();
+            table.set_header(header);
+            for mut row in rows {
+                if markdown {
+                    row[0] = row[0].replace('|', "\\|");
+                }
+                table.add_row(row);
             }
+            for column in table.column_iter_mut().skip(1 + self.swept_keys.len()) {
+                column.set_cell_alignment(CellAlignment::Right);
+            }
+            let _ = writeln!(out, "{table}");
+            // A blank line keeps Markdown from reading the notes as table rows.
+            if markdown {
+                out.push('\n');
+            }
+        }
+        for note in self.notes() {
+            out.push_str(&note);
+            out.push('\n');
         }
         out
     }

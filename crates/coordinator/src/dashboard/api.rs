@@ -1,0 +1,419 @@
+//! `/api/v1/...`: what the pages show, as JSON, for the page script and for
+//! scripts of the user's; and `/api/v1/events`, the live stream.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sweep_core::metrics::EpochMetrics;
+use sweep_core::results::Format;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::{Stream, StreamExt};
+
+use super::AppState;
+use crate::error::CoordinatorError;
+use crate::events::{JobView, Numbered, Replay};
+use crate::store::{self, JobState};
+
+/// A failed API call: the status that fits and a message.
+pub struct ApiError(CoordinatorError);
+
+impl From<CoordinatorError> for ApiError {
+    fn from(e: CoordinatorError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            CoordinatorError::NotFound(_) => StatusCode::NOT_FOUND,
+            CoordinatorError::InvalidArgument(_) | CoordinatorError::BadName(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self.0, "dashboard request failed");
+        }
+        (
+            status,
+            Json(serde_json::json!({ "error": self.0.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// One sweep's progress.
+#[derive(Debug, Serialize)]
+pub struct SweepSummary {
+    pub name: String,
+    pub description: String,
+    pub total: u32,
+    pub pending: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+    /// Every job ended and the results are written.
+    pub finished: bool,
+}
+
+impl SweepSummary {
+    pub fn ended(&self) -> u32 {
+        self.succeeded + self.failed + self.cancelled
+    }
+}
+
+pub async fn sweep_summaries(state: &AppState) -> ApiResult<Vec<SweepSummary>> {
+    Ok(state
+        .shared
+        .store
+        .call(|conn| {
+            let counts = store::state_counts(conn)?;
+            let sweeps = store::sweeps(conn)?;
+            Ok(sweeps
+                .into_iter()
+                .map(|row| {
+                    let mut summary = SweepSummary {
+                        name: row.name.clone(),
+                        description: row.description,
+                        total: 0,
+                        pending: 0,
+                        running: 0,
+                        succeeded: 0,
+                        failed: 0,
+                        cancelled: 0,
+                        finished: row.results_written,
+                    };
+                    for (state, n) in counts.get(&row.name).into_iter().flatten() {
+                        summary.total += n;
+                        *match state {
+                            JobState::Pending => &mut summary.pending,
+                            JobState::Leased | JobState::Running => &mut summary.running,
+                            JobState::Succeeded => &mut summary.succeeded,
+                            JobState::Failed => &mut summary.failed,
+                            JobState::Cancelled => &mut summary.cancelled,
+                        } += n;
+                    }
+                    summary
+                })
+                .collect())
+        })
+        .await?)
+}
+
+pub async fn sweeps(State(state): State<AppState>) -> ApiResult<Json<Vec<SweepSummary>>> {
+    Ok(Json(sweep_summaries(&state).await?))
+}
+
+/// A job with its learning curve, for the grid and the charts.
+#[derive(Debug, Serialize)]
+pub struct JobWithCurve {
+    #[serde(flatten)]
+    pub job: JobView,
+    pub curve: Vec<EpochMetrics>,
+}
+
+/// Everything the sweep page draws, and the id of the last event it holds:
+/// the page follows the stream from there, so it misses nothing.
+#[derive(Debug, Serialize)]
+pub struct SweepSnapshot {
+    pub name: String,
+    pub description: String,
+    pub baseline: String,
+    pub last_event_id: u64,
+    pub jobs: Vec<JobWithCurve>,
+}
+
+pub async fn sweep_snapshot(state: &AppState, name: String) -> ApiResult<SweepSnapshot> {
+    // Read before the store: an event published meanwhile is both in the
+    // snapshot and replayed, which the page tolerates; none is lost.
+    let last_event_id = state.shared.events.last_id();
+    Ok(state
+        .shared
+        .store
+        .call(move |conn| {
+            let row = store::sweep(conn, &name)?;
+            let mut curves = store::epochs_of_sweep(conn, &name)?;
+            let jobs = store::jobs(conn, Some(&name))?
+                .iter()
+                .map(|job| JobWithCurve {
+                    job: JobView::from(job),
+                    curve: curves.remove(&job.id).unwrap_or_default(),
+                })
+                .collect();
+            Ok(SweepSnapshot {
+                name: row.name,
+                description: row.description,
+                baseline: row.baseline,
+                last_event_id,
+                jobs,
+            })
+        })
+        .await?)
+}
+
+/// A job's validation curves, rounded to what a chart can show.
+#[derive(Debug, Serialize)]
+pub struct CurveView {
+    pub job_id: String,
+    pub variant: String,
+    pub seed: u64,
+    pub val_acc: Vec<f64>,
+    pub val_loss: Vec<f64>,
+}
+
+/// What the sweep page's charts load: the validation curves only, so that
+/// the page of a large sweep stays small (the full epochs are in
+/// `/api/v1/sweeps/<name>`).
+#[derive(Debug, Serialize)]
+pub struct Curves {
+    pub last_event_id: u64,
+    pub jobs: Vec<CurveView>,
+}
+
+fn rounded(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    // Five significant digits: finer than a pixel of any chart.
+    let scale = 10f64.powi(4 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
+pub async fn curves(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Curves>> {
+    let snapshot = sweep_snapshot(&state, name).await?;
+    Ok(Json(Curves {
+        last_event_id: snapshot.last_event_id,
+        jobs: snapshot
+            .jobs
+            .into_iter()
+            .map(|j| CurveView {
+                val_acc: j.curve.iter().map(|e| rounded(e.val_acc)).collect(),
+                val_loss: j.curve.iter().map(|e| rounded(e.val_loss)).collect(),
+                job_id: j.job.job_id,
+                variant: j.job.variant,
+                seed: j.job.seed,
+            })
+            .collect(),
+    }))
+}
+
+pub async fn sweep(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<SweepSnapshot>> {
+    Ok(Json(sweep_snapshot(&state, name).await?))
+}
+
+/// The results table of a sweep, as `sweepctl results` computes it.
+pub async fn results_table(
+    state: &AppState,
+    name: String,
+) -> ApiResult<sweep_core::results::ResultsTable> {
+    Ok(state
+        .shared
+        .store
+        .call(move |conn| {
+            let (row, outcomes, pending) = store::outcomes(conn, &name)?;
+            crate::service::results_table(conn, &row, &outcomes, pending)
+        })
+        .await?)
+}
+
+pub async fn results(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let table = results_table(&state, name).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        table.render(Format::Json),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkerView {
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub device: String,
+    pub threads: u32,
+    pub jobs: Vec<String>,
+    pub jobs_done: u64,
+    pub last_seen_ms: i64,
+    pub alive: bool,
+}
+
+pub async fn worker_views(state: &AppState) -> ApiResult<Vec<WorkerView>> {
+    let rows = state.shared.store.call(|conn| store::workers(conn)).await?;
+    let now = store::now_ms();
+    let alive_ms = state.shared.lease_timeout.as_millis() as i64;
+    Ok(rows
+        .into_iter()
+        .map(|(w, jobs)| WorkerView {
+            alive: now - w.last_seen_ms <= alive_ms,
+            id: w.id,
+            name: w.name,
+            host: w.host,
+            device: w.device,
+            threads: w.threads,
+            jobs,
+            jobs_done: w.jobs_done,
+            last_seen_ms: w.last_seen_ms,
+        })
+        .collect())
+}
+
+pub async fn workers(State(state): State<AppState>) -> ApiResult<Json<Vec<WorkerView>>> {
+    Ok(Json(worker_views(&state).await?))
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogLine {
+    pub time_ms: i64,
+    pub kind: String,
+    pub attempt: u32,
+    pub message: String,
+}
+
+/// One job: its state, epochs, log (events and program output) and the
+/// files of its run directory, relative to the state directory.
+#[derive(Debug, Serialize)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: JobView,
+    pub epochs_list: Vec<EpochMetrics>,
+    pub log: Vec<LogLine>,
+    pub run_dir: String,
+    pub figures: Vec<String>,
+}
+
+pub async fn job_detail(state: &AppState, id: String) -> ApiResult<JobDetail> {
+    let state_dir = state.shared.state_dir.clone();
+    Ok(state
+        .shared
+        .store
+        .call(move |conn| {
+            let job = store::get_job(conn, &id)?;
+            let epochs_list = store::epochs_of(conn, &id)?;
+            let log = store::events(conn, &id)?
+                .into_iter()
+                .map(|e| LogLine {
+                    time_ms: e.time_ms,
+                    kind: e.kind,
+                    attempt: e.attempt,
+                    message: e.message,
+                })
+                .collect();
+            let run_dir = crate::layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
+            let relative = run_dir
+                .strip_prefix(&state_dir)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let figures = crate::layout::figures(&run_dir)
+                .into_iter()
+                .map(|name| format!("{relative}/{name}"))
+                .collect();
+            Ok(JobDetail {
+                job: JobView::from(&job),
+                epochs_list,
+                log,
+                run_dir: relative,
+                figures,
+            })
+        })
+        .await?)
+}
+
+pub async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobDetail>> {
+    Ok(Json(job_detail(&state, id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Only this sweep's events (and the workers').
+    sweep: Option<String>,
+    /// Replay from after this id (a page's snapshot's `last_event_id`); the
+    /// `Last-Event-ID` header of a reconnecting EventSource wins over it.
+    after: Option<u64>,
+}
+
+/// The event stream: replay from where the reader was, then live. A reader
+/// that fell too far behind gets a `reset` event and reloads.
+pub async fn events(
+    State(state): State<AppState>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .or(query.after);
+    let (replay, live) = state.shared.events.subscribe(after);
+    let sweep = query.sweep;
+    let wanted = move |(_, published): &Numbered| match (&sweep, published.event.sweep()) {
+        (Some(wanted), Some(of)) => wanted == of,
+        _ => true,
+    };
+    let head: Vec<Option<Numbered>> = match replay {
+        Replay::Reset => vec![None],
+        Replay::From(events) => events.into_iter().map(Some).collect(),
+    };
+    let wanted_live = wanted.clone();
+    let live = BroadcastStream::new(live).filter_map(move |item| match item {
+        Ok(numbered) => wanted_live(&numbered).then_some(Some(numbered)),
+        // Fell behind the channel: the page reloads its snapshot.
+        Err(BroadcastStreamRecvError::Lagged(_)) => Some(None),
+    });
+    let stream = tokio_stream::iter(head)
+        .filter(move |item| item.as_ref().is_none_or(&wanted))
+        .chain(live)
+        .map(|item| Ok(to_sse(item)));
+    // Ends with the server, so that a graceful shutdown does not wait for
+    // the browsers to leave.
+    let stream = futures_util::StreamExt::take_until(
+        stream,
+        state.shared.stopping.clone().cancelled_owned(),
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn to_sse(item: Option<Numbered>) -> SseEvent {
+    match item {
+        None => SseEvent::default().event("reset").data("{}"),
+        Some((id, published)) => SseEvent::default()
+            .id(id.to_string())
+            .event(published.event.name())
+            .data(&published.json),
+    }
+}
+
+/// Per variant, its jobs in seed order (the grid's rows).
+pub fn by_variant(jobs: &[JobWithCurve]) -> BTreeMap<&str, Vec<&JobWithCurve>> {
+    let mut out: BTreeMap<&str, Vec<&JobWithCurve>> = BTreeMap::new();
+    for job in jobs {
+        out.entry(job.job.variant.as_str()).or_default().push(job);
+    }
+    for row in out.values_mut() {
+        row.sort_by_key(|j| j.job.seed);
+    }
+    out
+}
