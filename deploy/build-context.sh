@@ -2,7 +2,7 @@
 # Stages the Docker build context for deploy/Dockerfile from what `make build`
 # left on this machine, so that no Rust toolchain is needed inside Docker:
 #
-#   <context>/bin/      sweep-coordinator, sweep-worker, sweepctl (target/release)
+#   <context>/bin/      sweep-coordinator, sweep-worker, sweepctl, sweepctl-torch (target/release)
 #   <context>/lib/      exactly the shared libraries those binaries load that the
 #                       base image does not provide (libtorch and the CUDA
 #                       libraries it links), found with ldd, one flat directory
@@ -35,7 +35,7 @@ for arg in "$@"; do
 done
 ctx="${ctx:-$root/target/docker-context}"
 bin_dir="${SWEEPRUN_BIN_DIR:-$root/target/release}"
-bins=(sweep-coordinator sweep-worker sweepctl)
+bins=(sweep-coordinator sweep-worker sweepctl sweepctl-torch)
 
 log() { echo "build-context: $*" >&2; }
 

@@ -1,6 +1,7 @@
 //! A worker that stops mid-job (as on SIGTERM) leaves its lease to expire; a
 //! second worker then resumes the job from the checkpoint the coordinator
-//! holds, and the job still ends with exactly one result.
+//! holds, and the job still ends with exactly one result. Its provenance
+//! records both attempts: who ran each, where, on what, and how it ended.
 
 use std::time::Duration;
 
@@ -138,6 +139,68 @@ async fn lost_worker_job_resumes_from_its_checkpoint() {
     let epochs = metrics["epochs"].as_array().map(Vec::len).unwrap_or(0);
     assert!(epochs >= 1 && metrics["test"].is_object(), "{metrics}");
     assert!(state_dir.join("one/results.csv").is_file());
+
+    // Provenance: both attempts, from the store and in the run directory.
+    let provenance = sweep_core::provenance::RunProvenance::try_from(
+        client
+            .get_provenance(pb::GetProvenanceRequest {
+                job_id: job.job_id.clone(),
+            })
+            .await
+            .expect("provenance")
+            .into_inner(),
+    )
+    .expect("valid provenance");
+    let run_dir = state_dir.join("one/baseline/seed-7");
+    let on_disk: sweep_core::provenance::RunProvenance = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.join("provenance.json")).expect("provenance.json"),
+    )
+    .expect("provenance.json parses");
+    assert_eq!(on_disk, provenance, "provenance.json is the store's");
+    assert_eq!(provenance.state, "succeeded");
+    assert_eq!(
+        provenance.config_sha256,
+        sweep_core::provenance::config_sha256(
+            &std::fs::read_to_string(run_dir.join("config.yaml")).expect("config.yaml")
+        )
+    );
+    let outcomes: Vec<(u32, &str, &str)> = provenance
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.worker_name.as_str(), a.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [(1, "first", "expired"), (2, "second", "succeeded")],
+        "{provenance:#?}"
+    );
+    for a in &provenance.attempts {
+        assert!(a.worker_id.ends_with(&a.worker_name), "{a:?}");
+        assert_eq!(a.host, sweep_worker::hostname(), "{a:?}");
+        assert!(a.device == "cpu" || a.device.starts_with("cuda:"), "{a:?}");
+        assert!(!a.device_name.is_empty(), "CPU model or GPU name: {a:?}");
+        assert_eq!(a.threads, 1, "{a:?}");
+        assert!(a.libtorch_version.starts_with("2."), "{a:?}");
+        assert_eq!(a.sweeprun_version, env!("CARGO_PKG_VERSION"));
+        assert!(!a.git_commit.is_empty(), "{a:?}");
+        let names: Vec<&str> = a.dataset.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "train-images-idx3-ubyte",
+                "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte"
+            ],
+            "{a:?}"
+        );
+        assert!(
+            0 < a.leased_ms && a.leased_ms <= a.started_ms && a.started_ms <= a.ended_ms,
+            "times in order: {a:?}"
+        );
+    }
+    assert!(provenance.attempts[0].ended_ms <= provenance.attempts[1].leased_ms);
+    assert!(provenance.device_type().is_some());
 
     second_stop.cancel();
     second.await.expect("join").expect("second worker");

@@ -221,7 +221,12 @@ fn compose_quickstart_survives_a_killed_worker() {
     };
     let root = repo_root();
     let bins = release_bin_dir();
-    for bin in ["sweep-coordinator", "sweep-worker", "sweepctl"] {
+    for bin in [
+        "sweep-coordinator",
+        "sweep-worker",
+        "sweepctl",
+        "sweepctl-torch",
+    ] {
         assert!(
             bins.join(bin).is_file(),
             "{} is missing: run `make build` first (`make test` does)",

@@ -5,7 +5,8 @@
 //!
 //! - a **worker** token opens the methods a worker needs to run jobs
 //!   ([`WORKER_METHODS`]): register, lease, heartbeat, report, upload and
-//!   download artifacts, complete, fetch the dataset;
+//!   download artifacts, complete, fetch the dataset, record an attempt's
+//!   provenance;
 //! - an **admin** token opens everything, including submitting and cancelling
 //!   sweeps and reading results ([`ADMIN_METHODS`] and any method added later:
 //!   what is not listed as a worker method needs admin).
@@ -39,7 +40,7 @@ pub const COORDINATOR_PREFIX: &str = "/sweep.v1.Coordinator/";
 pub const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
 /// The methods a worker token opens.
-pub const WORKER_METHODS: [&str; 9] = [
+pub const WORKER_METHODS: [&str; 10] = [
     "RegisterWorker",
     "LeaseJob",
     "Heartbeat",
@@ -49,12 +50,13 @@ pub const WORKER_METHODS: [&str; 9] = [
     "CompleteJob",
     "FetchDataset",
     "AppendJobLog",
+    "RecordAttempt",
 ];
 
 /// The methods of today's protocol that only an admin token opens; listed for
 /// tests and documentation, since any method missing from [`WORKER_METHODS`]
 /// needs admin anyway.
-pub const ADMIN_METHODS: [&str; 7] = [
+pub const ADMIN_METHODS: [&str; 8] = [
     "SubmitSweep",
     "GetStatus",
     "WatchStatus",
@@ -62,6 +64,7 @@ pub const ADMIN_METHODS: [&str; 7] = [
     "Cancel",
     "ListWorkers",
     "GetJobLogs",
+    "GetProvenance",
 ];
 
 /// What a token may do. Ordered: a higher role may do all a lower one may.

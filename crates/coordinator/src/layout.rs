@@ -71,6 +71,16 @@ pub fn write_config(run_dir: &Path, yaml: &str) -> Result<()> {
     write_atomic(&run_dir.join("config.yaml"), yaml.as_bytes())
 }
 
+/// `provenance.json`: where and how each attempt of the run ran.
+pub fn write_provenance(
+    run_dir: &Path,
+    provenance: &sweep_core::provenance::RunProvenance,
+) -> Result<()> {
+    let json = serde_json::to_vec_pretty(provenance)
+        .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+    write_atomic(&run_dir.join(sweep_core::provenance::FILE_NAME), &json)
+}
+
 pub fn write_metrics(run_dir: &Path, metrics: &RunMetrics) -> Result<()> {
     let json = serde_json::to_vec_pretty(metrics)
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;

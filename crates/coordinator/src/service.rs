@@ -11,6 +11,7 @@ use std::time::Duration;
 use sweep_core::command::{COMMAND_MAX_EPOCHS, JobConfig};
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::names;
+use sweep_core::provenance::AttemptProvenance;
 use sweep_core::results::{self, Format};
 use sweep_core::sweep::{MAX_ADAPTIVE_SEEDS, SeedPolicy, SweepSpec, Variant};
 use sweep_proto::pb::{self, coordinator_server::Coordinator};
@@ -147,9 +148,20 @@ impl Shared {
         let table = self
             .store
             .call(move |conn| {
+                if !store::results_due(conn, &sweep)? {
+                    return Ok(None);
+                }
                 let (row, outcomes, pending) = store::outcomes(conn, &sweep)?;
                 if pending > 0 || row.results_written {
                     return Ok(None);
+                }
+                // The final provenance.json of the runs that did not end with
+                // a completion (cancelled, failed by lease expiry), before the
+                // report reads them; CompleteJob wrote the others'.
+                let jobs = store::jobs(conn, Some(row.name.as_str()))?;
+                for job in jobs.iter().filter(|j| j.state != JobState::Succeeded) {
+                    let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
+                    layout::write_provenance(&dir, &store::provenance(conn, &job.id)?)?;
                 }
                 let table = results_table(conn, &row, &outcomes, pending)?;
                 layout::write_results(&state_dir, &table)?;
@@ -196,6 +208,28 @@ impl Shared {
                     .load(std::sync::atomic::Ordering::SeqCst)
                     == 0
             })
+    }
+
+    /// Rewrites a run's provenance.json from the store. Not fatal: what it
+    /// would record is already committed, and the sweep's end rewrites it.
+    async fn write_provenance(&self, job_id: String) {
+        let state_dir = self.state_dir.clone();
+        let written = self
+            .store
+            .call(move |conn| {
+                let provenance = store::provenance(conn, &job_id)?;
+                let dir = layout::run_dir(
+                    &state_dir,
+                    &provenance.sweep,
+                    &provenance.variant,
+                    provenance.seed,
+                );
+                layout::write_provenance(&dir, &provenance)
+            })
+            .await;
+        if let Err(err) = written {
+            tracing::warn!(error = %err, "writing provenance.json failed");
+        }
     }
 
     /// One pass of lease expiry.
@@ -760,6 +794,7 @@ impl Coordinator for Service {
                 store::complete(conn, &worker, &job_id, attempt, &outcome)
             })
             .await?;
+        self.shared.write_provenance(job.id.clone()).await;
         let dir = self.shared.run_dir(&job);
         if let Some(metrics) = final_metrics {
             layout::write_metrics(&dir, &metrics)?;
@@ -1140,6 +1175,42 @@ impl Coordinator for Service {
             })
             .collect();
         Ok(Response::new(pb::GetJobLogsResponse { events }))
+    }
+
+    #[tracing::instrument(skip_all, fields(job = %request.get_ref().job_id, attempt = request.get_ref().attempt))]
+    async fn record_attempt(
+        &self,
+        request: Request<pb::RecordAttemptRequest>,
+    ) -> std::result::Result<Response<pb::RecordAttemptResponse>, Status> {
+        let req = request.into_inner();
+        non_empty(&req.job_id, "job_id")?;
+        let mut provenance = AttemptProvenance::try_from(required(req.provenance, "provenance")?)
+            .map_err(CoordinatorError::from)?;
+        // What the coordinator knows itself is not the worker's to say.
+        provenance.attempt = req.attempt;
+        provenance.worker_id = req.worker_id.clone();
+        let (worker, job_id, attempt) = (req.worker_id, req.job_id, req.attempt);
+        let id = job_id.clone();
+        self.shared
+            .store
+            .call(move |conn| store::record_attempt(conn, &worker, &job_id, attempt, &provenance))
+            .await?;
+        self.shared.write_provenance(id).await;
+        Ok(Response::new(pb::RecordAttemptResponse {}))
+    }
+
+    async fn get_provenance(
+        &self,
+        request: Request<pb::GetProvenanceRequest>,
+    ) -> std::result::Result<Response<pb::RunProvenance>, Status> {
+        let job_id = request.into_inner().job_id;
+        non_empty(&job_id, "job_id")?;
+        let provenance = self
+            .shared
+            .store
+            .call(move |conn| store::provenance(conn, &job_id))
+            .await?;
+        Ok(Response::new(provenance.into()))
     }
 }
 

@@ -18,6 +18,7 @@ use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::results::RunOutcome;
 
 use sweep_core::command::JobConfig;
+use sweep_core::provenance::{AttemptProvenance, RunProvenance};
 use sweep_core::sweep::{JobSpec, SeedPolicy, extra_seed};
 
 use crate::error::{CoordinatorError, Result};
@@ -88,6 +89,18 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_job ON events(job_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id TEXT NOT NULL,
+    leased_ms INTEGER NOT NULL,
+    started_ms INTEGER,
+    ended_ms INTEGER,
+    outcome TEXT NOT NULL,
+    message TEXT,
+    provenance TEXT,
+    PRIMARY KEY (job_id, attempt)
+);
 CREATE TABLE IF NOT EXISTS job_output (
     job_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -765,6 +778,11 @@ pub fn lease(
         "leased",
         &format!("attempt {} on worker {worker_id}", job.attempt),
     )?;
+    tx.execute(
+        "INSERT OR REPLACE INTO attempts (job_id, attempt, worker_id, leased_ms, outcome) \
+         VALUES (?1, ?2, ?3, ?4, 'running')",
+        params![id, job.attempt, worker_id, now],
+    )?;
     tx.commit()?;
     Ok(Some(job))
 }
@@ -980,6 +998,7 @@ pub fn complete(
                 .map(|t| format!("test acc {:.4}", t.test_acc))
                 .unwrap_or_default();
             event(&tx, job_id, attempt, "succeeded", &test)?;
+            end_attempt(&tx, job_id, attempt, "succeeded", "")?;
             tx.execute(
                 "UPDATE workers SET jobs_done = jobs_done + 1 WHERE id = ?1",
                 [worker_id],
@@ -994,6 +1013,7 @@ pub fn complete(
             )?;
             let kind = if retry { "retry" } else { "failed" };
             event(&tx, job_id, attempt, kind, message)?;
+            end_attempt(&tx, job_id, attempt, kind, message)?;
         }
     }
     let job = get_job(&tx, job_id)?;
@@ -1035,6 +1055,7 @@ pub fn expire_leases(conn: &mut Connection) -> Result<Expired> {
                 params![id, message, now],
             )?;
             event(&tx, &id, attempt, "failed", &message)?;
+            end_attempt(&tx, &id, attempt, "expired", &message)?;
             let variant: String =
                 tx.query_row("SELECT variant FROM jobs WHERE id = ?1", [&id], |r| {
                     r.get(0)
@@ -1046,13 +1067,9 @@ pub fn expire_leases(conn: &mut Connection) -> Result<Expired> {
                 "UPDATE jobs SET state = 'pending', worker = NULL, lease_deadline_ms = NULL, updated_ms = ?2 WHERE id = ?1",
                 params![id, now],
             )?;
-            event(
-                &tx,
-                &id,
-                attempt,
-                "expired",
-                &format!("lease on {worker} expired; the job returns to pending"),
-            )?;
+            let message = format!("lease on {worker} expired; the job returns to pending");
+            event(&tx, &id, attempt, "expired", &message)?;
+            end_attempt(&tx, &id, attempt, "expired", &message)?;
             expired.requeued.push((id, sweep));
         }
     }
@@ -1104,6 +1121,7 @@ pub fn cancel(
             params![id, now],
         )?;
         event(&tx, id, *attempt, "cancelled", "cancelled on request")?;
+        end_attempt(&tx, id, *attempt, "cancelled", "cancelled on request")?;
         if !sweeps.contains(sweep) {
             sweeps.push(sweep.clone());
         }
@@ -1197,7 +1215,9 @@ pub fn outcomes(conn: &Connection, sweep: &str) -> Result<(SweepRow, Vec<RunOutc
             continue;
         };
         let Some(test) = metrics.test else { continue };
+        let device = succeeded_attempt(conn, &job.id)?.and_then(|a| a.device_type());
         outcomes.push(RunOutcome {
+            device,
             variant: job.variant,
             seed: job.seed,
             test_acc: test.test_acc,
@@ -1207,6 +1227,147 @@ pub fn outcomes(conn: &Connection, sweep: &str) -> Result<(SweepRow, Vec<RunOutc
         });
     }
     Ok((row, outcomes, pending))
+}
+
+/// Closes an attempt that is still open (a repeated close changes nothing).
+fn end_attempt(
+    tx: &Connection,
+    job_id: &str,
+    attempt: u32,
+    outcome: &str,
+    message: &str,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE attempts SET ended_ms = ?3, outcome = ?4, message = NULLIF(?5, '') \
+         WHERE job_id = ?1 AND attempt = ?2 AND ended_ms IS NULL",
+        params![job_id, attempt, now_ms(), outcome, message],
+    )?;
+    Ok(())
+}
+
+/// Records what the worker says about the attempt it runs (fenced like any
+/// report). Idempotent: a re-sent record replaces the first.
+pub fn record_attempt(
+    conn: &mut Connection,
+    worker_id: &str,
+    job_id: &str,
+    attempt: u32,
+    provenance: &AttemptProvenance,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    check_fence(&tx, job_id, attempt, worker_id)?;
+    let text =
+        serde_json::to_string(provenance).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+    let now = now_ms();
+    let started = if provenance.started_ms > 0 {
+        provenance.started_ms
+    } else {
+        now
+    };
+    // The row exists unless the lease predates this table (an upgrade).
+    tx.execute(
+        "INSERT OR IGNORE INTO attempts (job_id, attempt, worker_id, leased_ms, outcome) \
+         VALUES (?1, ?2, ?3, ?4, 'running')",
+        params![job_id, attempt, worker_id, now],
+    )?;
+    tx.execute(
+        "UPDATE attempts SET provenance = ?3, started_ms = ?4 WHERE job_id = ?1 AND attempt = ?2",
+        params![job_id, attempt, text, started],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// One `attempts` row with the worker's registration: the attempt's
+/// provenance as far as it is known.
+fn attempt_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptProvenance> {
+    let stored: Option<String> = r.get(8)?;
+    let mut a: AttemptProvenance = json_column(stored, "attempt provenance")?.unwrap_or_default();
+    a.attempt = r.get(0)?;
+    a.worker_id = r.get(1)?;
+    a.leased_ms = r.get(2)?;
+    a.started_ms = r.get::<_, Option<i64>>(3)?.unwrap_or(0);
+    a.ended_ms = r.get::<_, Option<i64>>(4)?.unwrap_or(0);
+    a.outcome = r.get(5)?;
+    a.message = r.get::<_, Option<String>>(6)?.unwrap_or_default();
+    // The registration fills in what an older worker did not say.
+    let (name, host, threads): (Option<String>, Option<String>, Option<u32>) =
+        (r.get(9)?, r.get(10)?, r.get(11)?);
+    if a.worker_name.is_empty() {
+        a.worker_name = name.unwrap_or_default();
+    }
+    if a.host.is_empty() {
+        a.host = host.unwrap_or_default();
+    }
+    if a.threads == 0 {
+        a.threads = threads.unwrap_or(0);
+    }
+    Ok(a)
+}
+
+const ATTEMPT_COLUMNS: &str = "a.attempt, a.worker_id, a.leased_ms, a.started_ms, a.ended_ms, \
+     a.outcome, a.message, a.job_id, a.provenance, w.name, w.host, w.threads";
+
+/// The attempts of a job, in order.
+pub fn attempts_of(conn: &Connection, job_id: &str) -> Result<Vec<AttemptProvenance>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM attempts a LEFT JOIN workers w ON w.id = a.worker_id \
+         WHERE a.job_id = ?1 ORDER BY a.attempt"
+    ))?;
+    let rows = stmt
+        .query_map([job_id], attempt_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The attempt whose result the job reports, if it succeeded.
+fn succeeded_attempt(conn: &Connection, job_id: &str) -> Result<Option<AttemptProvenance>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM attempts a LEFT JOIN workers w ON w.id = a.worker_id \
+         WHERE a.job_id = ?1 AND a.outcome = 'succeeded' ORDER BY a.attempt DESC LIMIT 1"
+    ))?;
+    Ok(stmt.query_row([job_id], attempt_from_row).optional()?)
+}
+
+/// Everything known about how a job's run was computed.
+pub fn provenance(conn: &Connection, job_id: &str) -> Result<RunProvenance> {
+    let job = get_job(conn, job_id)?;
+    Ok(RunProvenance {
+        attempts: attempts_of(conn, &job.id)?,
+        config_sha256: sweep_core::provenance::config_sha256(&job.config_yaml),
+        state: job.state.as_str().to_string(),
+        job_id: job.id,
+        sweep: job.sweep,
+        variant: job.variant,
+        seed: job.seed,
+    })
+}
+
+/// Whether the sweep's results are due: every job has ended and they are not
+/// written yet. One indexed count, so that the check after each completion
+/// does not cost a pass over the whole sweep (that made a 10,000-job sweep
+/// slow down as it went). An unknown sweep counts as due, so that
+/// [`outcomes`] reports it.
+pub fn results_due(conn: &Connection, sweep: &str) -> Result<bool> {
+    let written: Option<bool> = conn
+        .query_row(
+            "SELECT results_written FROM sweeps WHERE name = ?1",
+            [sweep],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match written {
+        None => Ok(true),
+        Some(true) => Ok(false),
+        Some(false) => {
+            let open: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'leased', 'running') AND sweep = ?1",
+                [sweep],
+                |r| r.get(0),
+            )?;
+            Ok(open == 0)
+        }
+    }
 }
 
 pub fn mark_results_written(conn: &Connection, sweep: &str) -> Result<()> {
@@ -1338,6 +1499,85 @@ mod tests {
         let (_, outcomes, pending) = outcomes(&conn, "s").expect("outcomes");
         assert_eq!(pending, 0);
         assert!(outcomes.is_empty(), "no test metrics, so no outcome");
+    }
+
+    #[test]
+    fn attempts_keep_their_provenance_and_results_their_device() {
+        let (_dir, mut conn, id) = store_with_job();
+        let (a, b) = (worker(&mut conn, "a"), worker(&mut conn, "b"));
+        let gpu = AttemptProvenance {
+            device: "cuda:0".into(),
+            device_name: "NVIDIA H200".into(),
+            threads: 4,
+            libtorch_version: "2.13.0".into(),
+            ..Default::default()
+        };
+        // Attempt 1 on a's GPU: its lease runs out.
+        lease(&mut conn, &a, Duration::ZERO)
+            .expect("lease")
+            .expect("a job");
+        record_attempt(&mut conn, &a, &id, 1, &gpu).expect("record");
+        // Only the live attempt, from its worker, may record.
+        assert!(record_attempt(&mut conn, &b, &id, 1, &gpu).is_err());
+        assert!(record_attempt(&mut conn, &a, &id, 2, &gpu).is_err());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            expire_leases(&mut conn).expect("expire").requeued,
+            vec![(id.clone(), "s".to_string())]
+        );
+        // Attempt 2 on b's CPU, by an older worker that records nothing.
+        lease(&mut conn, &b, Duration::from_secs(60))
+            .expect("lease")
+            .expect("a job");
+        let metrics = RunMetrics {
+            test: Some(sweep_core::metrics::TestMetrics {
+                test_loss: 0.1,
+                test_acc: 0.9,
+            }),
+            ..RunMetrics::default()
+        };
+        complete(&mut conn, &b, &id, 2, &Outcome::Succeeded(metrics)).expect("complete");
+
+        let run = provenance(&conn, &id).expect("provenance");
+        assert_eq!(run.state, "succeeded");
+        assert_eq!(run.config_sha256.len(), 64);
+        let [first, second] = run.attempts.as_slice() else {
+            panic!("two attempts: {run:#?}");
+        };
+        assert_eq!((first.attempt, first.outcome.as_str()), (1, "expired"));
+        assert_eq!(first.worker_id, a);
+        assert_eq!(
+            (first.worker_name.as_str(), first.host.as_str()),
+            ("a", "h")
+        );
+        assert_eq!(first.device_type().as_deref(), Some("cuda (NVIDIA H200)"));
+        assert_eq!(
+            (first.threads, first.libtorch_version.as_str()),
+            (4, "2.13.0")
+        );
+        assert!(first.leased_ms > 0 && first.started_ms >= first.leased_ms);
+        assert!(first.ended_ms >= first.started_ms && first.message.contains("expired"));
+        assert_eq!((second.attempt, second.outcome.as_str()), (2, "succeeded"));
+        // The registration stands in for what the worker did not say.
+        assert_eq!((second.worker_name.as_str(), second.threads), ("b", 1));
+        assert_eq!(second.device_type(), None);
+        assert_eq!(run.device_type(), None);
+
+        // The outcome carries the device of the attempt that produced it.
+        let (_, before, _) = outcomes(&conn, "s").expect("outcomes");
+        assert_eq!(before[0].device, None);
+        let cpu = AttemptProvenance {
+            device: "cpu".into(),
+            device_name: "AMD EPYC 7B13".into(),
+            ..Default::default()
+        };
+        conn.execute(
+            "UPDATE attempts SET provenance = ?2 WHERE job_id = ?1 AND attempt = 2",
+            params![id, serde_json::to_string(&cpu).unwrap()],
+        )
+        .unwrap();
+        let (_, after, _) = outcomes(&conn, "s").expect("outcomes");
+        assert_eq!(after[0].device.as_deref(), Some("cpu (AMD EPYC 7B13)"));
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`tensorboard`]: a minimal TensorBoard event-file writer (TFRecord framing).
 //! - [`results`]: mean ± std across seeds, Welch's t-test against the baseline,
 //!   and the table in its terminal, Markdown, CSV and JSON forms.
+//! - [`provenance`]: where and how each attempt of a run was computed
+//!   (worker, device, versions, data hashes, times), `provenance.json`.
 //! - [`names`]: validation of names that become path components.
 //! - [`token`]: bearer tokens: loading from files or the environment, never
 //!   printed, compared in constant time.
@@ -22,6 +24,7 @@ pub mod command;
 pub mod config;
 pub mod metrics;
 pub mod names;
+pub mod provenance;
 pub mod results;
 pub(crate) mod space;
 pub mod sweep;

@@ -20,6 +20,9 @@ use statrs::distribution::{ContinuousCDF, StudentsT};
 /// own delta, ...).
 const NOT_APPLICABLE: &str = "—";
 
+/// Marks a variant whose seeds ran on different device types.
+pub const MIXED_MARK: &str = "†";
+
 /// The final numbers of one finished run (one seed of one variant).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunOutcome {
@@ -31,6 +34,10 @@ pub struct RunOutcome {
     pub best_val_acc: f64,
     pub best_epoch: u32,
     pub train_seconds: f64,
+    /// The device type the result was computed on
+    /// ([`crate::provenance::AttemptProvenance::device_type`]), where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// Mean and sample standard deviation of one metric across seeds.
@@ -130,6 +137,18 @@ pub struct VariantSummary {
     /// wider than the target.
     #[serde(default)]
     pub max_seeds_hit: bool,
+    /// How many of its seeds ran on each device type (where known). More
+    /// than one entry flags the variant: its spread over seeds then includes
+    /// hardware differences, not only the seed's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub device_types: BTreeMap<String, usize>,
+}
+
+impl VariantSummary {
+    /// Its seeds ran on more than one device type.
+    pub fn mixed_devices(&self) -> bool {
+        self.device_types.len() > 1
+    }
 }
 
 /// Everything a sweep's results report shows.
@@ -270,7 +289,12 @@ fn summarize_variant(
     let test_acc_values: Vec<f64> = runs.iter().map(|r| r.test_acc).collect();
     let test_acc = MeanStd::of(&test_acc_values)?;
     let baseline_mean = baseline_acc.and_then(MeanStd::of).map(|m| m.mean);
+    let mut device_types = BTreeMap::new();
+    for device in runs.iter().filter_map(|r| r.device.clone()) {
+        *device_types.entry(device).or_insert(0) += 1;
+    }
     Some(VariantSummary {
+        device_types,
         swept: Vec::new(),
         ci_halfwidth: ci95_halfwidth(&test_acc_values),
         max_seeds_hit: false,
@@ -454,7 +478,12 @@ impl ResultsTable {
             .variants
             .iter()
             .map(|v| {
-                let mut row = vec![v.variant.clone()];
+                // Flagged, and explained under the table.
+                let mut row = vec![if v.mixed_devices() {
+                    format!("{} {MIXED_MARK}", v.variant)
+                } else {
+                    v.variant.clone()
+                }];
                 row.extend(v.swept.iter().cloned());
                 row.resize(n_column, NOT_APPLICABLE.to_string());
                 row.extend([
@@ -504,6 +533,19 @@ impl ResultsTable {
                 notes.push(format!(
                     "Seeds were added to each variant until the 95% CI half-width of its mean test acc \
                      was at most {target} points; *: seeds.max reached first."
+                ));
+            }
+            for v in self.variants.iter().filter(|v| v.mixed_devices()) {
+                let devices: Vec<String> = v
+                    .device_types
+                    .iter()
+                    .map(|(device, n)| format!("{n} on {device}"))
+                    .collect();
+                notes.push(format!(
+                    "{MIXED_MARK} {}: its seeds ran on different device types ({}), so its spread \
+                     includes hardware differences (`sweepctl show JOB` says where each ran).",
+                    v.variant,
+                    devices.join(", ")
                 ));
             }
             if !self.baseline.is_empty()
@@ -574,6 +616,11 @@ impl ResultsTable {
         if adaptive {
             out.push_str(",ci95_halfwidth,max_seeds_hit");
         }
+        // Only when it says something, so the usual header stays as it was.
+        let mixed = self.variants.iter().any(VariantSummary::mixed_devices);
+        if mixed {
+            out.push_str(",mixed_devices");
+        }
         out.push('\n');
         let opt = |x: Option<f64>| x.map(|x| x.to_string()).unwrap_or_default();
         for v in &self.variants {
@@ -591,6 +638,9 @@ impl ResultsTable {
             if adaptive {
                 cells.push(opt(v.ci_halfwidth));
                 cells.push(v.max_seeds_hit.to_string());
+            }
+            if mixed {
+                cells.push(v.mixed_devices().to_string());
             }
             out.push_str(&cells.join(","));
             out.push('\n');
@@ -643,6 +693,7 @@ mod tests {
             best_val_acc: test_acc + 0.001,
             best_epoch: 10 + seed as u32,
             train_seconds: 60.0 + seed as f64,
+            device: None,
         }
     }
 
@@ -814,6 +865,44 @@ mod tests {
         assert!(!deep[header.len() - 2].is_empty());
         assert_eq!(deep[header.len() - 1], "");
         assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
+    }
+
+    #[test]
+    fn variants_whose_seeds_ran_on_different_devices_are_flagged() {
+        let mut outcomes = sample_outcomes();
+        for o in &mut outcomes {
+            o.device = Some("cpu (AMD EPYC 7B13)".into());
+        }
+        outcomes[4].device = Some("cuda (NVIDIA H200)".into());
+        // An outcome whose device is unknown neither flags nor counts.
+        outcomes[0].device = None;
+        let table = summarize("s", "baseline", &outcomes, 0);
+        let wide = table.variants.iter().find(|v| v.variant == "wide").unwrap();
+        assert!(wide.mixed_devices());
+        assert_eq!(wide.device_types.values().sum::<usize>(), 2);
+        assert!(table.variants.iter().filter(|v| v.mixed_devices()).count() == 1);
+        let text = table.render(Format::Table);
+        assert!(text.contains(&format!("wide {MIXED_MARK}")), "{text}");
+        assert!(
+            text.contains("wide: its seeds ran on different device types (1 on cpu (AMD EPYC 7B13), 1 on cuda (NVIDIA H200))"),
+            "{text}"
+        );
+        let csv = table.render(Format::Csv);
+        assert!(
+            csv.lines().next().unwrap().ends_with(",mixed_devices"),
+            "{csv}"
+        );
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with("wide,") && l.ends_with(",true")),
+            "{csv}"
+        );
+        let back: ResultsTable = serde_json::from_str(&table.render(Format::Json)).unwrap();
+        assert_eq!(back, table);
+        // One device type everywhere: no mark, no note, the usual CSV.
+        let same = summarize("s", "baseline", &sample_outcomes(), 0);
+        assert!(!same.render(Format::Table).contains(MIXED_MARK));
+        assert!(!same.render(Format::Csv).contains("mixed_devices"));
     }
 
     #[test]

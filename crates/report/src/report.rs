@@ -148,7 +148,11 @@ fn table_rows(data: &SweepData, table: &ResultsTable) -> Vec<Row> {
             let is_base = v.variant == table.baseline;
             Row {
                 cells: vec![
-                    v.variant.clone(),
+                    if v.mixed_devices() {
+                        format!("{} {}", v.variant, results::MIXED_MARK)
+                    } else {
+                        v.variant.clone()
+                    },
                     v.n.to_string(),
                     results::mean_std(v.test_acc, 100.0, 2),
                     pct_interval(mean_ci95(&values), false),
@@ -274,6 +278,24 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
     html.push_str("</table>\n");
     if table.variants.is_empty() {
         html.push_str("<p>No finished runs yet.</p>\n");
+    }
+    // Variants whose seeds ran on different device types (provenance.json).
+    for v in table.variants.iter().filter(|v| v.mixed_devices()) {
+        let devices: Vec<String> = v
+            .device_types
+            .iter()
+            .map(|(device, n)| format!("{n} on {device}"))
+            .collect();
+        let _ = writeln!(
+            html,
+            "<p class=\"meta\">{}</p>",
+            escape(&format!(
+                "{} {}: its seeds ran on different device types ({}), so its spread includes hardware differences.",
+                results::MIXED_MARK,
+                v.variant,
+                devices.join(", ")
+            ))
+        );
     }
     let _ = writeln!(
         md,

@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use sweep_core::metrics::RunMetrics;
+use sweep_core::provenance::{self, RunProvenance};
 use sweep_core::results::{self, ResultsTable, RunOutcome};
 
 use crate::analysis::{ANALYSIS_DIR, AnalysisSummary, SUMMARY_FILE};
@@ -26,6 +27,9 @@ pub struct RunData {
     pub metrics: Option<RunMetrics>,
     /// `analysis/summary.json`, when present and readable.
     pub analysis: Option<AnalysisSummary>,
+    /// `provenance.json` (where and how each attempt ran), when present and
+    /// readable: the table flags variants whose seeds ran on different devices.
+    pub provenance: Option<RunProvenance>,
 }
 
 impl RunData {
@@ -45,6 +49,10 @@ impl RunData {
             best_val_acc: metrics.best_val_acc.unwrap_or(f64::NAN),
             best_epoch: metrics.best_epoch,
             train_seconds: metrics.train_seconds,
+            device: self
+                .provenance
+                .as_ref()
+                .and_then(RunProvenance::device_type),
         })
     }
 }
@@ -198,12 +206,25 @@ fn load_run(variant: &str, seed: u64, dir: PathBuf, problems: &mut Vec<String>) 
         }
         None
     };
+    let provenance_path = dir.join(provenance::FILE_NAME);
+    let provenance = match std::fs::read_to_string(&provenance_path) {
+        Ok(text) => match serde_json::from_str::<RunProvenance>(&text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.push(format!("{}: unreadable: {e}", provenance_path.display()));
+                None
+            }
+        },
+        // Runs of an older coordinator have none: nothing to flag then.
+        Err(_) => None,
+    };
     RunData {
         variant: variant.to_string(),
         seed,
         dir,
         metrics,
         analysis,
+        provenance,
     }
 }
 

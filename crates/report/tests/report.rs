@@ -127,6 +127,7 @@ fn numbers_equal_the_results_table() {
                     best_val_acc: m.best_val_acc.unwrap(),
                     best_epoch: m.best_epoch,
                     train_seconds: m.train_seconds,
+                    device: None,
                 });
             }
         }

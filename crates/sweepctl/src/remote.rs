@@ -1,11 +1,12 @@
 //! The commands that talk to a coordinator, except `watch` ([`crate::watch`]):
-//! `submit`, `status`, `results`, `cancel`, `workers`, `logs`. Each one
+//! `submit`, `status`, `results`, `cancel`, `workers`, `logs`, `show`. Each one
 //! connects, makes one request and prints the answer.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use sweep_core::provenance::RunProvenance;
 use sweep_core::results::{Format, ResultsTable};
 use sweep_core::sweep::SweepSpec;
 use sweep_proto::pb;
@@ -137,10 +138,10 @@ pub fn check_not_empty(
     Ok(())
 }
 
-pub async fn status(connect: &ConnectArgs, sweep: Option<String>) -> anyhow::Result<()> {
+pub async fn status(connect: &ConnectArgs, sweep: Option<String>, all: bool) -> anyhow::Result<()> {
     let mut client = client::connect(connect).await?;
     let snapshot = fetch_status(&mut client, connect, &sweep).await?;
-    print!("{}", tables::render_status(&snapshot));
+    print!("{}", tables::render_status(&snapshot, all));
     Ok(())
 }
 
@@ -280,5 +281,30 @@ pub async fn logs(connect: &ConnectArgs, job: String) -> anyhow::Result<()> {
         );
     }
     print!("{}", tables::render_logs(&answer.events));
+    Ok(())
+}
+
+pub async fn show(connect: &ConnectArgs, job: String, json: bool) -> anyhow::Result<()> {
+    let mut client = client::connect(connect).await?;
+    let answer = client
+        .get_provenance(pb::GetProvenanceRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .map_err(|s| {
+            client::status_error(
+                &connect.coordinator,
+                &format!("getting the provenance of job {job}"),
+                s,
+            )
+        })?
+        .into_inner();
+    let provenance = RunProvenance::try_from(answer)
+        .with_context(|| format!("reading the provenance of job {job}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&provenance)?);
+    } else {
+        print!("{}", provenance.render());
+    }
     Ok(())
 }

@@ -11,6 +11,15 @@ use sweep_proto::pb;
 /// Shown where a value does not exist (yet): no epoch finished, no worker.
 const NONE: &str = "—";
 
+/// Up to this many jobs in a sweep, `status` and `watch` show each job; beyond
+/// it they summarise per variant and state (a 10,000-job sweep would be
+/// 10,000 lines), listing only the failed jobs. `--all` lists them all.
+pub const JOB_LIST_LIMIT: usize = 50;
+
+/// Failed jobs listed under a summary: enough to see what goes wrong, few
+/// enough to stay on a screen; `--all` (or `logs JOB`) shows the rest.
+pub const FAILED_LISTED: usize = 20;
+
 fn new_table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
@@ -80,7 +89,7 @@ pub fn sweeps_table(sweeps: &[pb::SweepStatus]) -> Table {
 }
 
 /// One line per job. The job id comes first: `logs` and `cancel --job` take it.
-pub fn jobs_table(jobs: &[pb::JobStatus]) -> Table {
+pub fn jobs_table<'a>(jobs: impl IntoIterator<Item = &'a pb::JobStatus>) -> Table {
     let mut table = new_table(&[
         "job", "variant", "seed", "state", "attempt", "worker", "epoch", "val acc", "test acc",
         "error",
@@ -103,20 +112,143 @@ pub fn jobs_table(jobs: &[pb::JobStatus]) -> Table {
     table
 }
 
-/// The whole `status` answer: per sweep, its counts, then its jobs.
-pub fn render_status(snapshot: &pb::StatusSnapshot) -> String {
+/// One variant's job counts by state, and its epochs done of all planned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VariantCounts {
+    pub variant: String,
+    pub total: u32,
+    pub pending: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+    pub epochs_done: u64,
+    pub epochs_total: u64,
+}
+
+impl VariantCounts {
+    pub fn finished(&self) -> u32 {
+        self.succeeded + self.failed + self.cancelled
+    }
+
+    /// Every job of the variant has ended.
+    pub fn done(&self) -> bool {
+        self.finished() == self.total
+    }
+
+    /// The counts in one line: `3/10 finished (2 running, 5 pending, ...)`.
+    pub fn line(&self) -> String {
+        format!(
+            "{}/{} finished ({} running, {} pending, {} succeeded, {} failed, {} cancelled)",
+            self.finished(),
+            self.total,
+            self.running,
+            self.pending,
+            self.succeeded,
+            self.failed,
+            self.cancelled
+        )
+    }
+}
+
+/// The jobs counted per variant, by variant name.
+pub fn variant_counts<'a>(jobs: impl IntoIterator<Item = &'a pb::JobStatus>) -> Vec<VariantCounts> {
+    let mut by_variant: std::collections::BTreeMap<&str, VariantCounts> = Default::default();
+    for job in jobs {
+        let c = by_variant
+            .entry(job.variant.as_str())
+            .or_insert_with(|| VariantCounts {
+                variant: job.variant.clone(),
+                ..Default::default()
+            });
+        c.total += 1;
+        match job.state.as_str() {
+            "pending" => c.pending += 1,
+            "leased" | "running" => c.running += 1,
+            "succeeded" => c.succeeded += 1,
+            "failed" => c.failed += 1,
+            "cancelled" => c.cancelled += 1,
+            _ => {}
+        }
+        c.epochs_done += u64::from(job.epoch.min(job.epochs));
+        c.epochs_total += u64::from(job.epochs);
+    }
+    by_variant.into_values().collect()
+}
+
+/// One line per variant with its counts by state.
+pub fn variants_table(counts: &[VariantCounts]) -> Table {
+    let mut table = new_table(&[
+        "variant",
+        "jobs",
+        "pending",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "epochs",
+    ]);
+    for c in counts {
+        table.add_row(vec![
+            c.variant.clone(),
+            c.total.to_string(),
+            c.pending.to_string(),
+            c.running.to_string(),
+            c.succeeded.to_string(),
+            c.failed.to_string(),
+            c.cancelled.to_string(),
+            format!("{}/{}", c.epochs_done, c.epochs_total),
+        ]);
+    }
+    align_right(&mut table, &[1, 2, 3, 4, 5, 6, 7]);
+    table
+}
+
+/// The whole `status` answer: per sweep, its counts, then its jobs; beyond
+/// [`JOB_LIST_LIMIT`] jobs (and without `all`), its variants' counts and only
+/// its failed jobs instead.
+pub fn render_status(snapshot: &pb::StatusSnapshot, all: bool) -> String {
     let mut out = String::new();
     for sweep in &snapshot.sweeps {
-        let jobs: Vec<pb::JobStatus> = snapshot
+        let jobs: Vec<&pb::JobStatus> = snapshot
             .jobs
             .iter()
             .filter(|j| j.sweep == sweep.name)
-            .cloned()
             .collect();
         let _ = writeln!(out, "{}", sweeps_table(std::slice::from_ref(sweep)));
-        if !jobs.is_empty() {
-            let _ = writeln!(out, "{}", jobs_table(&jobs));
+        if jobs.is_empty() {
+            continue;
         }
+        if all || jobs.len() <= JOB_LIST_LIMIT {
+            let _ = writeln!(out, "{}", jobs_table(jobs.iter().copied()));
+            continue;
+        }
+        let counts = variant_counts(jobs.iter().copied());
+        let _ = writeln!(out, "{}", variants_table(&counts));
+        let failed: Vec<&pb::JobStatus> = jobs
+            .iter()
+            .copied()
+            .filter(|j| j.state == "failed")
+            .collect();
+        if !failed.is_empty() {
+            let _ = writeln!(
+                out,
+                "{}",
+                jobs_table(failed.iter().copied().take(FAILED_LISTED))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{} jobs in {} variants, summarised{}; `sweepctl status --all` lists every job",
+            jobs.len(),
+            counts.len(),
+            match failed.len() {
+                0 => String::new(),
+                n if n > FAILED_LISTED =>
+                    format!(" (the first {FAILED_LISTED} of {n} failed jobs above)"),
+                _ => " (the failed jobs above)".to_string(),
+            }
+        );
     }
     out
 }
@@ -234,7 +366,7 @@ mod tests {
             }],
             jobs: vec![job("running")],
         };
-        let text = render_status(&snapshot);
+        let text = render_status(&snapshot, false);
         for expected in [
             "quick",
             "baseline-seed-42-0123abcd",
@@ -245,6 +377,64 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn a_large_sweep_is_summarised_per_variant() {
+        let mut jobs = Vec::new();
+        for i in 0..10_000u64 {
+            let mut j = job(match i % 4 {
+                0 => "succeeded",
+                1 => "running",
+                2 => "pending",
+                _ if i == 3 => "failed",
+                _ => "succeeded",
+            });
+            j.job_id = format!("v{}-seed-{i}-0123abcd", i % 3);
+            j.variant = format!("v{}", i % 3);
+            j.seed = i;
+            j.error = if j.state == "failed" {
+                "boom".into()
+            } else {
+                String::new()
+            };
+            jobs.push(j);
+        }
+        let snapshot = pb::StatusSnapshot {
+            sweeps: vec![pb::SweepStatus {
+                name: "quick".into(),
+                total: 10_000,
+                ..Default::default()
+            }],
+            jobs,
+        };
+        let started = std::time::Instant::now();
+        let text = render_status(&snapshot, false);
+        let took = started.elapsed();
+        assert!(text.lines().count() < 40, "{text}");
+        for expected in [
+            "v0",
+            "v1",
+            "v2",
+            "boom",
+            "10000 jobs in 3 variants",
+            "--all",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+        }
+        assert!(
+            !text.contains("v1-seed-1-"),
+            "only failed jobs are listed:\n{text}"
+        );
+        // Well under a second even in a debug build.
+        assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+        let counts = variant_counts(&snapshot.jobs);
+        assert_eq!(counts.iter().map(|c| c.total).sum::<u32>(), 10_000);
+        assert_eq!(counts.iter().map(|c| c.failed).sum::<u32>(), 1);
+        assert_eq!(counts.iter().map(|c| c.running).sum::<u32>(), 2_500);
+        // --all: every job.
+        let everything = render_status(&snapshot, true);
+        assert!(everything.lines().count() > 10_000);
     }
 
     #[test]

@@ -260,6 +260,41 @@ fn watch_follows_a_sweep_to_its_results() {
         workers.contains("local-0") && workers.contains("yes"),
         "{workers}"
     );
+
+    // Where and how a run was computed.
+    let status = ok(&addr, &["status"]);
+    let job_id = status
+        .split(|c: char| c.is_whitespace() || c == '│')
+        .find(|w| w.starts_with("baseline-seed-7-"))
+        .unwrap_or_else(|| panic!("a baseline job id in:\n{status}"))
+        .to_string();
+    let shown = ok(&addr, &["show", &job_id]);
+    for expected in [
+        "attempt 1: succeeded",
+        "local-0",
+        "threads        1",
+        "libtorch       2.",
+        "train-images-idx3-ubyte",
+        "config sha256",
+    ] {
+        assert!(
+            shown.contains(expected),
+            "{expected:?} missing from\n{shown}"
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&addr, &["show", "--json", &job_id])).expect("show --json");
+    let on_disk: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            root.path()
+                .join("runs/live/baseline/seed-7/provenance.json"),
+        )
+        .expect("provenance.json"),
+    )
+    .expect("json");
+    assert_eq!(json, on_disk);
+    let err = fails(&addr, &["show", "no-such-job"]);
+    assert!(err.contains("no-such-job"), "{err}");
 }
 
 #[test]

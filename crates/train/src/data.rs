@@ -157,6 +157,22 @@ pub struct RunData {
     pub test: Split,
 }
 
+/// The four files of a dataset and the SHA-256 of their decompressed content:
+/// exactly what [`Dataset::load`] verifies, so a run that loaded the dataset
+/// trained on these bytes (a run's provenance lists them).
+pub fn canonical_files(kind: DatasetKind) -> [(&'static str, &'static str); 4] {
+    let files = match kind {
+        DatasetKind::Mnist => &MNIST,
+        DatasetKind::FashionMnist => &FASHION_MNIST,
+    };
+    [
+        files.train_images,
+        files.train_labels,
+        files.test_images,
+        files.test_labels,
+    ]
+}
+
 impl Dataset {
     /// Loads and verifies a dataset from `dir` (see the module doc for the layouts).
     pub fn load(kind: DatasetKind, dir: &Path) -> Result<Dataset, DataError> {

@@ -119,6 +119,12 @@ pub(crate) async fn run(ctx: &Ctx, job: &pb::Job, config: CommandConfig, stop: &
             return;
         }
     };
+    let (name, device) = (ctx.config.name.clone(), ctx.config.device);
+    let threads = ctx.config.threads.unwrap_or(0) as u32;
+    crate::provenance::record(ctx, job, move || {
+        crate::provenance::command(&name, device, threads)
+    })
+    .await;
     let outcome = match Execution::new(ctx, job, &config, &run_dir, resume, stop).await {
         Ok(execution) => execution.run().await,
         Err(ended) => ended,

@@ -144,6 +144,12 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
         }
     };
 
+    let (name, described) = (ctx.config.name.clone(), config.clone());
+    crate::provenance::record(ctx, job, move || {
+        crate::provenance::builtin(&name, &described)
+    })
+    .await;
+
     let (tx, mut rx) = mpsc::channel(EPOCH_QUEUE);
     let hooks_stop = Arc::clone(stop);
     let simulate = ctx.config.simulate_jobs;

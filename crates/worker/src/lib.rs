@@ -8,6 +8,8 @@
 //! - `job`: one leased job, from downloading its checkpoints to CompleteJob.
 //! - `command`: a command job, the user's own program run as a child process
 //!   (only on workers started with `--allow-commands`).
+//! - [`provenance`]: what the worker says about each attempt it starts
+//!   (device, versions, data hashes), for the run's provenance.
 //! - `transfer`: chunked, SHA-256-verified file streams (checkpoints, datasets).
 //!
 //! Training is synchronous libtorch work; it never runs on the async runtime,
@@ -17,6 +19,7 @@
 
 mod command;
 mod job;
+pub mod provenance;
 mod transfer;
 
 use std::collections::HashMap;

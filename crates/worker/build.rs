@@ -1,0 +1,46 @@
+//! The worker's build script: libtorch's run path, as every package that
+//! links it (../train/link-libtorch.rs), and the git commit the binary is
+//! built from, which each attempt's provenance records
+//! (`SWEEPRUN_GIT_COMMIT`; `unknown` when built outside a git checkout, for
+//! instance from a source archive).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[path = "../train/link-libtorch.rs"]
+mod link_libtorch;
+
+fn main() {
+    link_libtorch::main();
+    git_commit();
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+fn git_commit() {
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
+    let commit =
+        git(&dir, &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=SWEEPRUN_GIT_COMMIT={commit}");
+    // Run again when HEAD moves: HEAD itself (a checkout) and the branch it
+    // names (a commit). Only files that exist: cargo would rerun on every
+    // build for a missing one (a branch held in packed-refs).
+    let mut watched = vec![git(&dir, &["rev-parse", "--git-path", "HEAD"])];
+    if let Some(branch) = git(&dir, &["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(git(&dir, &["rev-parse", "--git-path", &branch]));
+    }
+    for path in watched.into_iter().flatten() {
+        let path = dir.join(path);
+        if path.is_file() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+}
