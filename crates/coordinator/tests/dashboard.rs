@@ -395,7 +395,10 @@ async fn epochs_stream_live_and_a_reconnecting_page_misses_nothing() {
         )
         .await;
     let text = read_events(stale, |t| t.contains("event: reset")).await;
-    assert!(!text.contains("id:"), "only the reset, no event of this coordinator's: {text}");
+    assert!(
+        !text.contains("id:"),
+        "only the reset, no event of this coordinator's: {text}"
+    );
     harness.stop().await;
 }
 

@@ -6,17 +6,17 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
 use axum::http::header;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sweep_core::metrics::EpochMetrics;
 use sweep_core::results::Format;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::StreamExt;
 
 use super::AppState;
 use crate::error::CoordinatorError;
@@ -399,7 +399,9 @@ pub async fn events(
         .filter(move |item| item.as_ref().is_none_or(&wanted))
         .chain(live)
         .chunks_timeout(BATCH_MAX, BATCH_WINDOW)
-        .map(|batch| Ok::<_, Infallible>(Bytes::from(batch.iter().map(sse_text).collect::<String>())));
+        .map(|batch| {
+            Ok::<_, Infallible>(Bytes::from(batch.iter().map(sse_text).collect::<String>()))
+        });
     let keep_alive = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(KEEP_ALIVE))
         .map(|_| Ok(Bytes::from_static(b":\n\n")));
     // Ends with the server, so that a graceful shutdown does not wait for
