@@ -29,14 +29,6 @@ fn find(candidates: &[&str]) -> Option<PathBuf> {
     candidates.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// chromedriver, killed when the test ends (also on a failed assertion).
 struct Driver(Child);
 
@@ -213,7 +205,7 @@ async fn the_sweep_page_follows_a_sweep_live_in_a_real_browser() {
         worker_id,
     };
 
-    let port = free_port();
+    let port = sweep_e2e::free_port();
     let _driver = Driver(
         Command::new(&chromedriver)
             .arg(format!("--port={port}"))

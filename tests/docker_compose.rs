@@ -198,14 +198,6 @@ fn quickstart_jobs() -> (Vec<String>, Vec<u64>) {
     (variants, seeds)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 #[test]
 fn compose_quickstart_survives_a_killed_worker() {
     if std::env::var_os("SWEEPRUN_SKIP_DOCKER_E2E").is_some() {
@@ -263,8 +255,8 @@ fn compose_quickstart_survives_a_killed_worker() {
         project: format!("sweeprun-e2e-{}", std::process::id()),
         env: vec![
             ("SWEEPRUN_IMAGE".into(), image.clone()),
-            ("SWEEP_PORT".into(), free_port().to_string()),
-            ("SWEEP_HTTP_PORT".into(), free_port().to_string()),
+            ("SWEEP_PORT".into(), sweep_e2e::free_port().to_string()),
+            ("SWEEP_HTTP_PORT".into(), sweep_e2e::free_port().to_string()),
             ("SWEEP_LEASE_TIMEOUT".into(), LEASE_TIMEOUT_S.into()),
             ("SWEEP_HEARTBEAT_INTERVAL".into(), HEARTBEAT_S.into()),
             ("SWEEP_WORKER_RESTART".into(), "no".into()),

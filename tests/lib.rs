@@ -38,6 +38,15 @@ pub fn release_bin_dir() -> PathBuf {
     target.join("release")
 }
 
+/// A TCP port free on loopback now (the OS may hand it out again later, so
+/// bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on loopback")
+}
+
 /// Removes terminal colour codes (`ESC [ ... m`) from log text.
 pub fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -22,15 +22,6 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A port that was free a moment ago: the coordinator must come back on the
-/// same address after a crash, so `:0` cannot be used.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn write_sweep(root: &Path, seeds: &str, epochs: u32) -> PathBuf {
     let data = sweep_e2e::mnist_dir();
     std::fs::write(
@@ -204,7 +195,8 @@ fn epochs_in_metrics_json(root: &Path, job: &pb::JobStatus) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_killed_mid_job_is_resumed_elsewhere_from_its_checkpoint() {
     let root = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    // Not `:0`: the coordinator must come back on the same address.
+    let port = sweep_e2e::free_port();
     let epochs = 40;
     let _coordinator =
         Coordinator::start(root.path(), &write_sweep(root.path(), "7", epochs), port);
@@ -259,7 +251,7 @@ async fn worker_killed_mid_job_is_resumed_elsewhere_from_its_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_killed_mid_sweep_restarts_without_losing_results() {
     let root = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = sweep_e2e::free_port();
     let sweep = write_sweep(root.path(), "1, 2, 3, 4", 12);
     let mut coordinator = Coordinator::start(root.path(), &sweep, port);
     let _workers = [

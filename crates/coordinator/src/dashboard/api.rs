@@ -302,6 +302,8 @@ pub struct JobDetail {
     pub log: Vec<LogLine>,
     pub run_dir: String,
     pub figures: Vec<String>,
+    /// Where and how each attempt ran (worker, device, versions, times).
+    pub attempts: Vec<sweep_core::provenance::AttemptProvenance>,
 }
 
 pub async fn job_detail(state: &AppState, id: String) -> ApiResult<JobDetail> {
@@ -312,6 +314,7 @@ pub async fn job_detail(state: &AppState, id: String) -> ApiResult<JobDetail> {
         .call(move |conn| {
             let job = store::get_job(conn, &id)?;
             let epochs_list = store::epochs_of(conn, &id)?;
+            let attempts = store::attempts_of(conn, &id)?;
             let log = store::events(conn, &id)?
                 .into_iter()
                 .map(|e| LogLine {
@@ -336,6 +339,7 @@ pub async fn job_detail(state: &AppState, id: String) -> ApiResult<JobDetail> {
                 log,
                 run_dir: relative,
                 figures,
+                attempts,
             })
         })
         .await?)

@@ -382,6 +382,29 @@ pub async fn job(
                 }
             }
         }
+        h2 { "Attempts" }
+        @if detail.attempts.is_empty() { p.empty { "Not run yet." } } @else {
+            table.list {
+                thead { tr { th.num { "attempt" } th { "worker" } th { "host" } th { "device" }
+                    th.num { "threads" } th { "libtorch · sweeprun" } th { "started" } th { "ended" } th { "outcome" } } }
+                tbody {
+                    @for a in &detail.attempts {
+                        tr {
+                            td.num { (a.attempt) }
+                            td { (a.worker_name) }
+                            td { (a.host) }
+                            td { (a.device_type().unwrap_or_default()) }
+                            td.num { (a.threads) }
+                            td { (a.libtorch_version) " · " (a.sweeprun_version)
+                                @if !a.git_commit.is_empty() { " (" (a.git_commit) ")" } }
+                            td { @if a.started_ms > 0 { (ago(a.started_ms)) } }
+                            td { @if a.ended_ms > 0 { (ago(a.ended_ms)) } }
+                            td.msg { (a.outcome) @if !a.message.is_empty() { ": " (a.message) } }
+                        }
+                    }
+                }
+            }
+        }
         h2 { "Figures" }
         @if detail.figures.is_empty() { p.empty { "No figures yet: they are drawn when the job ends." } } @else {
             div.figures {
