@@ -141,6 +141,24 @@ async fn pages_keep_what_users_wrote_as_text_under_a_strict_policy() {
     let worker_id = register(&mut worker, "w1").await;
     let job = lease(&mut worker, &worker_id).await;
     worker
+        .record_attempt(pb::RecordAttemptRequest {
+            worker_id: worker_id.clone(),
+            job_id: job.job_id.clone(),
+            attempt: job.attempt,
+            provenance: Some(pb::AttemptProvenance {
+                attempt: job.attempt,
+                worker_id: worker_id.clone(),
+                device: "cpu".into(),
+                device_name: "<b>Xeon</b>".into(),
+                threads: 2,
+                libtorch_version: "2.13.0".into(),
+                outcome: "running".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("record the attempt");
+    worker
         .complete_job(pb::CompleteJobRequest {
             worker_id: worker_id.clone(),
             job_id: job.job_id.clone(),
@@ -188,6 +206,15 @@ async fn pages_keep_what_users_wrote_as_text_under_a_strict_policy() {
     );
     let job_page = http.get(&format!("/jobs/{}", job.job_id)).await.body;
     assert!(job_page.contains("&lt;script&gt;alert(2)&lt;/script&gt;"));
+    // Its attempts, with where they ran.
+    assert!(
+        job_page.contains("Attempts") && job_page.contains("2.13.0"),
+        "{job_page}"
+    );
+    assert!(
+        job_page.contains("cpu (&lt;b&gt;Xeon&lt;/b&gt;)"),
+        "{job_page}"
+    );
     // The JSON API carries the text as it was written: JSON, not HTML.
     let api = http.get("/api/v1/sweeps").await;
     assert_eq!(api.headers["content-type"], "application/json");
@@ -448,4 +475,87 @@ async fn a_dashboard_beyond_loopback_needs_the_admin_token() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("admin token"), "{err}");
+}
+
+/// A CA and a server certificate for `localhost`, as PEM files in `dir`;
+/// returns (CA certificate DER, server cert path, server key path).
+fn certificates(
+    dir: &std::path::Path,
+) -> (
+    rustls::pki_types::CertificateDer<'static>,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&cert_path, server.pem()).expect("write");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write");
+    (ca_cert.der().clone(), cert_path, key_path)
+}
+
+#[tokio::test]
+async fn with_a_certificate_the_dashboard_is_https_and_the_cookie_secure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = certificates(dir.path());
+    let harness = Harness::start(|config| {
+        config.http = Some("127.0.0.1:0".parse().expect("addr"));
+        config.tls = Some(sweep_coordinator::TlsFiles {
+            cert,
+            key,
+            ca: None,
+        });
+    })
+    .await;
+    let addr = harness.http_addr.expect("dashboard");
+
+    // Plain HTTP gets no page.
+    let plain = HttpClient::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>()
+        .get(format!("http://{addr}/login").parse().expect("uri"))
+        .await;
+    assert!(plain.is_err(), "answered plain HTTP");
+
+    // HTTPS, verified against the CA: the login sets a Secure cookie.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).expect("CA");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("HTTP over TLS");
+    tokio::spawn(connection);
+    let request = hyper::Request::builder()
+        .method("POST")
+        .uri("/login")
+        .header("host", "localhost")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(format!("token={ADMIN_TOKEN}"))))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("login");
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()["set-cookie"].to_str().expect("cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    harness.stop().await;
 }
