@@ -33,8 +33,10 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
 
 pub struct Access {
     token: TokenDigest,
-    /// The cookie value of a signed-in browser.
+    /// The cookie value of a signed-in browser, and its digest (what an
+    /// offered cookie is compared with).
     session: String,
+    session_digest: TokenDigest,
 }
 
 impl Access {
@@ -47,9 +49,11 @@ impl Access {
         let mut hasher = Sha256::new();
         hasher.update(secret);
         hasher.update(token.expose().as_bytes());
+        let session = hex::encode(hasher.finalize());
         Ok(Access {
             token: token.digest(),
-            session: hex::encode(hasher.finalize()),
+            session_digest: TokenDigest::of(session.as_bytes()),
+            session,
         })
     }
 
@@ -63,14 +67,13 @@ impl Access {
     }
 
     fn has_session(&self, headers: &HeaderMap) -> bool {
-        let session = TokenDigest::of(self.session.as_bytes());
         headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-            .any(|value| TokenDigest::of(value.as_bytes()).ct_eq(&session))
+            .any(|value| TokenDigest::of(value.as_bytes()).ct_eq(&self.session_digest))
     }
 }
 

@@ -70,6 +70,32 @@ pub struct SweepSummary {
 }
 
 impl SweepSummary {
+    fn new(row: &store::SweepRow) -> Self {
+        SweepSummary {
+            name: row.name.clone(),
+            description: row.description.clone(),
+            total: 0,
+            pending: 0,
+            running: 0,
+            succeeded: 0,
+            failed: 0,
+            cancelled: 0,
+            finished: row.results_written,
+        }
+    }
+
+    /// Counts `n` more jobs in `state`.
+    fn add(&mut self, state: JobState, n: u32) {
+        self.total += n;
+        *match state {
+            JobState::Pending => &mut self.pending,
+            JobState::Leased | JobState::Running => &mut self.running,
+            JobState::Succeeded => &mut self.succeeded,
+            JobState::Failed => &mut self.failed,
+            JobState::Cancelled => &mut self.cancelled,
+        } += n;
+    }
+
     pub fn ended(&self) -> u32 {
         self.succeeded + self.failed + self.cancelled
     }
@@ -83,28 +109,11 @@ pub async fn sweep_summaries(state: &AppState) -> ApiResult<Vec<SweepSummary>> {
             let counts = store::state_counts(conn)?;
             let sweeps = store::sweeps(conn)?;
             Ok(sweeps
-                .into_iter()
+                .iter()
                 .map(|row| {
-                    let mut summary = SweepSummary {
-                        name: row.name.clone(),
-                        description: row.description,
-                        total: 0,
-                        pending: 0,
-                        running: 0,
-                        succeeded: 0,
-                        failed: 0,
-                        cancelled: 0,
-                        finished: row.results_written,
-                    };
+                    let mut summary = SweepSummary::new(row);
                     for (state, n) in counts.get(&row.name).into_iter().flatten() {
-                        summary.total += n;
-                        *match state {
-                            JobState::Pending => &mut summary.pending,
-                            JobState::Leased | JobState::Running => &mut summary.running,
-                            JobState::Succeeded => &mut summary.succeeded,
-                            JobState::Failed => &mut summary.failed,
-                            JobState::Cancelled => &mut summary.cancelled,
-                        } += n;
+                        summary.add(*state, *n);
                     }
                     summary
                 })
@@ -133,6 +142,8 @@ pub struct SweepSnapshot {
     pub description: String,
     pub baseline: String,
     pub last_event_id: u64,
+    /// Its jobs counted by state.
+    pub summary: SweepSummary,
     pub jobs: Vec<JobWithCurve>,
 }
 
@@ -146,11 +157,15 @@ pub async fn sweep_snapshot(state: &AppState, name: String) -> ApiResult<SweepSn
         .call(move |conn| {
             let row = store::sweep(conn, &name)?;
             let mut curves = store::epochs_of_sweep(conn, &name)?;
+            let mut summary = SweepSummary::new(&row);
             let jobs = store::jobs(conn, Some(&name))?
                 .iter()
-                .map(|job| JobWithCurve {
-                    job: JobView::from(job),
-                    curve: curves.remove(&job.id).unwrap_or_default(),
+                .map(|job| {
+                    summary.add(job.state, 1);
+                    JobWithCurve {
+                        job: JobView::from(job),
+                        curve: curves.remove(&job.id).unwrap_or_default(),
+                    }
                 })
                 .collect();
             Ok(SweepSnapshot {
@@ -158,6 +173,7 @@ pub async fn sweep_snapshot(state: &AppState, name: String) -> ApiResult<SweepSn
                 description: row.description,
                 baseline: row.baseline,
                 last_event_id,
+                summary,
                 jobs,
             })
         })

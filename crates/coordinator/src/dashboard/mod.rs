@@ -93,28 +93,33 @@ pub async fn start(
     };
     let app = router(state);
     let task = match tls {
-        None => tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "dashboard server failed");
-            }
-        }),
+        None => serve(listener, app, stop),
         Some(config) => {
-            let tls =
-                TlsListener::start(listener, TlsAcceptor::from(Arc::new(config)), stop.clone());
-            tokio::spawn(async move {
-                let served = axum::serve(tls, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "dashboard server failed");
-                }
-            })
+            let acceptor = TlsAcceptor::from(Arc::new(config));
+            serve(
+                TlsListener::start(listener, acceptor, stop.clone()),
+                app,
+                stop,
+            )
         }
     };
     Ok(Dashboard { addr, task })
+}
+
+/// Serves `app` on `listener` (plain TCP or TLS) until `stop`.
+fn serve<L>(listener: L, app: Router, stop: CancellationToken) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "dashboard server failed");
+        }
+    })
 }
 
 fn router(state: AppState) -> Router {

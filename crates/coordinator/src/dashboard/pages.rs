@@ -229,10 +229,6 @@ pub async fn sweep(State(state): State<AppState>, Path(name): Path<String>) -> A
     let table = api::results_table(&state, name.clone()).await?;
     let jobs = snapshot.jobs;
     let report = state.shared.state_dir.join(&name).join("report/index.html");
-    let summary = api::sweep_summaries(&state)
-        .await?
-        .into_iter()
-        .find(|s| s.name == name);
     let sweep_url = format!("/sweeps/{}", seg(&name));
     Ok(layout(
         &name,
@@ -245,7 +241,7 @@ pub async fn sweep(State(state): State<AppState>, Path(name): Path<String>) -> A
         html! {
             h1 { "Sweep " (name) }
             @if !snapshot.description.is_empty() { p.desc { (snapshot.description) } }
-            @if let Some(s) = &summary { div #progress { (progress(s)) } }
+            div #progress { (progress(&snapshot.summary)) }
             p.links {
                 a href={ "/api/v1/sweeps/" (seg(&name)) } { "JSON" } " · "
                 a href={ "/api/v1/sweeps/" (seg(&name)) "/results" } { "results JSON" }
