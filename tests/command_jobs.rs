@@ -151,20 +151,9 @@ impl Cluster {
     async fn wait_until(
         &mut self,
         what: &str,
-        mut done: impl FnMut(&pb::StatusSnapshot) -> bool,
+        done: impl FnMut(&pb::StatusSnapshot) -> bool,
     ) -> pb::StatusSnapshot {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let status = self.status().await;
-            if done(&status) {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {status:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        sweep_e2e::wait_for_status(&mut self.client, what, Duration::from_secs(120), done).await
     }
 
     async fn logs(&mut self, job_id: &str) -> Vec<pb::JobEvent> {
@@ -532,19 +521,8 @@ async fn the_pytorch_example_runs_as_a_command_job() {
     let mut client = CoordinatorClient::connect(format!("http://{addr}"))
         .await
         .expect("connect");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-    let status = loop {
-        let status = client
-            .get_status(pb::GetStatusRequest::default())
-            .await
-            .expect("status")
-            .into_inner();
-        if done(&status) {
-            break status;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{status:#?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let status =
+        sweep_e2e::wait_for_status(&mut client, "the sweep", Duration::from_secs(600), done).await;
     for job in &status.jobs {
         assert_eq!(job.state, "succeeded", "{job:#?}");
         let test = job.test.expect("test metrics");

@@ -45,21 +45,14 @@ async fn cancel_stops_a_running_job_within_a_heartbeat() {
         .expect("connect");
     let served = tokio::spawn(coordinator.wait());
 
-    let job_id = tokio::time::timeout(Duration::from_secs(120), async {
-        loop {
-            let status = client
-                .get_status(pb::GetStatusRequest::default())
-                .await
-                .expect("status")
-                .into_inner();
-            if let Some(job) = status.jobs.first().filter(|j| j.epoch >= 1) {
-                return job.job_id.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("job running");
+    let status = sweep_e2e::wait_for_status(
+        &mut client,
+        "the job's first epoch",
+        Duration::from_secs(120),
+        |status| status.jobs.first().is_some_and(|j| j.epoch >= 1),
+    )
+    .await;
+    let job_id = status.jobs[0].job_id.clone();
     let cancelled = client
         .cancel(pb::CancelRequest {
             target: Some(pb::cancel_request::Target::Sweep("long".into())),

@@ -91,21 +91,14 @@ async fn lost_worker_job_resumes_from_its_checkpoint() {
 
     let second_stop = CancellationToken::new();
     let second = tokio::spawn(sweep_worker::run(worker("second"), second_stop.clone()));
-    let job = tokio::time::timeout(TIMEOUT, async {
-        loop {
-            let status = client
-                .get_status(pb::GetStatusRequest::default())
-                .await
-                .expect("status")
-                .into_inner();
-            if status.sweeps.first().is_some_and(|s| s.done) {
-                return status.jobs[0].clone();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("sweep finished");
+    let status = sweep_e2e::wait_for_status(
+        &mut client,
+        "the sweep",
+        TIMEOUT,
+        sweep_e2e::all_sweeps_done,
+    )
+    .await;
+    let job = status.jobs[0].clone();
     assert_eq!(job.state, "succeeded", "{job:?}");
     assert_eq!(job.attempt, 2, "{job:?}");
 
@@ -176,7 +169,7 @@ async fn lost_worker_job_resumes_from_its_checkpoint() {
     );
     for a in &provenance.attempts {
         assert!(a.worker_id.ends_with(&a.worker_name), "{a:?}");
-        assert_eq!(a.host, sweep_worker::hostname(), "{a:?}");
+        assert_eq!(a.host, sweep_core::run_dir::hostname(), "{a:?}");
         assert!(a.device == "cpu" || a.device.starts_with("cuda:"), "{a:?}");
         assert!(!a.device_name.is_empty(), "CPU model or GPU name: {a:?}");
         assert_eq!(a.threads, 1, "{a:?}");

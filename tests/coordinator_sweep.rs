@@ -57,21 +57,13 @@ async fn two_local_workers_run_a_sweep_exactly_once() {
         .await
         .expect("connect");
 
-    let status = tokio::time::timeout(SWEEP_TIMEOUT, async {
-        loop {
-            let status = client
-                .get_status(pb::GetStatusRequest::default())
-                .await
-                .expect("status")
-                .into_inner();
-            if status.sweeps.iter().all(|s| s.done) && !status.sweeps.is_empty() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("sweep finished in time");
+    let status = sweep_e2e::wait_for_status(
+        &mut client,
+        "the sweep",
+        SWEEP_TIMEOUT,
+        sweep_e2e::all_sweeps_done,
+    )
+    .await;
 
     // Every job succeeded, on its first attempt, with one committed result.
     assert_eq!(status.sweeps.len(), 1);

@@ -170,7 +170,7 @@ fn lines_with<'a>(log: &'a str, message: &'a str) -> impl Iterator<Item = &'a st
     log.lines().filter(move |l| l.contains(message))
 }
 
-/// The variants and seeds of configs/quickstart, read the way DESIGN.md
+/// The variants and seeds of configs/quickstart, read the way README.md ("Sweeps")
 /// defines a sweep directory: every `*.yaml` but sweep.yaml and the base is a
 /// variant, the base itself is the variant named by `baseline`.
 fn quickstart_jobs() -> (Vec<String>, Vec<u64>) {

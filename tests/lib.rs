@@ -3,6 +3,10 @@
 //! library only holds what several of them share.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use sweep_proto::{CoordinatorClient, pb};
+use tonic::transport::Channel;
 
 /// The repository root (this package lives in `tests/`).
 pub fn repo_root() -> PathBuf {
@@ -71,6 +75,37 @@ pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let needle = format!("{key}=");
     line.split_whitespace()
         .find_map(|word| word.strip_prefix(needle.as_str()))
+}
+
+/// Polls the coordinator's status (every 50 ms) until `done` holds and
+/// returns that status; panics with `what` and the last status after `timeout`.
+pub async fn wait_for_status(
+    client: &mut CoordinatorClient<Channel>,
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&pb::StatusSnapshot) -> bool,
+) -> pb::StatusSnapshot {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let status = client
+            .get_status(pb::GetStatusRequest::default())
+            .await
+            .expect("status")
+            .into_inner();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every sweep the coordinator knows has ended (and there is at least one).
+pub fn all_sweeps_done(status: &pb::StatusSnapshot) -> bool {
+    !status.sweeps.is_empty() && status.sweeps.iter().all(|s| s.done)
 }
 
 #[cfg(test)]

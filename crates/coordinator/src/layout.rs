@@ -1,5 +1,5 @@
 //! The files the coordinator writes: every job's run directory in the layout
-//! of DESIGN.md (`config.yaml`, `metrics.json`, TensorBoard events,
+//! of the README ("Runs on disk") (`config.yaml`, `metrics.json`, TensorBoard events,
 //! `checkpoints/`), each sweep's `results.{md,csv,json}`, and its report
 //! (`report/index.html`, `report/report.md`) and `_aggregate/` TensorBoard files.
 //!
@@ -22,8 +22,8 @@ use sweep_core::tensorboard::EventWriter;
 use crate::error::{CoordinatorError, Result};
 
 /// The checkpoint file written last by the trainer: its arrival commits the
-/// epoch's other files (the name is sweep-train's `checkpoint::LAST_STATE`).
-pub const COMMIT_FILE: &str = "last.state.json";
+/// epoch's other files.
+pub use sweep_core::run_dir::LAST_STATE as COMMIT_FILE;
 const STAGING: &str = ".staging";
 
 pub fn run_dir(state_dir: &Path, sweep: &str, variant: &str, seed: u64) -> PathBuf {
@@ -36,17 +36,7 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
 
 /// Writes so that a reader (or a crash) sees the old or the new content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(CoordinatorError::io(parent))?;
-    }
-    let tmp = path.with_extension("tmp-write");
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(CoordinatorError::io(path))
+    sweep_core::run_dir::write_atomic(path, bytes).map_err(CoordinatorError::io(path))
 }
 
 /// Appends a command job's output to `output.log` in its run directory, each

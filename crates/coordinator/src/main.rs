@@ -11,7 +11,6 @@ use sweep_coordinator::{
     CoordinatorConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TIMEOUT, TlsFiles,
 };
 use sweep_core::token::Token;
-use tokio_util::sync::CancellationToken;
 
 /// Serves sweeps to workers, keeps their state and writes their runs and results.
 #[derive(Parser)]
@@ -94,17 +93,7 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // First thing: rustls needs one crypto provider, and ring is ours.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // One short line per event: this is the progress `make demo` shows.
-        .with_target(false)
-        .compact()
-        .init();
+    sweep_startup::init("info", sweep_startup::LogStyle::Progress);
     let args = Args::parse();
     let lease_timeout = Duration::from_secs_f64(args.lease_timeout);
     let heartbeat_interval = Duration::from_secs_f64(args.heartbeat_interval);
@@ -136,33 +125,10 @@ async fn main() -> anyhow::Result<()> {
         },
         limits: Limits::default(),
     };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(on_signal(shutdown.clone()));
+    let shutdown = sweep_startup::cancel_on_signal();
     let coordinator = sweep_coordinator::start(config, shutdown)
         .await
         .context("starting the coordinator")?;
     coordinator.wait().await.context("coordinator")?;
     Ok(())
-}
-
-/// Cancels `token` on SIGINT or SIGTERM.
-async fn on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = ctrl_c.await;
-            token.cancel();
-            return;
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    token.cancel();
 }

@@ -16,6 +16,8 @@
 //!   and the table in its terminal, Markdown, CSV and JSON forms.
 //! - [`provenance`]: where and how each attempt of a run was computed
 //!   (worker, device, versions, data hashes, times), `provenance.json`.
+//! - [`run_dir`]: the checkpoint file names of a run directory, atomic writes,
+//!   the host name.
 //! - [`names`]: validation of names that become path components.
 //! - [`token`]: bearer tokens: loading from files or the environment, never
 //!   printed, compared in constant time.
@@ -26,6 +28,7 @@ pub mod metrics;
 pub mod names;
 pub mod provenance;
 pub mod results;
+pub mod run_dir;
 pub(crate) mod space;
 pub mod sweep;
 pub mod tensorboard;

@@ -106,7 +106,7 @@ impl EventWriter {
             .map_or(0, |d| d.as_secs());
         let base = format!(
             "events.out.tfevents.{seconds}.{}.{}",
-            hostname(),
+            crate::run_dir::hostname().replace(['/', '\\'], "_"),
             std::process::id()
         );
         let (path, file) = create_unique(dir, &base)?;
@@ -260,18 +260,6 @@ fn wall_time() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// The host name as TensorFlow puts it in event file names; only cosmetic, so
-/// any failure falls back to a constant.
-fn hostname() -> String {
-    let from_proc = fs::read_to_string("/proc/sys/kernel/hostname").ok();
-    let from_env = || std::env::var("HOSTNAME").ok();
-    from_proc
-        .or_else(from_env)
-        .map(|h| h.trim().replace(['/', '\\'], "_"))
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// Creates `dir/base`, or `dir/base.1`, `dir/base.2`, ... if taken.

@@ -125,3 +125,25 @@ fn pytorch_examples_compare_like_with_like() {
         }
     }
 }
+
+#[test]
+fn lr_dropout_grid_expands_to_nine_points_with_a_baseline_by_values() {
+    let spec = SweepSpec::load(&configs().join("lr_dropout")).unwrap();
+    assert_eq!(
+        spec.swept_keys,
+        ["training.learning_rate", "model.dropout"],
+        "keys in the file's order"
+    );
+    assert_eq!(spec.variants.len(), 9);
+    assert_eq!(spec.expand().len(), 18);
+    let baseline = spec
+        .variants
+        .iter()
+        .find(|v| v.name == spec.baseline)
+        .expect("the baseline is a point of the grid");
+    let config = baseline.config.builtin().expect("a built-in config");
+    assert_eq!(config.training.learning_rate, 1.0e-3);
+    assert_eq!(config.model.dropout, 0.2);
+    // The rest is the quickstart's base: 4 epochs on a subset.
+    assert_eq!(config.training.epochs, 4);
+}

@@ -4,7 +4,8 @@
 //! separate, and [`convert`] moves between the two, validating what arrives
 //! from the network (a missing field is an error, never a panic).
 //! [`codec`] answers undecodable messages `invalid_argument`; [`auth`] adds
-//! the bearer token to a client's requests.
+//! the bearer token to a client's requests; [`client`] connects workers and
+//! sweepctl alike (address forms, TLS, token).
 
 /// Generated from `proto/sweep.proto`.
 #[allow(clippy::all, missing_docs)]
@@ -13,6 +14,7 @@ pub mod pb {
 }
 
 pub mod auth;
+pub mod client;
 pub mod codec;
 pub mod convert;
 

@@ -229,7 +229,8 @@ impl Figure for DotPlot {
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(label_w)
-            .build_cartesian_2d(x0..x1, (0..n).into_segmented())?;
+            // i32 ranges are inclusive in plotters: 0..n-1 is n rows, no empty one on top.
+            .build_cartesian_2d(x0..x1, (0..n - 1).into_segmented())?;
         let names: Vec<&str> = self.rows.iter().map(|r| r.name.as_str()).collect();
         chart
             .configure_mesh()

@@ -9,6 +9,7 @@
 //!   seed lines, legend); the chart the dashboard draws live.
 //! - [`charts`]: confusion matrix heat map, dot plot of per-seed values with
 //!   mean and 95% CI, grids of small images.
+//! - [`swept`]: the metric against each swept key of a grid or random sweep.
 //! - [`analysis`]: `analysis/summary.json` of a run and the arithmetic on
 //!   predictions (confusion, precision/recall/F1, top failures).
 //! - [`sweep`]: a sweep read back from its run directories, and its results
@@ -23,6 +24,7 @@ pub mod curves;
 pub mod figure;
 pub mod report;
 pub mod sweep;
+pub mod swept;
 
 pub use curves::{CurveChart, Series, curves_png, curves_svg};
 pub use figure::{ChartError, Figure};

@@ -21,6 +21,7 @@ use crate::charts::{ConfusionChart, DotPlot, DotRow};
 use crate::curves::{CurveChart, Series};
 use crate::figure::{self, ChartError};
 use crate::sweep::{RunData, SweepData};
+use crate::swept::{SweptKeyChart, SweptPoint};
 
 /// Writing the report failed as a whole (a figure or a file could not be
 /// written); problems with single runs are listed inside the report instead.
@@ -341,6 +342,41 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
         );
     }
 
+    // The metric against each swept key (grid and random sweeps).
+    for (k, key) in table.swept_keys.iter().enumerate() {
+        let points: Vec<SweptPoint> = table
+            .variants
+            .iter()
+            .filter(|v| v.swept.len() == table.swept_keys.len() && v.n > 0)
+            .map(|v| SweptPoint {
+                value: v.swept[k].clone(),
+                group: table
+                    .swept_keys
+                    .iter()
+                    .zip(&v.swept)
+                    .enumerate()
+                    .filter(|(i, _)| *i != k)
+                    .map(|(_, (key, value))| format!("{key}={value}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                mean: 100.0 * v.test_acc.mean,
+                std: v.test_acc.std.map(|s| 100.0 * s),
+            })
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        if k == 0 {
+            html.push_str("<h2>Test accuracy against the swept keys</h2>\n");
+        }
+        let chart = SweptKeyChart::new(key, "test accuracy (%)", points);
+        let _ = writeln!(
+            html,
+            "<figure>{}<figcaption>One point per variant: the mean over its seeds, bar: ± 1 sample std.</figcaption></figure>",
+            figure::svg(&chart)?
+        );
+    }
+
     // Learning curves.
     html.push_str("<h2>Learning curves</h2>\n<p class=\"note\">Line: the mean over seeds; band: ± 1 sample std; at an epoch that only some seeds reached (early stopping), over those seeds.</p>\n");
     for metric in CURVES {
@@ -570,20 +606,13 @@ pub fn write_data(data: &SweepData, out_dir: &Path) -> Result<Written, ReportErr
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let html_path = out_dir.join("index.html");
     let md_path = out_dir.join("report.md");
-    write_atomic(&html_path, html.as_bytes()).map_err(io(&html_path))?;
-    write_atomic(&md_path, md.as_bytes()).map_err(io(&md_path))?;
+    sweep_core::run_dir::write_atomic(&html_path, html.as_bytes()).map_err(io(&html_path))?;
+    sweep_core::run_dir::write_atomic(&md_path, md.as_bytes()).map_err(io(&md_path))?;
     Ok(Written {
         html: html_path,
         markdown: md_path,
         problems: data.problems.clone(),
     })
-}
-
-/// Writes via a temporary file and a rename, so a reader never sees half a page.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

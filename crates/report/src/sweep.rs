@@ -9,6 +9,7 @@
 //! last digit. A file that is missing or corrupt becomes a problem naming the
 //! file; the rest of the sweep is still read.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sweep_core::metrics::RunMetrics;
@@ -65,6 +66,11 @@ pub struct SweepData {
     pub dir: PathBuf,
     /// By variant name, then seed.
     pub runs: Vec<RunData>,
+    /// The keys of a grid or random sweep, and each generated variant's
+    /// values of them, from `results.json` (the coordinator writes them
+    /// there); empty for a sweep of named variants.
+    pub swept_keys: Vec<String>,
+    pub swept: BTreeMap<String, Vec<String>>,
     /// Files that could not be read, and runs without results, one line each.
     pub problems: Vec<String>,
 }
@@ -88,12 +94,21 @@ impl SweepData {
             |n| n.to_string_lossy().into_owned(),
         );
         let mut problems = Vec::new();
-        let baseline = match baseline {
-            Some(b) => b.to_string(),
-            None => {
-                baseline_from_results(sweep_dir, &mut problems).unwrap_or_else(|| "baseline".into())
-            }
+        let written = written_results(sweep_dir, &mut problems);
+        let baseline = match (baseline, &written) {
+            (Some(b), _) => b.to_string(),
+            (None, Some(table)) => table.baseline.clone(),
+            (None, None) => "baseline".into(),
         };
+        let (swept_keys, swept) = written.map_or_else(Default::default, |table| {
+            let values = table
+                .variants
+                .into_iter()
+                .filter(|v| v.swept.len() == table.swept_keys.len())
+                .map(|v| (v.variant, v.swept))
+                .collect();
+            (table.swept_keys, values)
+        });
         let mut runs = Vec::new();
         for variant_dir in sorted_dirs(sweep_dir)? {
             let Some(variant) = dir_name(&variant_dir) else {
@@ -118,6 +133,8 @@ impl SweepData {
             baseline,
             dir: sweep_dir.to_path_buf(),
             runs,
+            swept_keys,
+            swept,
             problems,
         })
     }
@@ -130,7 +147,12 @@ impl SweepData {
     /// The results table: the same function and inputs as `sweepctl results`.
     pub fn table(&self) -> ResultsTable {
         let unfinished = self.runs.iter().filter(|r| !r.finished()).count();
-        results::summarize(&self.name, &self.baseline, &self.outcomes(), unfinished)
+        let mut table =
+            results::summarize(&self.name, &self.baseline, &self.outcomes(), unfinished);
+        if !self.swept_keys.is_empty() {
+            table.set_swept(&self.swept_keys, &self.swept);
+        }
+        table
     }
 
     /// Variant names in the table's order (baseline first, then by name),
@@ -148,11 +170,12 @@ impl SweepData {
     }
 }
 
-fn baseline_from_results(sweep_dir: &Path, problems: &mut Vec<String>) -> Option<String> {
+/// The `results.json` the coordinator wrote, when there is one.
+fn written_results(sweep_dir: &Path, problems: &mut Vec<String>) -> Option<ResultsTable> {
     let path = sweep_dir.join("results.json");
     let text = std::fs::read_to_string(&path).ok()?;
     match serde_json::from_str::<ResultsTable>(&text) {
-        Ok(table) => Some(table.baseline),
+        Ok(table) => Some(table),
         Err(e) => {
             problems.push(format!("{}: not a results table: {e}", path.display()));
             None

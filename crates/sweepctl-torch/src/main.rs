@@ -5,12 +5,6 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let cli = sweepctl_torch::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,sweepctl_torch=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    sweep_startup::init("warn,sweepctl_torch=info", sweep_startup::LogStyle::Full);
     sweepctl_torch::run(cli)
 }

@@ -7,16 +7,13 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use sweep_core::token::Token;
-use sweep_proto::CoordinatorClient;
-use sweep_proto::auth::BearerInterceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use sweep_proto::client;
 use tonic::{Code, Status};
 
 /// Default coordinator address: the one `sweep-coordinator` listens on by default.
-pub const DEFAULT_COORDINATOR: &str = "127.0.0.1:50051";
+pub const DEFAULT_COORDINATOR: &str = client::DEFAULT_ADDRESS;
 
 /// How long to wait for the TCP connection: a coordinator on the same
 /// network answers in milliseconds, and a user waiting on a wrong address
@@ -38,71 +35,19 @@ pub struct ConnectArgs {
     pub tls_ca: Option<PathBuf>,
 }
 
-/// The generated client with the token interceptor in front.
-pub type Client = CoordinatorClient<InterceptedService<Channel, BearerInterceptor>>;
-
-/// Turns what the user typed into a URI tonic accepts: `host:port` becomes
-/// `http://host:port` (`https://` with `tls`); a matching scheme is kept;
-/// anything else is refused with the accepted forms.
-pub fn endpoint_uri(address: &str, tls: bool) -> anyhow::Result<String> {
-    let address = address.trim().trim_end_matches('/');
-    let scheme = if tls { "https" } else { "http" };
-    if address.is_empty() {
-        bail!("--coordinator: empty address; expected host:port or {scheme}://host:port");
-    }
-    if let Some(rest) = address.strip_prefix("https://").filter(|_| !tls) {
-        bail!(
-            "--coordinator https://{rest}: TLS needs --tls-ca with the CA certificate that signed the coordinator's (see `sweepctl certs`)"
-        );
-    }
-    if let Some(rest) = address.strip_prefix("http://").filter(|_| tls) {
-        bail!(
-            "--coordinator http://{rest}: --tls-ca asks for TLS; use https://{rest} or host:port"
-        );
-    }
-    let prefix = format!("{scheme}://");
-    let uri = match address.strip_prefix(&prefix) {
-        Some(_) => address.to_string(),
-        None if address.contains("://") => {
-            bail!(
-                "--coordinator {address}: unsupported scheme; expected host:port or {scheme}://host:port"
-            )
-        }
-        None => format!("{prefix}{address}"),
-    };
-    let host_port = &uri[prefix.len()..];
-    // A port is required: guessing 80 would hide a typo.
-    let port_ok = host_port
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !port_ok {
-        bail!("--coordinator {address}: expected host:port (for example {DEFAULT_COORDINATOR})");
-    }
-    Ok(uri)
-}
+pub use sweep_proto::client::Client;
 
 /// Connects now (not lazily), so that an unreachable coordinator is reported
 /// once, up front, with the address and what to do about it.
 pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Client> {
-    let uri = endpoint_uri(&args.coordinator, args.tls_ca.is_some())?;
     let token = Token::load(args.token_file.as_deref(), "SWEEP_TOKEN")?;
-    let mut endpoint = Endpoint::from_shared(uri.clone())
-        .with_context(|| format!("--coordinator {}: not a valid address", args.coordinator))?
-        .connect_timeout(CONNECT_TIMEOUT);
-    if let Some(ca) = &args.tls_ca {
-        let pem = std::fs::read(ca).with_context(|| format!("--tls-ca {}", ca.display()))?;
-        endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
-            .context("--tls-ca: setting up TLS")?;
-    }
+    let endpoint = client::endpoint(&args.coordinator, args.tls_ca.as_deref(), CONNECT_TIMEOUT)
+        .context("--coordinator/--tls-ca")?;
     let channel = endpoint
         .connect()
         .await
         .map_err(|err| unreachable(&args.coordinator, &err))?;
-    Ok(CoordinatorClient::with_interceptor(
-        channel,
-        BearerInterceptor::new(token.as_ref()),
-    ))
+    Ok(client::client(channel, token.as_ref()))
 }
 
 /// The one-line error for a coordinator that cannot be reached.
@@ -170,43 +115,6 @@ pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn address_forms() {
-        assert_eq!(
-            endpoint_uri("127.0.0.1:50051", false).unwrap(),
-            "http://127.0.0.1:50051"
-        );
-        assert_eq!(
-            endpoint_uri("http://coord.lan:7000/", false).unwrap(),
-            "http://coord.lan:7000"
-        );
-        assert_eq!(endpoint_uri(" [::1]:9 ", false).unwrap(), "http://[::1]:9");
-        for bad in [
-            "",
-            "localhost",
-            "localhost:http",
-            ":50051",
-            "grpc://a:1",
-            "http://a",
-        ] {
-            assert!(
-                endpoint_uri(bad, false).is_err(),
-                "{bad:?} should be refused"
-            );
-        }
-        let tls = endpoint_uri("https://a:1", false).unwrap_err().to_string();
-        assert!(tls.contains("--tls-ca"), "{tls}");
-        assert_eq!(
-            endpoint_uri("coord.lan:7000", true).unwrap(),
-            "https://coord.lan:7000"
-        );
-        assert_eq!(
-            endpoint_uri("https://coord.lan:7000", true).unwrap(),
-            "https://coord.lan:7000"
-        );
-        assert!(endpoint_uri("http://coord.lan:7000", true).is_err());
-    }
 
     #[test]
     fn status_messages_keep_the_servers_words() {

@@ -3,15 +3,7 @@
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    // First thing: rustls needs one crypto provider, and ring is ours.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = sweepctl::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,sweepctl=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    sweep_startup::init("warn,sweepctl=info", sweep_startup::LogStyle::Full);
     sweepctl::run(cli)
 }

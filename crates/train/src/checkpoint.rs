@@ -12,7 +12,6 @@
 //! previous checkpoint or one whose hashes do not match (and which is refused).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -23,10 +22,9 @@ use tch::{Tensor, nn};
 use crate::TrainError;
 use crate::optim::Optimizer;
 
-pub const BEST: &str = "best.safetensors";
-pub const LAST: &str = "last.safetensors";
-pub const LAST_OPTIMIZER: &str = "last.optimizer.safetensors";
-pub const LAST_STATE: &str = "last.state.json";
+pub use sweep_core::run_dir::{
+    BEST_CHECKPOINT as BEST, LAST_CHECKPOINT as LAST, LAST_OPTIMIZER, LAST_STATE, write_atomic,
+};
 
 /// Progress of a run, saved with its last checkpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -185,7 +183,7 @@ fn state_dict(vs: &nn::VarStore, steps: i64) -> Vec<(String, Tensor)> {
 }
 
 fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<String, TrainError> {
-    let tmp = tmp_path(path);
+    let tmp = sweep_core::run_dir::tmp_path(path);
     let cpu: Vec<(String, Tensor)> = tensors
         .iter()
         .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu)))
@@ -217,20 +215,4 @@ fn verify_sha256(path: &Path, expected: &str) -> Result<(), TrainError> {
         });
     }
     Ok(())
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes a file so that readers see either the old or the new content, and
-/// the new content is on disk before the rename makes it visible.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = tmp_path(path);
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

@@ -31,12 +31,9 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use sweep_core::config::DeviceSpec;
 use sweep_core::token::Token;
-use sweep_proto::auth::BearerInterceptor;
+use sweep_proto::PROTOCOL_VERSION;
 use sweep_proto::pb;
-use sweep_proto::{CoordinatorClient, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 /// First retry delay after a failed call: quick enough to ride out a blip.
@@ -54,23 +51,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {
-    #[error("coordinator address {address:?}: {source}")]
-    Address {
-        address: String,
-        source: tonic::transport::Error,
-    },
+    #[error(transparent)]
+    Connect(#[from] sweep_proto::client::ClientError),
     /// The coordinator refused the handshake (protocol version, bad request).
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
-    #[error("{}: cannot read the TLS CA certificate: {source}", path.display())]
-    TlsCa {
-        path: PathBuf,
-        source: std::io::Error,
-    },
 }
 
-/// The generated client with the bearer token added to every request.
-pub type Client = CoordinatorClient<InterceptedService<Channel, BearerInterceptor>>;
+pub use sweep_proto::client::Client;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -108,7 +96,7 @@ impl WorkerConfig {
             threads: None,
             slots: 1,
             cache_dir: default_cache_dir(),
-            name: hostname(),
+            name: sweep_core::run_dir::hostname(),
             simulate_jobs: None,
             token: None,
             tls_ca: None,
@@ -123,15 +111,6 @@ pub fn default_cache_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
         .join(".cache/sweeprun/worker")
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "worker".into())
 }
 
 /// A job this worker holds, as heartbeats report it.
@@ -169,18 +148,10 @@ impl Ctx {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
-        let call = f
-            .retry(backoff())
-            .when(is_transient)
-            .notify(|err: &Status, delay| tracing::warn!(what, error = %err.message(), code = ?err.code(), ?delay, "coordinator call failed; retrying"));
-        tokio::select! {
-            result = call => result,
-            _ = self.shutdown.cancelled() => Err(Status::cancelled("worker shutting down")),
-        }
+        let stopped = Status::cancelled("worker shutting down");
+        retry_until(what, f, self.shutdown.cancelled(), stopped).await
     }
-}
 
-impl Ctx {
     /// Like [`Ctx::retry`], but a shutdown only interrupts it after
     /// [`FINAL_REPORT_GRACE`].
     pub(crate) async fn retry_final<T, F, Fut>(&self, what: &str, f: F) -> Result<T, Status>
@@ -188,17 +159,33 @@ impl Ctx {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
-        let call = f.retry(backoff()).when(is_transient).notify(|err: &Status, delay| {
-            tracing::warn!(what, error = %err.message(), code = ?err.code(), ?delay, "coordinator call failed; retrying")
-        });
         let give_up = async {
             self.shutdown.cancelled().await;
             tokio::time::sleep(FINAL_REPORT_GRACE).await;
         };
-        tokio::select! {
-            result = call => result,
-            _ = give_up => Err(Status::cancelled("worker shut down before the coordinator took the report")),
-        }
+        let stopped = Status::cancelled("worker shut down before the coordinator took the report");
+        retry_until(what, f, give_up, stopped).await
+    }
+}
+
+/// Calls `f` with backoff while it fails transiently, until `give_up`
+/// resolves (then `stopped`).
+async fn retry_until<T, F, Fut>(
+    what: &str,
+    f: F,
+    give_up: impl std::future::Future<Output = ()>,
+    stopped: Status,
+) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let call = f.retry(backoff()).when(is_transient).notify(|err: &Status, delay| {
+        tracing::warn!(what, error = %err.message(), code = ?err.code(), ?delay, "coordinator call failed; retrying")
+    });
+    tokio::select! {
+        result = call => result,
+        _ = give_up => Err(stopped),
     }
 }
 
@@ -228,38 +215,13 @@ pub(crate) fn is_transient(status: &Status) -> bool {
 /// epoch's checkpoint is already with the coordinator) and the lease's expiry
 /// hands it to another worker.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
-    let scheme = if config.tls_ca.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let url = if config.connect.contains("://") {
-        config.connect.clone()
-    } else {
-        format!("{scheme}://{}", config.connect)
-    };
-    let address_error = |source| WorkerError::Address {
-        address: config.connect.clone(),
-        source,
-    };
-    let mut endpoint = Endpoint::from_shared(url).map_err(address_error)?;
-    if let Some(path) = &config.tls_ca {
-        let pem = std::fs::read(path).map_err(|source| WorkerError::TlsCa {
-            path: path.clone(),
-            source,
-        })?;
-        endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
-            .map_err(address_error)?;
-    }
+    let endpoint =
+        sweep_proto::client::endpoint(&config.connect, config.tls_ca.as_deref(), CONNECT_TIMEOUT)?;
     // Lazy: the channel (re)connects on use, so a coordinator that is not up
     // yet, or restarts, is just a retried call.
-    let channel = endpoint.connect_timeout(CONNECT_TIMEOUT).connect_lazy();
+    let channel = endpoint.connect_lazy();
     let ctx = Arc::new(Ctx {
-        client: CoordinatorClient::with_interceptor(
-            channel,
-            BearerInterceptor::new(config.token.as_ref()),
-        ),
+        client: sweep_proto::client::client(channel, config.token.as_ref()),
         config,
         worker_id: Mutex::new(String::new()),
         held: Mutex::new(HashMap::new()),
@@ -298,7 +260,7 @@ async fn register(ctx: &Ctx) -> Result<Option<Duration>, WorkerError> {
     let request = pb::RegisterWorkerRequest {
         protocol_version: PROTOCOL_VERSION,
         name: ctx.config.name.clone(),
-        host: hostname(),
+        host: sweep_core::run_dir::hostname(),
         device: ctx.config.device.to_string(),
         threads: ctx.config.threads.unwrap_or(0) as u32,
         slots: ctx.config.slots.max(1) as u32,

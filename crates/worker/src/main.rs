@@ -7,7 +7,6 @@ use clap::Parser;
 use sweep_core::config::DeviceSpec;
 use sweep_core::token::Token;
 use sweep_worker::WorkerConfig;
-use tokio_util::sync::CancellationToken;
 
 /// Leases jobs from a sweep coordinator, trains them and streams results back.
 #[derive(Parser)]
@@ -51,14 +50,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // First thing: rustls needs one crypto provider, and ring is ours.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    sweep_startup::init("info", sweep_startup::LogStyle::Full);
     let args = Args::parse();
     anyhow::ensure!(args.slots >= 1, "--slots must be at least 1");
     let mut config = WorkerConfig::new(args.connect);
@@ -77,32 +69,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(name) = args.name {
         config.name = name;
     }
-    let shutdown = CancellationToken::new();
-    tokio::spawn(on_signal(shutdown.clone()));
+    let shutdown = sweep_startup::cancel_on_signal();
     sweep_worker::run(config, shutdown)
         .await
         .context("worker")?;
     Ok(())
-}
-
-/// Cancels `token` on SIGINT or SIGTERM.
-async fn on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = ctrl_c.await;
-            token.cancel();
-            return;
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    token.cancel();
 }

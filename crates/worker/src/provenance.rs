@@ -64,7 +64,7 @@ fn describe(worker_name: &str, device: DeviceSpec, threads: u32) -> AttemptProve
     };
     AttemptProvenance {
         worker_name: worker_name.to_string(),
-        host: crate::hostname(),
+        host: sweep_core::run_dir::hostname(),
         device: device.to_string(),
         device_name,
         threads,
