@@ -49,7 +49,7 @@ pub fn endpoint_uri(address: &str, tls: bool) -> Result<String, ClientError> {
     }
     if let Some(rest) = trimmed.strip_prefix("https://").filter(|_| !tls) {
         return Err(refuse(format!(
-            "https://{rest} needs --tls-ca with the CA certificate that signed the coordinator's (see `sweepctl certs`)"
+            "TLS needs --tls-ca with the CA certificate that signed the coordinator's (see `sweepctl certs`), or http://{rest}"
         )));
     }
     if let Some(rest) = trimmed.strip_prefix("http://").filter(|_| tls) {

@@ -356,7 +356,7 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
                     .zip(&v.swept)
                     .enumerate()
                     .filter(|(i, _)| *i != k)
-                    .map(|(_, (key, value))| format!("{key}={value}"))
+                    .map(|(_, (_, value))| value.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
                 mean: 100.0 * v.test_acc.mean,
@@ -369,7 +369,14 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
         if k == 0 {
             html.push_str("<h2>Test accuracy against the swept keys</h2>\n");
         }
-        let chart = SweptKeyChart::new(key, "test accuracy (%)", points);
+        let others: Vec<&str> = table
+            .swept_keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != k)
+            .map(|(_, key)| key.as_str())
+            .collect();
+        let chart = SweptKeyChart::new(key, others.join(", "), "test accuracy (%)", points);
         let _ = writeln!(
             html,
             "<figure>{}<figcaption>One point per variant: the mean over its seeds, bar: ± 1 sample std.</figcaption></figure>",

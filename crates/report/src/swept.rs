@@ -14,8 +14,8 @@ use crate::figure::{self, DrawResult, FONT, Figure, palette};
 pub struct SweptPoint {
     /// The variant's value of the key, as the config writes it (`0.001`, `[256, 128]`).
     pub value: String,
-    /// The other swept keys' values (`model.dropout=0.2`): points that share
-    /// it are joined by a line. Empty with one swept key.
+    /// The other swept keys' values (`0.2`, or `0.2, [256, 128]`): points
+    /// that share it are joined by a line. Empty with one swept key.
     pub group: String,
     pub mean: f64,
     /// Sample std over seeds; `None` with a single seed.
@@ -28,6 +28,9 @@ pub struct SweptKeyChart {
     pub title: String,
     /// The key path, the x axis' title.
     pub key: String,
+    /// What [`SweptPoint::group`] holds (the other keys' paths), the
+    /// legend's title.
+    pub group_title: String,
     pub y_label: String,
     pub points: Vec<SweptPoint>,
     pub size: (u32, u32),
@@ -49,6 +52,7 @@ enum Axis {
 impl SweptKeyChart {
     pub fn new(
         key: impl Into<String>,
+        group_title: impl Into<String>,
         y_label: impl Into<String>,
         points: Vec<SweptPoint>,
     ) -> Self {
@@ -56,6 +60,7 @@ impl SweptKeyChart {
         SweptKeyChart {
             title: format!("Test accuracy against {key}"),
             key,
+            group_title: group_title.into(),
             y_label: y_label.into(),
             points,
             size: (760, 420),
@@ -89,7 +94,7 @@ impl SweptKeyChart {
         }
     }
 
-    /// The groups in order of first appearance.
+    /// The groups, by their values (numerically where they are numbers).
     fn groups(&self) -> Vec<&str> {
         let mut groups: Vec<&str> = Vec::new();
         for p in &self.points {
@@ -97,6 +102,17 @@ impl SweptKeyChart {
                 groups.push(&p.group);
             }
         }
+        let numbers = |g: &str| -> Vec<f64> {
+            g.split(", ")
+                .map(|v| v.parse::<f64>().unwrap_or(f64::INFINITY))
+                .collect()
+        };
+        groups.sort_by(|a, b| {
+            numbers(a)
+                .partial_cmp(&numbers(b))
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| a.cmp(b))
+        });
         groups
     }
 
@@ -107,10 +123,10 @@ impl SweptKeyChart {
         }
         groups
             .iter()
-            .map(|g| figure::text_width(g, figure::LABEL_SIZE))
+            .map(|g| figure::text_width(g, figure::LABEL_SIZE) + 56)
+            .chain([figure::text_width(&self.group_title, figure::LABEL_SIZE) + 16])
             .max()
             .unwrap_or(0)
-            + 56
     }
 }
 
@@ -255,7 +271,8 @@ impl Figure for SweptKeyChart {
 
         if groups.len() >= 2 {
             let font = (FONT, figure::LABEL_SIZE).into_font();
-            let mut y = 48;
+            legend_area.draw(&Text::new(self.group_title.as_str(), (8, 40), font.clone()))?;
+            let mut y = 76;
             for (g, group) in groups.iter().enumerate() {
                 let color = palette(g);
                 legend_area.draw(&PathElement::new(
@@ -288,12 +305,13 @@ mod tests {
     fn a_grid_reads_as_one_line_per_other_value_with_values_in_numeric_order() {
         let chart = SweptKeyChart::new(
             "training.learning_rate",
+            "model.dropout",
             "test accuracy (%)",
             vec![
-                point("0.001", "model.dropout=0", 97.5),
-                point("0.0001", "model.dropout=0", 96.0),
-                point("0.001", "model.dropout=0.5", 97.9),
-                point("0.0001", "model.dropout=0.5", 95.5),
+                point("0.001", "0.5", 97.5),
+                point("0.0001", "0.5", 96.0),
+                point("0.001", "0.0", 97.9),
+                point("0.0001", "0.0", 95.5),
             ],
         );
         let svg = figure::svg(&chart).unwrap();
@@ -304,13 +322,12 @@ mod tests {
             .expect("tick 0.0001");
         let large = texts.iter().position(|t| t == "0.001").expect("tick 0.001");
         assert!(small < large, "values in numeric order: {texts:?}");
-        for label in [
-            "model.dropout=0",
-            "model.dropout=0.5",
-            "training.learning_rate",
-        ] {
+        for label in ["model.dropout", "training.learning_rate"] {
             assert!(texts.iter().any(|t| t == label), "{label} in {texts:?}");
         }
+        let first = texts.iter().position(|t| t == "0.0").expect("legend 0.0");
+        let second = texts.iter().position(|t| t == "0.5").expect("legend 0.5");
+        assert!(first < second, "legend in numeric order: {texts:?}");
         figure::png(&chart).unwrap();
     }
 
@@ -319,7 +336,7 @@ mod tests {
         let points = (0..12)
             .map(|i| point(&format!("{}", 1e-4 * 1.5f64.powi(i)), "", 90.0 + i as f64))
             .collect();
-        let chart = SweptKeyChart::new("training.learning_rate", "acc", points);
+        let chart = SweptKeyChart::new("training.learning_rate", "", "acc", points);
         let texts = figure::svg_texts(&figure::svg(&chart).unwrap());
         assert!(
             texts
@@ -335,7 +352,7 @@ mod tests {
 
     #[test]
     fn no_points_is_an_error_not_an_empty_figure() {
-        let chart = SweptKeyChart::new("model.dropout", "acc", Vec::new());
+        let chart = SweptKeyChart::new("model.dropout", "", "acc", Vec::new());
         assert!(figure::svg(&chart).is_err());
     }
 }

@@ -288,3 +288,60 @@ fn aggregate_event_files_hold_mean_and_band() {
             .any(|s| s.tag == "loss/val_mean+std" && s.step == 7)
     );
 }
+
+#[test]
+fn a_grid_sweep_plots_the_metric_against_each_swept_key() {
+    let root = tempfile::tempdir().unwrap();
+    let sweep = root.path().join("grid");
+    let mut values = std::collections::BTreeMap::new();
+    for (i, lr) in ["0.001", "0.0003"].into_iter().enumerate() {
+        for (j, dropout) in ["0.0", "0.5"].into_iter().enumerate() {
+            let variant = format!("learning_rate-{lr}_dropout-{dropout}");
+            for seed in [1u64, 2] {
+                let shift = 0.01 * (i + 2 * j) as f64;
+                write_json(
+                    &sweep
+                        .join(&variant)
+                        .join(format!("seed-{seed}/metrics.json")),
+                    &metrics(seed, shift, 3, true),
+                );
+            }
+            values.insert(variant, vec![lr.to_string(), dropout.to_string()]);
+        }
+    }
+    // The coordinator writes the swept keys and values into results.json.
+    let keys = [
+        "training.learning_rate".to_string(),
+        "model.dropout".to_string(),
+    ];
+    let mut written = SweepData::load(&sweep, Some("learning_rate-0.001_dropout-0.0"))
+        .unwrap()
+        .table();
+    written.set_swept(&keys, &values);
+    write_json(&sweep.join("results.json"), &written);
+
+    let data = SweepData::load(&sweep, None).unwrap();
+    assert_eq!(
+        data.table(),
+        written,
+        "swept columns read back from results.json"
+    );
+    let out = root.path().join("out");
+    write_report(&sweep, &out, None).unwrap();
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(
+        html.contains("Test accuracy against the swept keys"),
+        "{html}"
+    );
+    for key in &keys {
+        assert!(
+            html.contains(&format!("Test accuracy against {key}")),
+            "a chart for {key}"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("training.learning_rate"),
+        "swept column in {md}"
+    );
+}

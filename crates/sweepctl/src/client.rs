@@ -41,8 +41,7 @@ pub use sweep_proto::client::Client;
 /// once, up front, with the address and what to do about it.
 pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Client> {
     let token = Token::load(args.token_file.as_deref(), "SWEEP_TOKEN")?;
-    let endpoint = client::endpoint(&args.coordinator, args.tls_ca.as_deref(), CONNECT_TIMEOUT)
-        .context("--coordinator/--tls-ca")?;
+    let endpoint = client::endpoint(&args.coordinator, args.tls_ca.as_deref(), CONNECT_TIMEOUT)?;
     let channel = endpoint
         .connect()
         .await
