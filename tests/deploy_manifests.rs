@@ -455,14 +455,24 @@ const KINDS: [(&str, &str, &str, bool); 12] = [
     ("v1", "services", "Service", true),
     ("v1", "secrets", "Secret", true),
     ("v1", "configmaps", "ConfigMap", true),
-    ("v1", "persistentvolumeclaims", "PersistentVolumeClaim", true),
+    (
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        true,
+    ),
     ("v1", "pods", "Pod", true),
     ("v1", "serviceaccounts", "ServiceAccount", true),
     ("apps/v1", "deployments", "Deployment", true),
     ("apps/v1", "statefulsets", "StatefulSet", true),
     ("apps/v1", "daemonsets", "DaemonSet", true),
     ("batch/v1", "jobs", "Job", true),
-    ("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", true),
+    (
+        "policy/v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+    ),
 ];
 
 /// The fake API server's answer to a GET of `path`: discovery documents for
@@ -502,7 +512,8 @@ fn fake_api_response(path: &str) -> (u16, Value) {
             let groups: Vec<Value> = groups
                 .iter()
                 .map(|g| {
-                    let gv = serde_json::json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+                    let gv =
+                        serde_json::json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
                     serde_json::json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
                 })
                 .collect();
@@ -608,7 +619,10 @@ fn kubectl_client_dry_run_applies_every_manifest() {
     let kubectl = |args: &[&str]| {
         let out = Command::new("kubectl")
             .arg(format!("--server=http://127.0.0.1:{port}"))
-            .arg(format!("--cache-dir={}", home.path().join("cache").display()))
+            .arg(format!(
+                "--cache-dir={}",
+                home.path().join("cache").display()
+            ))
             .args(["apply", "--dry-run=client", "--validate=false"])
             .args(args)
             .env("KUBECONFIG", &kubeconfig)
