@@ -72,9 +72,10 @@ pub fn train(
         test: data.test.to_device(device),
     };
 
+    crate::check_memory(config, device)?;
     tch::manual_seed(config.seed as i64);
     let vs = nn::VarStore::new(device);
-    let net = Network::new(&vs.root(), &config.model);
+    let net = Network::new(&vs.root(), &config.model)?;
     let mut optimizer = Optimizer::new(&config.training, checkpoint::trainable(&vs));
 
     let mut state = TrainerState::default();
@@ -302,8 +303,9 @@ pub fn evaluate_checkpoint(
 ) -> Result<Evaluation, TrainError> {
     let device = resolve_device(config.training.device)?;
     let data = dataset.split(&config.data, config.seed);
+    crate::check_memory(config, device)?;
     let vs = nn::VarStore::new(device);
-    let net = Network::new(&vs.root(), &config.model);
+    let net = Network::new(&vs.root(), &config.model)?;
     checkpoint::load_weights(&vs, checkpoint)?;
     evaluate(
         &net,
