@@ -56,6 +56,8 @@ pub fn train(
         tch::set_num_threads(threads as i32);
     }
     let device = resolve_device(config.training.device)?;
+    // Before the run directory exists: a refused model leaves nothing behind.
+    crate::check_memory(config, device)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TrainError::Io { path, source }
@@ -72,7 +74,6 @@ pub fn train(
         test: data.test.to_device(device),
     };
 
-    crate::check_memory(config, device)?;
     tch::manual_seed(config.seed as i64);
     let vs = nn::VarStore::new(device);
     let net = Network::new(&vs.root(), &config.model)?;
