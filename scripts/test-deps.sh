@@ -21,7 +21,15 @@ PACKAGES=(
   # driven over WebDriver.
   chromium
   chromium-driver
+  # tests/slurm.rs: a one-node SLURM cluster (slurmctld, slurmd, sbatch...)
+  # with munge authentication runs deploy/slurm/sweep-worker.sbatch.
+  slurm-wlm
+  munge
 )
+# tests/deploy_manifests.rs: `kubectl apply --dry-run=client` on deploy/k8s.
+# Any kubectl does (Debian's kubernetes-client was tried), so only when none
+# is on PATH: another one may own /usr/bin/kubectl.
+command -v kubectl >/dev/null 2>&1 || PACKAGES+=(kubernetes-client)
 
 log() { echo "test-deps: $*" >&2; }
 

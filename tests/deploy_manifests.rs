@@ -6,13 +6,28 @@
 //! breaks this test instead of a deployment.
 //!
 //! No cluster and no Docker needed: it reads files (and runs `--help`).
+//!
+//! Then `kubectl apply --dry-run=client` takes every manifest, and the
+//! kustomization (`-k`). Even in client mode kubectl asks an API server for
+//! discovery (which kinds exist, under which apiVersion) and for each object
+//! (to choose create or patch); with no cluster here, the test serves it a fake
+//! one on loopback: the discovery documents of the built-in kinds and 404 for
+//! every object, so each one comes out "created (dry run)". That checks that
+//! kubectl (and its kustomize) reads every file, that each kind and apiVersion
+//! is one Kubernetes serves, and which objects each way of applying creates.
+//! It does not check fields against the API's schema (`--validate=false`:
+//! kubectl fetches that schema from the server as protobuf OpenAPI, which the
+//! fake does not have); see deploy/README.md for what met a cluster.
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 use sweep_e2e::{release_bin_dir, repo_root};
+use sweep_testkit::skip_or_fail;
 
 fn read(rel: &str) -> String {
     let path = repo_root().join(rel);
@@ -428,5 +443,230 @@ fn compose_file_parses_and_agrees() {
         "sweep-coordinator",
         &flags(&literal),
         "docker-compose.yml coordinator",
+    );
+}
+
+/// The built-in kinds the fake API server knows, as a Kubernetes 1.32 server
+/// serves them: (group/version, resource, kind, namespaced). A manifest of any
+/// other kind or apiVersion makes kubectl fail ("no matches for kind"); add
+/// it here only if a real server serves it under that apiVersion.
+const KINDS: [(&str, &str, &str, bool); 12] = [
+    ("v1", "namespaces", "Namespace", false),
+    ("v1", "services", "Service", true),
+    ("v1", "secrets", "Secret", true),
+    ("v1", "configmaps", "ConfigMap", true),
+    (
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        true,
+    ),
+    ("v1", "pods", "Pod", true),
+    ("v1", "serviceaccounts", "ServiceAccount", true),
+    ("apps/v1", "deployments", "Deployment", true),
+    ("apps/v1", "statefulsets", "StatefulSet", true),
+    ("apps/v1", "daemonsets", "DaemonSet", true),
+    ("batch/v1", "jobs", "Job", true),
+    (
+        "policy/v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+    ),
+];
+
+/// The fake API server's answer to a GET of `path`: discovery documents for
+/// [`KINDS`], and 404 (a Status) for everything else, every object included.
+fn fake_api_response(path: &str) -> (u16, Value) {
+    let path = path.split('?').next().unwrap_or(path);
+    let groups: BTreeSet<&str> = KINDS
+        .iter()
+        .filter_map(|(gv, ..)| gv.split_once('/').map(|(g, _)| g))
+        .collect();
+    let resources = |gv: &str| {
+        let resources: Vec<Value> = KINDS
+            .iter()
+            .filter(|k| k.0 == gv)
+            .map(|(_, name, kind, namespaced)| {
+                serde_json::json!({
+                    "name": name, "singularName": kind.to_lowercase(), "namespaced": namespaced,
+                    "kind": kind,
+                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+            "resources": resources,
+        })
+    };
+    match path {
+        "/api" => (
+            200,
+            serde_json::json!({
+                "kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+            }),
+        ),
+        "/apis" => {
+            let groups: Vec<Value> = groups
+                .iter()
+                .map(|g| {
+                    let gv =
+                        serde_json::json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+                    serde_json::json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+                })
+                .collect();
+            (
+                200,
+                serde_json::json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            )
+        }
+        "/api/v1" => (200, resources("v1")),
+        _ => match path.strip_prefix("/apis/") {
+            Some(gv) if KINDS.iter().any(|k| k.0 == gv) => (200, resources(gv)),
+            _ => (
+                404,
+                serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "NotFound", "code": 404, "message": format!("{path} not found"),
+                }),
+            ),
+        },
+    }
+}
+
+/// Answers one HTTP/1.1 request on `stream`, then closes it.
+fn serve_one(stream: TcpStream) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // The headers, up to the blank line; kubectl only sends GETs, without a body.
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    let (code, body) = if method == "GET" {
+        fake_api_response(path)
+    } else {
+        (405, serde_json::json!({"kind": "Status", "code": 405}))
+    };
+    let body = body.to_string();
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        if code == 200 { "OK" } else { "Not Found" },
+        body.len()
+    )?;
+    stream.flush()
+}
+
+/// Starts the fake API server on a loopback port; it serves until the test
+/// process ends.
+fn fake_api_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake API server");
+    let port = listener.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = serve_one(stream);
+        }
+    });
+    port
+}
+
+/// `<kind>[.<group>]/<name>`, as kubectl names an object it applied.
+fn applied_name(doc: &Value) -> String {
+    let kind = str_of(&doc["kind"], "kind");
+    let api_version = str_of(&doc["apiVersion"], "apiVersion");
+    assert!(
+        KINDS
+            .iter()
+            .any(|(gv, _, k, _)| *gv == api_version && *k == kind),
+        "{api_version} {kind} is not one of KINDS"
+    );
+    let group = match api_version.split_once('/') {
+        Some((group, _)) => format!(".{group}"),
+        None => String::new(),
+    };
+    format!(
+        "{}{group}/{}",
+        kind.to_lowercase(),
+        str_of(&doc["metadata"]["name"], "metadata.name")
+    )
+}
+
+#[test]
+fn kubectl_client_dry_run_applies_every_manifest() {
+    if Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_err()
+    {
+        return skip_or_fail(
+            "no kubectl on PATH (scripts/test-deps.sh installs Debian's kubernetes-client)",
+        );
+    }
+    let port = fake_api_server();
+    let home = tempfile::tempdir().expect("tempdir");
+    // No kubeconfig of the user's: an empty one, and the fake server's address.
+    let kubeconfig = home.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, "").expect("kubeconfig");
+    let kubectl = |args: &[&str]| {
+        let out = Command::new("kubectl")
+            .arg(format!("--server=http://127.0.0.1:{port}"))
+            .arg(format!(
+                "--cache-dir={}",
+                home.path().join("cache").display()
+            ))
+            .args(["apply", "--dry-run=client", "--validate=false"])
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", home.path())
+            .current_dir(repo_root())
+            .output()
+            .expect("run kubectl");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kubectl apply --dry-run=client {args:?} failed ({}):\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let applied: BTreeSet<String> = stdout
+            .lines()
+            .map(|l| {
+                l.strip_suffix(" created (dry run)")
+                    .unwrap_or_else(|| panic!("kubectl {args:?}: unexpected line {l:?}"))
+                    .to_string()
+            })
+            .collect();
+        applied
+    };
+
+    // Every file on its own (the example Secret included): every object.
+    let all = k8s_all();
+    let mut files: Vec<&str> = all.iter().map(|(file, _)| file.as_str()).collect();
+    files.dedup();
+    let mut args = Vec::new();
+    for file in &files {
+        args.extend(["-f", file]);
+    }
+    // kubectl first: its own message names a kind it does not know.
+    let applied = kubectl(&args);
+    let expected: BTreeSet<String> = all.iter().map(|(_, doc)| applied_name(doc)).collect();
+    assert_eq!(applied, expected, "kubectl apply -f {files:?}");
+
+    // The kustomization: everything but the example Secret.
+    let secret = applied_name(k8s_object(&all, "Secret"));
+    let without_secret: BTreeSet<String> = expected.into_iter().filter(|n| *n != secret).collect();
+    assert_eq!(
+        kubectl(&["-k", "deploy/k8s"]),
+        without_secret,
+        "kubectl apply -k deploy/k8s"
     );
 }

@@ -69,7 +69,9 @@ pub struct CoordinatorConfig {
     pub state_dir: PathBuf,
     /// `sweep-worker` processes to start on this machine.
     pub local_workers: usize,
-    /// Torch threads of each local worker (None: the config's).
+    /// Torch threads of each local worker's jobs, over the configs' `threads`
+    /// (None: a config's `threads`, or else the machine's cores split between
+    /// the local workers, max(1, cores / local_workers)).
     pub local_worker_threads: Option<usize>,
     /// The `sweep-worker` binary for local workers (None: next to this executable).
     pub worker_binary: Option<PathBuf>,
@@ -298,6 +300,11 @@ fn spawn_local_workers(config: &CoordinatorConfig, addr: SocketAddr) -> Result<V
             binary.display()
         )));
     }
+    // Each local worker gets its share of the machine's cores to split
+    // between its jobs: left to libtorch, every worker would start a pool of
+    // every core and the pools would fight over them (3–10× slower epochs
+    // with 2 workers on 2 cores; see sweep_core::cores).
+    let cores = sweep_core::cores::share(sweep_core::cores::available(), config.local_workers);
     (0..config.local_workers)
         .map(|index| {
             let name = format!("local-{index}");
@@ -314,9 +321,10 @@ fn spawn_local_workers(config: &CoordinatorConfig, addr: SocketAddr) -> Result<V
                 .arg(&cache_dir)
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true);
-            if let Some(threads) = config.local_worker_threads {
-                command.arg("--threads").arg(threads.to_string());
-            }
+            match config.local_worker_threads {
+                Some(threads) => command.arg("--threads").arg(threads.to_string()),
+                None => command.arg("--cores").arg(cores.to_string()),
+            };
             if config.local_workers_allow_commands {
                 command.arg("--allow-commands");
             }

@@ -32,7 +32,8 @@ struct Args {
     /// `sweep-worker` processes to start on this machine.
     #[arg(long, default_value_t = 0)]
     local_workers: usize,
-    /// Torch threads of each local worker (default: the config's).
+    /// Torch threads of each local worker's jobs, over the configs' `threads`
+    /// (default: a config's `threads`, or else max(1, cores / local workers)).
     #[arg(long)]
     local_worker_threads: Option<usize>,
     /// The sweep-worker binary for --local-workers (default: next to this one).
@@ -100,6 +101,10 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(
         heartbeat_interval < lease_timeout,
         "--heartbeat-interval must be shorter than --lease-timeout"
+    );
+    anyhow::ensure!(
+        args.local_worker_threads != Some(0),
+        "--local-worker-threads must be at least 1"
     );
     let config = CoordinatorConfig {
         sweep: args.config,

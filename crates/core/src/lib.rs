@@ -5,6 +5,8 @@
 //! - [`config`]: the experiment config (YAML): its schema and its validation.
 //! - [`yaml`]: located YAML trees (file, line, key path of every value) and
 //!   their deep merge, under both config and sweep files.
+//! - [`cores`]: the default thread count of a job, the cores split between
+//!   the workers and slots that share them.
 //! - [`command`]: command jobs (the user's own program) and [`command::JobConfig`],
 //!   what one job runs.
 //! - [`sweep`]: a sweep spec (base config × variants × seeds) and its expansion
@@ -24,6 +26,7 @@
 
 pub mod command;
 pub mod config;
+pub mod cores;
 pub mod metrics;
 pub mod names;
 pub mod provenance;

@@ -4,7 +4,9 @@
 //! file system.
 //!
 //! Properties: no input panics, every config error names the file it came
-//! from, and no name that could escape a directory is accepted.
+//! from, no config that loads needs more memory to train than the cap (and
+//! the estimate of that memory never panics, however absurd the sizes), and
+//! no name that could escape a directory is accepted.
 //!
 //! Each property runs `SWEEP_FUZZ_CASES` cases (default 2,000, small enough
 //! for `make test`); SECURITY.md records the longer runs. Failures found are
@@ -16,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
-use sweep_core::config::{ConfigError, ExperimentConfig};
+use sweep_core::config::{ConfigError, ExperimentConfig, MAX_MODEL_BYTES, ModelKind};
 use sweep_core::names::{self, MAX_NAME_LEN};
 
 /// Cases per property: `SWEEP_FUZZ_CASES` or 2,000.
@@ -245,6 +247,7 @@ static STRUCTURED: AtomicUsize = AtomicUsize::new(0);
 static MUTATED: AtomicUsize = AtomicUsize::new(0);
 static LAYERED: AtomicUsize = AtomicUsize::new(0);
 static NAMES: AtomicUsize = AtomicUsize::new(0);
+static MEMORY: AtomicUsize = AtomicUsize::new(0);
 
 /// Reports how many cases a property ran (shown with `--nocapture`) and checks
 /// that proptest ran them all.
@@ -297,9 +300,10 @@ fn mutated_baseline_never_panics_and_errors_name_the_file() {
         MUTATED.fetch_add(1, Ordering::SeqCst);
         match ExperimentConfig::from_yaml(&text, &file) {
             Err(err) => assert_names_file(&err, &[&file]),
-            // What loads must be valid and survive its own round trip.
+            // What loads must be valid, fit, and survive its own round trip.
             Ok(config) => {
                 prop_assert!(config.validate().is_ok());
+                prop_assert!(config.model_memory().bytes <= u128::from(MAX_MODEL_BYTES));
                 let again = ExperimentConfig::from_yaml(&config.to_yaml(), &file);
                 prop_assert!(again.is_ok(), "resolved config does not load back: {:?}", again.err());
             }
@@ -327,6 +331,106 @@ fn layered_configs_never_panic_and_errors_name_a_layer() {
         }
     });
     report(&LAYERED, "layered configs");
+}
+
+/// A layer width: small, large, huge (issue 8's `[100000000, 100000000]`
+/// used to panic inside tch) or any i64, negative ones included.
+fn layer_width() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        1..=4_096i64,
+        10_000..=1_000_000i64,
+        Just(100_000_000i64),
+        Just(i64::MAX),
+        any::<i64>(),
+    ]
+}
+
+#[test]
+fn model_memory_never_panics_and_oversized_models_are_refused_by_key() {
+    let file = PathBuf::from("fuzz/memory.yaml");
+    let kinds = prop::sample::select(&["fc", "cnn", "fc_scratch"][..]);
+    let optimizers = prop::sample::select(&["adam", "adamw", "sgd"][..]);
+    proptest!(config(), |(
+        kind in kinds,
+        widths in prop::collection::vec(layer_width(), 0..6),
+        batch_norm in any::<bool>(),
+        optimizer in optimizers,
+        momentum in prop_oneof![Just(0.0), Just(0.9)],
+    )| {
+        MEMORY.fetch_add(1, Ordering::SeqCst);
+        let sizes: Vec<String> = widths.iter().map(i64::to_string).collect();
+        let text = format!(
+            "name: m\nmodel: {{type: {kind}, hidden_sizes: [{}], batch_norm: {batch_norm}}}\n\
+             training: {{optimizer: {optimizer}, momentum: {momentum}}}\n",
+            sizes.join(", ")
+        );
+        match ExperimentConfig::from_yaml(&text, &file) {
+            Ok(config) => {
+                prop_assert!(config.model_memory().bytes <= u128::from(MAX_MODEL_BYTES));
+                // The estimate is total on unvalidated values too.
+                let mut raw = config.clone();
+                raw.model.hidden_sizes = widths.clone();
+                raw.model.input_size = widths.first().copied().unwrap_or(-1);
+                let _ = raw.model_memory();
+            }
+            Err(err) => {
+                assert_names_file(&err, &[&file]);
+                let message = err.to_string();
+                let sized = widths.iter().all(|&w| w >= 1);
+                // Every width valid and a fully connected model: only its
+                // memory can be wrong, and the error says so by key.
+                if sized && !widths.is_empty() && kind != "cnn" {
+                    prop_assert!(
+                        message.contains("model.hidden_sizes: the model needs")
+                            && message.contains("over the limit of"),
+                        "{}", message
+                    );
+                }
+            }
+        }
+    });
+    report(&MEMORY, "model memory");
+}
+
+#[test]
+fn a_huge_model_is_refused_naming_the_key_and_the_bytes() {
+    let file = PathBuf::from("configs/huge.yaml");
+    let text = "name: huge\nmodel:\n  type: fc\n  hidden_sizes: [100000000, 100000000]\n";
+    let err = ExperimentConfig::from_yaml(text, &file).expect_err("a 160-petabyte model loads");
+    let message = err.to_string();
+    for part in [
+        "configs/huge.yaml:4:",
+        "model.hidden_sizes",
+        "1.60e17 bytes",
+        "128.0 GiB",
+    ] {
+        assert!(message.contains(part), "{message:?} lacks {part:?}");
+    }
+    // In a sweep, as `sweepctl submit` and the coordinator load it: the
+    // variant's file and the key.
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        root.path().join("sweep.yaml"),
+        "name: s\nbase: base.yaml\nseeds: [1]\n",
+    )
+    .expect("sweep");
+    std::fs::write(root.path().join("base.yaml"), baseline()).expect("base");
+    std::fs::write(
+        root.path().join("wide.yaml"),
+        "model:\n  hidden_sizes: [100000000, 100000000]\n",
+    )
+    .expect("variant");
+    let err = sweep_core::sweep::SweepSpec::load(root.path()).expect_err("a huge variant loads");
+    let message = err.to_string();
+    assert!(
+        message.contains("wide.yaml:2:") && message.contains("model.hidden_sizes"),
+        "{message}"
+    );
+    // The estimate behind it, on the config as it would have been built.
+    let mut config = ExperimentConfig::from_yaml("name: huge\n", &file).expect("defaults");
+    config.model.hidden_sizes = vec![100_000_000, 100_000_000];
+    assert_eq!(config.model.kind, ModelKind::Fc);
+    assert!(config.model_memory().bytes > u128::from(MAX_MODEL_BYTES));
 }
 
 #[test]

@@ -285,7 +285,13 @@ pub fn workers_table(workers: &[pb::WorkerInfo], now_ms: i64) -> Table {
             w.name.clone(),
             or_dash(&w.host),
             or_dash(&w.device),
-            w.threads.to_string(),
+            // 0 only from workers older than the default split: libtorch's
+            // default, or the job config's count (as the dashboard says).
+            if w.threads == 0 {
+                "per job".to_string()
+            } else {
+                w.threads.to_string()
+            },
             w.slots.to_string(),
             if w.alive { "yes" } else { "no" }.to_string(),
             ago(now_ms, w.last_seen_ms),

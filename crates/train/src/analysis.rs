@@ -326,8 +326,9 @@ pub fn analyze(
     let device = resolve_device(config.training.device)?;
     let data = dataset.split(&config.data, config.seed);
     let test = data.test.to_device(device);
+    crate::check_memory(config, device)?;
     let vs = nn::VarStore::new(device);
-    let _net = Network::new(&vs.root(), &config.model);
+    let _net = Network::new(&vs.root(), &config.model)?;
     let best = checkpoint::best_path(run_dir);
     checkpoint::load_weights(&vs, &best)?;
     let vars = vs.variables();

@@ -35,9 +35,10 @@ pub fn measure(
         tch::set_num_threads(threads as i32);
     }
     let device = resolve_device(config.training.device)?;
+    crate::check_memory(config, device)?;
     tch::manual_seed(config.seed as i64);
     let vs = nn::VarStore::new(device);
-    let net = Network::new(&vs.root(), &config.model);
+    let net = Network::new(&vs.root(), &config.model)?;
     let mut optimizer = Optimizer::new(&config.training, checkpoint::trainable(&vs));
     let pool = dataset.train_pool.to_device(device);
     let batch_size = config.data.batch_size;

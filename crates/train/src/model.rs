@@ -10,10 +10,15 @@
 //! - `fc_scratch`: the same parameters as `fc` (no batch norm), but forward and
 //!   backward are written out by hand, without autograd: the original project's
 //!   educational network, kept to show what autograd computes.
+//!
+//! Construction is fallible: the layers whose size a config sets (the fully
+//! connected ones) allocate through tch's `f_var`, so that a model libtorch
+//! cannot allocate is an error, not a panic inside `nn::linear`'s unwrap.
+//! The convolutions are of fixed, small size and use tch's builders.
 
 use sweep_core::config::{InitKind, ModelConfig, ModelKind};
 use tch::nn::{self, ModuleT};
-use tch::{Kind, Tensor};
+use tch::{Kind, TchError, Tensor};
 
 /// How a network turns a batch into gradients.
 pub enum Network {
@@ -33,13 +38,17 @@ impl std::fmt::Debug for Network {
 }
 
 impl Network {
-    /// Creates the network's parameters under `root` as the config asks.
-    pub fn new(root: &nn::Path, config: &ModelConfig) -> Network {
-        match config.kind {
-            ModelKind::Fc => Network::Autograd(Box::new(fc(root, config))),
-            ModelKind::Cnn => Network::Autograd(Box::new(cnn(root, config))),
-            ModelKind::FcScratch => Network::Scratch(ScratchFc::new(root, config)),
-        }
+    /// Creates the network's parameters under `root` as the config asks;
+    /// libtorch's error when it cannot allocate them. Callers check the
+    /// estimate against the machine first ([`crate::check_memory`]): on CPU an
+    /// allocation larger than memory may succeed (overcommit) and the process
+    /// be killed when it is touched.
+    pub fn new(root: &nn::Path, config: &ModelConfig) -> Result<Network, TchError> {
+        Ok(match config.kind {
+            ModelKind::Fc => Network::Autograd(Box::new(fc(root, config)?)),
+            ModelKind::Cnn => Network::Autograd(Box::new(cnn(root, config)?)),
+            ModelKind::FcScratch => Network::Scratch(ScratchFc::new(root, config)?),
+        })
     }
 
     /// Logits for a batch of images `[N, 1, 28, 28]`.
@@ -92,18 +101,19 @@ fn layer_init(kind: InitKind, fan_in: i64, fan_out: i64) -> LayerInit {
     }
 }
 
-fn linear(path: nn::Path, init: InitKind, in_dim: i64, out_dim: i64) -> nn::Linear {
+/// `nn::linear` with its allocations fallible. The bias is drawn before the
+/// weight, in `nn::linear`'s order, so that a seed gives the same weights as
+/// before (and as runs trained by earlier versions).
+fn linear(
+    path: nn::Path,
+    init: InitKind,
+    in_dim: i64,
+    out_dim: i64,
+) -> Result<nn::Linear, TchError> {
     let li = layer_init(init, in_dim, out_dim);
-    nn::linear(
-        path,
-        in_dim,
-        out_dim,
-        nn::LinearConfig {
-            ws_init: li.weight,
-            bs_init: Some(li.bias),
-            bias: true,
-        },
-    )
+    let bs = path.f_var("bias", &[out_dim], li.bias)?;
+    let ws = path.f_var("weight", &[out_dim, in_dim], li.weight)?;
+    Ok(nn::Linear { ws, bs: Some(bs) })
 }
 
 fn conv3x3(path: nn::Path, init: InitKind, in_ch: i64, out_ch: i64) -> nn::Conv2D {
@@ -117,12 +127,14 @@ fn conv3x3(path: nn::Path, init: InitKind, in_ch: i64, out_ch: i64) -> nn::Conv2
     nn::conv2d(path, in_ch, out_ch, 3, config)
 }
 
-fn fc(root: &nn::Path, config: &ModelConfig) -> nn::SequentialT {
+fn fc(root: &nn::Path, config: &ModelConfig) -> Result<nn::SequentialT, TchError> {
     let mut net = nn::seq_t().add_fn(|xs| xs.flatten(1, -1));
     let mut in_dim = config.input_size;
     for (i, &width) in config.hidden_sizes.iter().enumerate() {
         let n = i + 1;
-        net = net.add(linear(root / format!("fc{n}"), config.init, in_dim, width));
+        net = net.add(linear(root / format!("fc{n}"), config.init, in_dim, width)?);
+        // tch builds batch norm only through its panicking builder; its four
+        // vectors of `width` are far smaller than the layer just allocated.
         if config.batch_norm {
             net = net.add(nn::batch_norm1d(
                 root / format!("bn{n}"),
@@ -137,15 +149,15 @@ fn fc(root: &nn::Path, config: &ModelConfig) -> nn::SequentialT {
         in_dim = width;
     }
     let last = config.hidden_sizes.len() + 1;
-    net.add(linear(
+    Ok(net.add(linear(
         root / format!("fc{last}"),
         config.init,
         in_dim,
         config.num_classes,
-    ))
+    )?))
 }
 
-fn cnn(root: &nn::Path, config: &ModelConfig) -> nn::SequentialT {
+fn cnn(root: &nn::Path, config: &ModelConfig) -> Result<nn::SequentialT, TchError> {
     let mut net = nn::seq_t();
     for (n, (in_ch, out_ch)) in [(1, 32), (32, 64)]
         .into_iter()
@@ -170,11 +182,12 @@ fn cnn(root: &nn::Path, config: &ModelConfig) -> nn::SequentialT {
         net = net.add_fn(|xs| xs.max_pool2d_default(2));
     }
     let p = config.dropout;
-    net.add_fn(|xs| xs.flatten(1, -1))
-        .add(linear(root / "fc1", config.init, 64 * 7 * 7, 128))
+    Ok(net
+        .add_fn(|xs| xs.flatten(1, -1))
+        .add(linear(root / "fc1", config.init, 64 * 7 * 7, 128)?)
         .add_fn(|xs| xs.relu())
         .add_fn_t(move |xs, train| xs.dropout(p, train))
-        .add(linear(root / "fc2", config.init, 128, config.num_classes))
+        .add(linear(root / "fc2", config.init, 128, config.num_classes)?))
 }
 
 /// Mean cross-entropy of logits against class labels (PyTorch's
@@ -203,7 +216,7 @@ pub struct ScratchForward {
 }
 
 impl ScratchFc {
-    fn new(root: &nn::Path, config: &ModelConfig) -> ScratchFc {
+    fn new(root: &nn::Path, config: &ModelConfig) -> Result<ScratchFc, TchError> {
         let mut dims = vec![config.input_size];
         dims.extend(&config.hidden_sizes);
         dims.push(config.num_classes);
@@ -213,16 +226,16 @@ impl ScratchFc {
             .map(|(i, w)| {
                 let li = layer_init(config.init, w[0], w[1]);
                 let path = root / format!("fc{}", i + 1);
-                (
-                    path.var("weight", &[w[1], w[0]], li.weight),
-                    path.var("bias", &[w[1]], li.bias),
-                )
+                Ok((
+                    path.f_var("weight", &[w[1], w[0]], li.weight)?,
+                    path.f_var("bias", &[w[1]], li.bias)?,
+                ))
             })
-            .collect();
-        ScratchFc {
+            .collect::<Result<_, TchError>>()?;
+        Ok(ScratchFc {
             layers,
             dropout: config.dropout,
-        }
+        })
     }
 
     /// The forward pass, keeping what backward needs. No autograd graph is built.
@@ -344,7 +357,7 @@ mod tests {
     #[test]
     fn baseline_fc_has_the_original_parameter_count() {
         let vs = VarStore::new(Device::Cpu);
-        let _net = Network::new(&vs.root(), &model_config(ModelKind::Fc));
+        let _net = Network::new(&vs.root(), &model_config(ModelKind::Fc)).expect("network");
         assert_eq!(parameter_count(&vs), 235_146);
         let mut names: Vec<_> = vs.variables().into_keys().collect();
         names.sort();
@@ -366,12 +379,57 @@ mod tests {
         );
     }
 
+    /// sweep_core estimates the memory from the schema alone; its counts
+    /// must be those of the networks built here.
+    #[test]
+    fn the_core_estimate_counts_what_is_built() {
+        for kind in [ModelKind::Fc, ModelKind::Cnn, ModelKind::FcScratch] {
+            for batch_norm in [false, true] {
+                let mut config =
+                    ExperimentConfig::from_yaml("name: t\n", "t.yaml".as_ref()).expect("config");
+                config.model = model_config(kind);
+                config.model.batch_norm = batch_norm;
+                config.model.hidden_sizes = vec![48, 24, 12];
+                let vs = VarStore::new(Device::Cpu);
+                let _net = Network::new(&vs.root(), &config.model).expect("network");
+                let memory = config.model_memory();
+                assert_eq!(
+                    memory.parameters,
+                    parameter_count(&vs) as u128,
+                    "{kind:?} bn={batch_norm}"
+                );
+                let buffers: i64 = vs
+                    .variables()
+                    .iter()
+                    .filter(|(name, _)| name.contains("running_"))
+                    .map(|(_, t)| t.numel() as i64)
+                    .sum();
+                assert_eq!(memory.buffers, buffers as u128, "{kind:?} bn={batch_norm}");
+            }
+        }
+    }
+
+    /// A layer libtorch cannot allocate is an error, not tch's panic. 2^46
+    /// floats (256 TiB) exceed any address space, so the allocation fails
+    /// whatever the kernel's overcommit policy (a smaller one could succeed
+    /// and get the test killed when filled).
+    #[test]
+    fn an_unallocatable_model_is_an_error() {
+        for kind in [ModelKind::Fc, ModelKind::FcScratch] {
+            let vs = VarStore::new(Device::Cpu);
+            let mut config = model_config(kind);
+            config.hidden_sizes = vec![1 << 46];
+            let err = Network::new(&vs.root(), &config).expect_err("allocated 256 TiB");
+            assert!(!err.to_string().is_empty());
+        }
+    }
+
     #[test]
     fn cnn_has_pytorch_names_and_shapes() {
         let vs = VarStore::new(Device::Cpu);
         let mut config = model_config(ModelKind::Cnn);
         config.batch_norm = true;
-        let net = Network::new(&vs.root(), &config);
+        let net = Network::new(&vs.root(), &config).expect("network");
         let vars = vs.variables();
         assert_eq!(vars["conv1.weight"].size(), [32, 1, 3, 3]);
         assert_eq!(vars["conv2.weight"].size(), [64, 32, 3, 3]);
@@ -391,7 +449,7 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let mut config = model_config(ModelKind::FcScratch);
         config.hidden_sizes = vec![32, 16];
-        let Network::Scratch(net) = Network::new(&vs.root(), &config) else {
+        let Ok(Network::Scratch(net)) = Network::new(&vs.root(), &config) else {
             unreachable!()
         };
         let images = Tensor::randn([8, 1, 28, 28], (Kind::Float, Device::Cpu));

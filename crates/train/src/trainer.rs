@@ -56,6 +56,8 @@ pub fn train(
         tch::set_num_threads(threads as i32);
     }
     let device = resolve_device(config.training.device)?;
+    // Before the run directory exists: a refused model leaves nothing behind.
+    crate::check_memory(config, device)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TrainError::Io { path, source }
@@ -74,7 +76,7 @@ pub fn train(
 
     tch::manual_seed(config.seed as i64);
     let vs = nn::VarStore::new(device);
-    let net = Network::new(&vs.root(), &config.model);
+    let net = Network::new(&vs.root(), &config.model)?;
     let mut optimizer = Optimizer::new(&config.training, checkpoint::trainable(&vs));
 
     let mut state = TrainerState::default();
@@ -302,8 +304,9 @@ pub fn evaluate_checkpoint(
 ) -> Result<Evaluation, TrainError> {
     let device = resolve_device(config.training.device)?;
     let data = dataset.split(&config.data, config.seed);
+    crate::check_memory(config, device)?;
     let vs = nn::VarStore::new(device);
-    let net = Network::new(&vs.root(), &config.model);
+    let net = Network::new(&vs.root(), &config.model)?;
     checkpoint::load_weights(&vs, checkpoint)?;
     evaluate(
         &net,

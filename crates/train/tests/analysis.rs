@@ -49,7 +49,7 @@ fn hand_written_forward_gives_the_models_logits() {
     ] {
         let config = config(&format!("model: {model}"));
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = Network::new(&vs.root(), &config.model);
+        let net = Network::new(&vs.root(), &config.model).expect("network");
         // Batch norm's running statistics away from their 0/1 start, so that
         // using them wrongly shows.
         tch::no_grad(|| {

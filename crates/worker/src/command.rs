@@ -88,6 +88,19 @@ struct Manifest {
     epochs: Vec<EpochMetrics>,
 }
 
+/// The threads of a command job, resolved as for a built-in one
+/// ([`crate::WorkerConfig::job_threads`]): `--threads`, else the config's
+/// `training.threads` when it is a positive integer, else the worker's share
+/// of the cores. The program gets it as `SWEEP_THREADS`.
+fn command_threads(ctx: &Ctx, config: &CommandConfig) -> usize {
+    let configured = config
+        .lookup("training.threads")
+        .and_then(Value::as_u64)
+        .and_then(|t| usize::try_from(t).ok())
+        .filter(|&t| t > 0);
+    ctx.config.job_threads(configured)
+}
+
 /// Runs one leased command job to its end (or until stopped).
 pub(crate) async fn run(ctx: &Ctx, job: &pb::Job, config: CommandConfig, stop: &Arc<AtomicBool>) {
     if !ctx.config.allow_commands {
@@ -120,7 +133,7 @@ pub(crate) async fn run(ctx: &Ctx, job: &pb::Job, config: CommandConfig, stop: &
         }
     };
     let (name, device) = (ctx.config.name.clone(), ctx.config.device);
-    let threads = ctx.config.threads.unwrap_or(0) as u32;
+    let threads = command_threads(ctx, &config) as u32;
     crate::provenance::record(ctx, job, move || {
         crate::provenance::command(&name, device, threads)
     })
@@ -277,9 +290,9 @@ impl<'a> Execution<'a> {
             .env("SWEEP_CONFIG", &config_path)
             .env("SWEEP_DEVICE", ctx.config.device.to_string())
             .env_remove("SWEEP_RESUME_FROM");
-        if let Some(threads) = ctx.config.threads {
-            command.env("SWEEP_THREADS", threads.to_string());
-        }
+        // Always set, for the program to pass to its library: left unset,
+        // PyTorch takes every core in each of the jobs side by side.
+        command.env("SWEEP_THREADS", command_threads(ctx, config).to_string());
         if let Some(path) = &resume_from {
             command.env("SWEEP_RESUME_FROM", path);
         }

@@ -342,9 +342,9 @@ async fn prepare(
         .map_err(|e| PrepareError::Permanent(e.to_string()))?;
     // The worker's own hardware decides these, not the sweep.
     config.training.device = ctx.config.device;
-    if let Some(threads) = ctx.config.threads {
-        config.training.threads = Some(threads);
-    }
+    // Always set, so that the trainer never falls back to libtorch's
+    // default of every core, whatever else runs on the machine.
+    config.training.threads = Some(ctx.config.job_threads(config.training.threads));
     // The coordinator writes the run's TensorBoard events; a second copy in
     // the worker's scratch dir would only confuse `tensorboard --logdir`.
     config.logging.tensorboard = false;

@@ -69,6 +69,10 @@ pub struct WorkerConfig {
     pub device: DeviceSpec,
     /// Replaces the torch thread count of every job's config when set.
     pub threads: Option<usize>,
+    /// The cores this worker's slots share (None: every core this process
+    /// may use). A job whose config sets no `threads`, on a worker without
+    /// `threads`, gets an equal share: see [`WorkerConfig::default_threads`].
+    pub cores: Option<usize>,
     /// Jobs run at once.
     pub slots: usize,
     /// Local run directories and fetched datasets.
@@ -94,6 +98,7 @@ impl WorkerConfig {
             connect: connect.into(),
             device: DeviceSpec::Auto,
             threads: None,
+            cores: None,
             slots: 1,
             cache_dir: default_cache_dir(),
             name: sweep_core::run_dir::hostname(),
@@ -102,6 +107,28 @@ impl WorkerConfig {
             tls_ca: None,
             allow_commands: false,
         }
+    }
+}
+
+impl WorkerConfig {
+    /// Torch threads of a job whose config does not set them: `threads`, or
+    /// else the cores split between the slots, max(1, cores / slots), so that
+    /// jobs side by side do not each start a pool of every core (libtorch's
+    /// default), which oversubscribes the machine (see `sweep_core::cores`).
+    pub fn default_threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            let cores = self.cores.unwrap_or_else(sweep_core::cores::available);
+            sweep_core::cores::share(cores, self.slots)
+        })
+    }
+
+    /// Torch threads of a job whose config asks for `configured`: the
+    /// worker's `threads` wins (it knows its machine), then the config's,
+    /// then the default share.
+    pub fn job_threads(&self, configured: Option<usize>) -> usize {
+        self.threads
+            .or(configured)
+            .unwrap_or_else(|| self.default_threads())
     }
 }
 
@@ -262,7 +289,9 @@ async fn register(ctx: &Ctx) -> Result<Option<Duration>, WorkerError> {
         name: ctx.config.name.clone(),
         host: sweep_core::run_dir::hostname(),
         device: ctx.config.device.to_string(),
-        threads: ctx.config.threads.unwrap_or(0) as u32,
+        // What a job gets unless its config says otherwise; never 0 (which
+        // older workers sent for "libtorch's default").
+        threads: ctx.config.default_threads() as u32,
         slots: ctx.config.slots.max(1) as u32,
         allow_commands: ctx.config.allow_commands,
     };
@@ -382,4 +411,35 @@ async fn lease_loop(ctx: Arc<Ctx>, slot: usize) -> Result<(), WorkerError> {
 /// Local run directory of a job (names validated by the caller).
 pub(crate) fn local_run_dir(cache_dir: &Path, sweep: &str, variant: &str, seed: u64) -> PathBuf {
     sweep_core::sweep::job_dir(&cache_dir.join("runs"), sweep, variant, seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_get_the_flag_then_their_config_then_a_share_of_the_cores() {
+        let mut config = WorkerConfig::new("127.0.0.1:1");
+        config.cores = Some(16);
+        config.slots = 4;
+        assert_eq!(config.default_threads(), 4);
+        assert_eq!(config.job_threads(None), 4);
+        assert_eq!(config.job_threads(Some(2)), 2, "the config's count wins");
+        config.threads = Some(3);
+        assert_eq!(config.default_threads(), 3);
+        assert_eq!(
+            config.job_threads(Some(2)),
+            3,
+            "the flag wins over the config"
+        );
+        // More slots than cores: one thread each, never zero.
+        config.threads = None;
+        config.cores = Some(2);
+        config.slots = 8;
+        assert_eq!(config.default_threads(), 1);
+        // Without --cores: every core this process may use.
+        config.cores = None;
+        config.slots = 1;
+        assert_eq!(config.default_threads(), sweep_core::cores::available());
+    }
 }

@@ -18,9 +18,14 @@ struct Args {
     /// Device for every job: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceSpec,
-    /// Torch threads per job (default: the job config's).
+    /// Torch threads per job, over the job config's `threads` (default: the
+    /// config's, or else max(1, cores / slots)).
     #[arg(long)]
     threads: Option<usize>,
+    /// Cores this worker's jobs share (default: every core it may use); a
+    /// job without `threads` gets max(1, cores / slots) threads.
+    #[arg(long)]
+    cores: Option<usize>,
     /// Jobs to run at once.
     #[arg(long, default_value_t = 1)]
     slots: usize,
@@ -57,7 +62,10 @@ async fn main() -> anyhow::Result<()> {
     config.token = Token::load(args.token_file.as_deref(), "SWEEP_TOKEN")?;
     config.tls_ca = args.tls_ca;
     config.device = args.device;
+    anyhow::ensure!(args.threads != Some(0), "--threads must be at least 1");
+    anyhow::ensure!(args.cores != Some(0), "--cores must be at least 1");
     config.threads = args.threads;
+    config.cores = args.cores;
     config.slots = args.slots;
     config.allow_commands = args.allow_commands;
     config.simulate_jobs = args

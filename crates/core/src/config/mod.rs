@@ -7,14 +7,18 @@
 //!
 //! - `schema.rs`: the types, their defaults and YAML forms;
 //! - `validate.rs`: the values the types allow but a run cannot take;
+//! - `memory.rs`: the memory a model needs to train, estimated from the
+//!   schema so that one that cannot fit is refused at load time;
 //! - `crate::yaml`: the located YAML tree every loader goes through, so that
 //!   errors name the file, line and key path, even across merged layers.
 
+mod memory;
 mod schema;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use memory::{BYTES_PER_VALUE, MAX_MODEL_BYTES, ModelMemory, format_bytes};
 pub use schema::*;
 pub use validate::ValidationError;
 
@@ -327,6 +331,16 @@ logging: {log_interval: 10, save_checkpoints: true, checkpoint_dir: ./runs}
             &["data.augment.max_shift"],
         );
         assert_error("name: a\ntraining: {threads: 0}\n", &["training.threads"]);
+        // Issue 8: this config used to panic inside tch's VarStore.
+        assert_error(
+            "name: a\nmodel:\n  hidden_sizes: [100000000, 100000000]\n",
+            &[
+                "configs/x.yaml:3:",
+                "model.hidden_sizes: the model needs 1.60e17 bytes",
+                "1.00e16 parameters × 4 bytes × 4",
+                "over the limit of 128.0 GiB",
+            ],
+        );
         assert_error(
             "name: a\ntraining: {learning_rate: .nan}\n",
             &["training.learning_rate"],

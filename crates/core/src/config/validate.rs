@@ -5,10 +5,12 @@
 //! its value and its interval, checked in order; the first value outside its
 //! interval is the error. What does not fit a range (names, a fully connected
 //! model without hidden layers) is written
-//! out after the table.
+//! out after the table, and last comes the memory the model needs to train
+//! (`memory.rs`), which only means something once the sizes are valid.
 
 use std::fmt::Display;
 
+use super::memory::{MAX_MODEL_BYTES, format_bytes};
 use super::schema::{
     ExperimentConfig, IMAGE_PIXELS, LrSchedule, ModelKind, NUM_CLASSES, TEST_SET, TRAIN_POOL,
 };
@@ -241,7 +243,21 @@ impl ExperimentConfig {
 
         // In the order of the schema, so the first error is the first one a
         // reader of the file meets.
-        table.into_iter().try_for_each(Range::check)
+        table.into_iter().try_for_each(Range::check)?;
+
+        // Last: it needs the sizes above to be valid to mean anything.
+        let memory = self.model_memory();
+        if memory.bytes > u128::from(MAX_MODEL_BYTES) {
+            return fail(
+                self.model_size_key(),
+                format!(
+                    "the model needs {} to train, over the limit of {}; use smaller layers",
+                    memory.describe(),
+                    format_bytes(MAX_MODEL_BYTES.into()),
+                ),
+            );
+        }
+        Ok(())
     }
 }
 

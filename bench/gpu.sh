@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The GPU check (BENCHMARKS.md "GPU"): on a machine with a CUDA GPU and a
+# python3 whose torch matches the binaries' libtorch, in this order:
+#   1. one epoch of configs/cnn.yaml on CUDA (`sweepctl-torch train`),
+#   2. training throughput against PyTorch on the same GPU (`sweepctl bench
+#      --device cuda`, FC and CNN),
+#   3. the quickstart sweep served by a coordinator to one CUDA worker,
+#   4. the full configs/ablations sweep (7 variants x 3 seeds, full MNIST) on
+#      one CUDA worker running 4 jobs at once; its report is the README's.
+#
+#   bench/gpu.sh BIN_DIR [OUT_DIR]
+#
+# BIN_DIR holds sweep-coordinator, sweep-worker and sweepctl-torch built
+# against that torch: on the GPU machine itself `LIBTORCH_USE_PYTORCH=1 make
+# build`, or elsewhere against the same PyTorch version and copied over. For a
+# machine with PyTorch 2.11 (tch 0.24 expects it; the code builds with it
+# unchanged), on a machine without a GPU:
+#   pip download --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 torch==2.11.0
+#   unzip torch-2.11.0-*.whl 'torch/lib/*' 'torch/include/*' 'torch/share/*' -d t211
+#   sed -i 's/^tch = .*/tch = "0.24"/; s/^torch-sys = .*/torch-sys = "0.24"/' Cargo.toml
+#   LIBTORCH=$PWD/t211/torch RUSTFLAGS=-Clink-arg=-Wl,--allow-shlib-undefined \
+#     cargo build --release -p sweep-worker -p sweepctl-torch
+# (the CUDA libraries that libtorch_cuda needs exist only on the GPU machine,
+# hence --allow-shlib-undefined), then strip the binaries. The coordinator
+# does not link libtorch: any build of it will do. The binaries find libtorch
+# through `python3 -c 'import torch'` below, so they need no LD_LIBRARY_PATH
+# of their own.
+set -uo pipefail
+bin="$(cd "${1:?usage: bench/gpu.sh BIN_DIR [OUT_DIR]}" && pwd)"
+out="${2:-gpu-check}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+cd "$(dirname "$0")/.."
+
+torch_lib="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+step() { echo; echo "== $* ($(date +%T))"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+python3 -c 'import torch; print("python torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
+ldd "$bin/sweep-worker" | grep -E 'libtorch|libc10' || true
+
+step "1. one CNN epoch on CUDA"
+start=$(date +%s%N)
+timeout 180 "$bin/sweepctl-torch" train --config configs/cnn.yaml --device cuda --epochs 1 --run-dir "$out/cnn-epoch"
+echo "wall $(( ($(date +%s%N) - start) / 1000000 )) ms"
+cat "$out/cnn-epoch/metrics.json"; echo
+
+step "2. throughput against PyTorch on the same GPU"
+timeout 120 "$bin/sweepctl-torch" bench --model fc --device cuda --steps 3000
+timeout 120 "$bin/sweepctl-torch" bench --model cnn --device cuda --steps 1000
+timeout 120 "$bin/sweepctl-torch" bench --model cnn --device cuda --threads 4 --steps 1000
+
+step "3. the quickstart sweep on one CUDA worker"
+state="$out/sweep-state"
+rm -rf "$state"
+timeout 240 "$bin/sweep-coordinator" --config configs/quickstart --state-dir "$state" --listen 127.0.0.1:50071 \
+  --http off --exit-when-done &
+coordinator=$!
+"$bin/sweep-worker" --connect 127.0.0.1:50071 --device cuda --cache-dir "$out/worker-cache" &
+worker=$!
+start=$(date +%s%N)
+wait "$coordinator"
+echo "sweep wall $(( ($(date +%s%N) - start) / 1000000 )) ms"
+kill "$worker" 2>/dev/null || true
+wait "$worker" 2>/dev/null || true
+find "$state" -name provenance.json -exec grep -h "\"device" {} + | sort | uniq -c || true
+
+step "4. configs/ablations on one CUDA worker, 4 jobs at once"
+state="$out/ablations-state"
+rm -rf "$state"
+timeout 360 "$bin/sweep-coordinator" --config configs/ablations --state-dir "$state" --listen 127.0.0.1:50072 \
+  --http off --exit-when-done &
+coordinator=$!
+"$bin/sweep-worker" --connect 127.0.0.1:50072 --device cuda --slots 4 --cache-dir "$out/worker-cache" &
+worker=$!
+start=$(date +%s%N)
+wait "$coordinator"
+echo "sweep wall $(( ($(date +%s%N) - start) / 1000000 )) ms"
+kill "$worker" 2>/dev/null || true
+wait "$worker" 2>/dev/null || true

@@ -1,0 +1,118 @@
+//! Local workers split the machine's cores by default (issue 8): two
+//! `--local-workers` without `--local-worker-threads` each report and use
+//! max(1, cores / 2) threads, a config's own `threads` still wins, and the
+//! count reaches `ListWorkers` (what `sweepctl workers` and the dashboard
+//! show) and each attempt's provenance. Thread counts only: the time it
+//! saves is measured by the `threads` example (BENCHMARKS.md), never asserted.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sweep_coordinator::CoordinatorConfig;
+use sweep_proto::CoordinatorClient;
+use sweep_proto::pb;
+use tokio_util::sync::CancellationToken;
+
+/// Generous: two workers train four one-epoch jobs on 300 images in seconds.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What the config of the `pinned` variant asks for.
+const PINNED_THREADS: u32 = 3;
+
+/// A sweep whose base leaves `threads` unset, and a variant that sets it.
+fn write_sweep(root: &Path) -> PathBuf {
+    let sweep = root.join("split");
+    std::fs::create_dir_all(&sweep).expect("mkdir");
+    let base = format!(
+        "name: base\nseed: 1\n\
+         model: {{type: fc, hidden_sizes: [16]}}\n\
+         data: {{data_dir: {}, subset: {{train: 300, test: 100}}}}\n\
+         training: {{epochs: 1}}\n",
+        sweep_e2e::mnist_dir().display()
+    );
+    std::fs::write(root.join("base.yaml"), base).expect("base");
+    std::fs::write(
+        sweep.join("sweep.yaml"),
+        "name: split\nbase: ../base.yaml\nseeds: [1, 2]\n",
+    )
+    .expect("sweep");
+    std::fs::write(
+        sweep.join("pinned.yaml"),
+        format!("training: {{threads: {PINNED_THREADS}}}\n"),
+    )
+    .expect("variant");
+    sweep
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_workers_split_the_cores_unless_the_config_says() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut config = CoordinatorConfig::new(root.path().join("runs"));
+    config.sweep = Some(write_sweep(root.path()));
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.local_workers = 2;
+    config.worker_binary = Some(sweep_e2e::release_bin_dir().join("sweep-worker"));
+    config.heartbeat_interval = Duration::from_millis(500);
+    let expected = sweep_core::cores::share(sweep_core::cores::available(), 2) as u32;
+
+    let shutdown = CancellationToken::new();
+    let coordinator = sweep_coordinator::start(config, shutdown.clone())
+        .await
+        .expect("start");
+    let addr = coordinator.addr;
+    let served = tokio::spawn(coordinator.wait());
+    let mut client = CoordinatorClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+
+    let status = tokio::time::timeout(SWEEP_TIMEOUT, async {
+        loop {
+            let status = client
+                .get_status(pb::GetStatusRequest::default())
+                .await
+                .expect("status")
+                .into_inner();
+            if !status.sweeps.is_empty() && status.sweeps.iter().all(|s| s.done) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("sweep finished in time");
+    assert_eq!(status.sweeps[0].succeeded, 4, "{status:?}");
+
+    // What `sweepctl workers` and the dashboard's workers page show: the real
+    // count, never 0 ("libtorch's default", as it was before).
+    let workers = client
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .expect("workers")
+        .into_inner()
+        .workers;
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    for worker in &workers {
+        assert_eq!(worker.threads, expected, "{worker:?}");
+    }
+
+    // What each job ran with: the share, or its config's own count.
+    for job in &status.jobs {
+        let provenance = client
+            .get_provenance(pb::GetProvenanceRequest {
+                job_id: job.job_id.clone(),
+            })
+            .await
+            .expect("provenance")
+            .into_inner();
+        let want = if job.variant == "pinned" {
+            PINNED_THREADS
+        } else {
+            expected
+        };
+        assert_eq!(provenance.attempts.len(), 1, "{provenance:?}");
+        assert_eq!(provenance.attempts[0].threads, want, "{provenance:?}");
+    }
+
+    shutdown.cancel();
+    served.await.expect("join").expect("coordinator");
+}
