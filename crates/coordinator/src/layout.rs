@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
+use sweep_core::lease::StoredFile;
 use sweep_core::metrics::{EpochMetrics, RunMetrics, TestMetrics};
 use sweep_core::results::{Format, ResultsTable};
 use sweep_core::tensorboard::EventWriter;
@@ -220,7 +221,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The committed checkpoint files of a run, for a resuming worker. Empty
 /// unless the commit file is there (nothing to resume from without it).
-pub fn committed_checkpoints(run_dir: &Path) -> Result<Vec<(String, u64, String)>> {
+pub fn committed_checkpoints(run_dir: &Path) -> Result<Vec<StoredFile>> {
     let dir = checkpoints_dir(run_dir);
     if !dir.join(COMMIT_FILE).is_file() {
         return Ok(Vec::new());
@@ -231,10 +232,14 @@ pub fn committed_checkpoints(run_dir: &Path) -> Result<Vec<(String, u64, String)
             continue;
         }
         let bytes = std::fs::read(&path).map_err(CoordinatorError::io(&path))?;
-        files.push((name, bytes.len() as u64, sha256_hex(&bytes)));
+        files.push(StoredFile {
+            name,
+            size: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
     }
     // The commit file last, like the trainer writes it.
-    files.sort_by(|a, b| (a.0 == COMMIT_FILE, &a.0).cmp(&(b.0 == COMMIT_FILE, &b.0)));
+    files.sort_by(|a, b| (a.name == COMMIT_FILE, &a.name).cmp(&(b.name == COMMIT_FILE, &b.name)));
     Ok(files)
 }
 

@@ -13,7 +13,7 @@ use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::names;
 use sweep_core::provenance::AttemptProvenance;
 use sweep_core::results::{self, Format};
-use sweep_core::sweep::{MAX_ADAPTIVE_SEEDS, SeedPolicy, SweepSpec, Variant};
+use sweep_core::sweep::SweepSpec;
 use sweep_proto::pb::{self, coordinator_server::Coordinator};
 use sweep_proto::{CHUNK_SIZE, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
@@ -263,56 +263,11 @@ impl Shared {
     }
 
     async fn snapshot(&self, sweep: Option<String>) -> Result<pb::StatusSnapshot> {
-        self.store
-            .call(move |conn| {
-                let jobs = store::jobs(conn, sweep.as_deref())?;
-                let mut sweeps: Vec<pb::SweepStatus> = Vec::new();
-                let mut out = Vec::with_capacity(jobs.len());
-                for job in jobs {
-                    let index = match sweeps.iter().position(|s| s.name == job.sweep) {
-                        Some(i) => i,
-                        None => {
-                            sweeps.push(pb::SweepStatus {
-                                name: job.sweep.clone(),
-                                ..Default::default()
-                            });
-                            sweeps.len() - 1
-                        }
-                    };
-                    let s = &mut sweeps[index];
-                    s.total += 1;
-                    match job.state {
-                        JobState::Pending => s.pending += 1,
-                        JobState::Leased | JobState::Running => s.running += 1,
-                        JobState::Succeeded => s.succeeded += 1,
-                        JobState::Failed => s.failed += 1,
-                        JobState::Cancelled => s.cancelled += 1,
-                    }
-                    let latest = store::epochs_of(conn, &job.id)?
-                        .last()
-                        .copied()
-                        .map(Into::into);
-                    out.push(pb::JobStatus {
-                        job_id: job.id,
-                        sweep: job.sweep,
-                        variant: job.variant,
-                        seed: job.seed,
-                        state: job.state.as_str().to_string(),
-                        attempt: job.attempt,
-                        worker: job.worker.unwrap_or_default(),
-                        epoch: job.epochs_done,
-                        epochs: job.epochs,
-                        latest,
-                        test: job.final_metrics.and_then(|m| m.test).map(Into::into),
-                        error: job.error.unwrap_or_default(),
-                    });
-                }
-                for s in &mut sweeps {
-                    s.done = s.pending == 0 && s.running == 0;
-                }
-                Ok(pb::StatusSnapshot { sweeps, jobs: out })
-            })
-            .await
+        let snapshot = self
+            .store
+            .call(move |conn| store::status(conn, sweep.as_deref()))
+            .await?;
+        Ok(snapshot.into())
     }
 }
 
@@ -534,19 +489,7 @@ impl Coordinator for Service {
                 shared.bump();
                 shared.events.publish(Event::Job(JobView::from(&job)));
                 return Ok(Response::new(pb::LeaseJobResponse {
-                    job: Some(pb::Job {
-                        job_id: job.id,
-                        attempt: job.attempt,
-                        sweep: job.sweep,
-                        variant: job.variant,
-                        seed: job.seed,
-                        config_yaml: job.config_yaml,
-                        lease_deadline_ms: job.lease_deadline_ms.unwrap_or_default(),
-                        checkpoints: checkpoints
-                            .into_iter()
-                            .map(|(name, size, sha256)| pb::FileHeader { name, size, sha256 })
-                            .collect(),
-                    }),
+                    job: Some(job.leased(checkpoints).into()),
                 }));
             }
             tokio::select! {
@@ -906,108 +849,13 @@ impl Coordinator for Service {
         &self,
         request: Request<pb::SubmitSweepRequest>,
     ) -> std::result::Result<Response<pb::SubmitSweepResponse>, Status> {
-        let req = request.into_inner();
-        names::validate("sweep name", &req.name).map_err(CoordinatorError::from)?;
-        if !req.baseline.is_empty() {
-            names::validate("baseline variant name", &req.baseline)
-                .map_err(CoordinatorError::from)?;
-        }
-        let seed_policy = match req.seed_policy {
-            None => None,
-            Some(p) => {
-                let max = p.max as usize;
-                let target = p.target_ci_halfwidth;
-                let valid = (req.seeds.len().max(2)..=MAX_ADAPTIVE_SEEDS).contains(&max)
-                    && target.is_finite()
-                    && target > 0.0;
-                if !valid {
-                    return Err(CoordinatorError::InvalidArgument(format!(
-                        "seed_policy: max must be in [max(2, seeds), {MAX_ADAPTIVE_SEEDS}] and the target a number > 0, got {max} and {target}"
-                    ))
-                    .into());
-                }
-                Some(SeedPolicy {
-                    max,
-                    target_ci_halfwidth: target,
-                })
-            }
-        };
-        for key in &req.swept_keys {
-            if key.is_empty() || key.len() > names::MAX_NAME_LEN {
-                return Err(CoordinatorError::InvalidArgument(format!(
-                    "swept key {:?} is empty or too long",
-                    truncate_text(key, 32)
-                ))
-                .into());
+        let mut spec = SweepSpec::try_from(request.into_inner()).map_err(CoordinatorError::from)?;
+        // Stored and shown: held to the length of a name.
+        for variant in &mut spec.variants {
+            for value in &mut variant.swept {
+                *value = truncate_text(value, names::MAX_NAME_LEN);
             }
         }
-        non_empty(&req.metric, "metric")?;
-        if req.seeds.is_empty() {
-            return Err(
-                CoordinatorError::InvalidArgument("seeds: list at least one seed".into()).into(),
-            );
-        }
-        for (i, seed) in req.seeds.iter().enumerate() {
-            if req.seeds[..i].contains(seed) {
-                return Err(CoordinatorError::InvalidArgument(format!(
-                    "seeds: seed {seed} is listed twice"
-                ))
-                .into());
-            }
-        }
-        let mut variants: Vec<Variant> = Vec::with_capacity(req.variants.len());
-        for variant in req.variants {
-            names::validate("variant name", &variant.name).map_err(CoordinatorError::from)?;
-            if variants.iter().any(|v| v.name == variant.name) {
-                return Err(CoordinatorError::InvalidArgument(format!(
-                    "variant {:?} is listed twice",
-                    variant.name
-                ))
-                .into());
-            }
-            let source = PathBuf::from(format!("<submitted variant {}>", variant.name));
-            let mut config = JobConfig::from_yaml(&variant.config_yaml, &source)
-                .map_err(CoordinatorError::from)?;
-            config.set_name(&variant.name);
-            if !variant.swept.is_empty() && variant.swept.len() != req.swept_keys.len() {
-                return Err(CoordinatorError::InvalidArgument(format!(
-                    "variant {:?} has {} swept values for {} swept keys",
-                    variant.name,
-                    variant.swept.len(),
-                    req.swept_keys.len()
-                ))
-                .into());
-            }
-            variants.push(Variant {
-                name: variant.name,
-                config,
-                swept: variant
-                    .swept
-                    .iter()
-                    .map(|v| truncate_text(v, names::MAX_NAME_LEN))
-                    .collect(),
-            });
-        }
-        if !req.baseline.is_empty() && !variants.iter().any(|v| v.name == req.baseline) {
-            return Err(CoordinatorError::InvalidArgument(format!(
-                "baseline {:?} is not among the variants",
-                req.baseline
-            ))
-            .into());
-        }
-        variants.sort_by(|a, b| {
-            (a.name != req.baseline, &a.name).cmp(&(b.name != req.baseline, &b.name))
-        });
-        let spec = SweepSpec {
-            name: req.name,
-            description: (!req.description.is_empty()).then_some(req.description),
-            seeds: req.seeds,
-            metric: req.metric,
-            baseline: req.baseline,
-            variants,
-            seed_policy,
-            swept_keys: req.swept_keys,
-        };
         let (jobs, new_jobs) = self.shared.submit(spec).await?;
         Ok(Response::new(pb::SubmitSweepResponse { jobs, new_jobs }))
     }

@@ -18,6 +18,8 @@ use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::results::RunOutcome;
 
 use sweep_core::command::JobConfig;
+use sweep_core::lease::{LeasedJob, StoredFile};
+use sweep_core::status::{JobStatus, StatusSnapshot, SweepStatus};
 use sweep_core::provenance::{AttemptProvenance, RunProvenance};
 use sweep_core::sweep::{JobSpec, SeedPolicy, extra_seed};
 
@@ -227,6 +229,23 @@ pub struct JobRow {
     pub error: Option<String>,
 }
 
+impl JobRow {
+    /// What the worker that leased this job is handed, with the checkpoint
+    /// files it resumes from.
+    pub fn leased(self, checkpoints: Vec<StoredFile>) -> LeasedJob {
+        LeasedJob {
+            id: self.id,
+            attempt: self.attempt,
+            sweep: self.sweep,
+            variant: self.variant,
+            seed: self.seed,
+            config_yaml: self.config_yaml,
+            lease_deadline_ms: self.lease_deadline_ms.unwrap_or_default(),
+            checkpoints,
+        }
+    }
+}
+
 const JOB_COLUMNS: &str = "id, sweep, variant, seed, config_yaml, epochs, state, attempt, worker, \
                            lease_deadline_ms, epochs_done, final_metrics, error";
 
@@ -406,6 +425,54 @@ pub fn jobs(conn: &Connection, sweep: Option<&str>) -> Result<Vec<JobRow>> {
         .query_map([sweep], job_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter().map(finish_job).collect()
+}
+
+/// The jobs of one sweep (or of all) with their latest epoch, counted by
+/// sweep and state.
+pub fn status(conn: &Connection, sweep: Option<&str>) -> Result<StatusSnapshot> {
+    let jobs = jobs(conn, sweep)?;
+    let mut sweeps: Vec<SweepStatus> = Vec::new();
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let index = match sweeps.iter().position(|s| s.name == job.sweep) {
+            Some(i) => i,
+            None => {
+                sweeps.push(SweepStatus {
+                    name: job.sweep.clone(),
+                    ..Default::default()
+                });
+                sweeps.len() - 1
+            }
+        };
+        let s = &mut sweeps[index];
+        s.total += 1;
+        match job.state {
+            JobState::Pending => s.pending += 1,
+            JobState::Leased | JobState::Running => s.running += 1,
+            JobState::Succeeded => s.succeeded += 1,
+            JobState::Failed => s.failed += 1,
+            JobState::Cancelled => s.cancelled += 1,
+        }
+        let latest = epochs_of(conn, &job.id)?.last().copied();
+        out.push(JobStatus {
+            job_id: job.id,
+            sweep: job.sweep,
+            variant: job.variant,
+            seed: job.seed,
+            state: job.state.as_str().to_string(),
+            attempt: job.attempt,
+            worker: job.worker,
+            epoch: job.epochs_done,
+            epochs: job.epochs,
+            latest,
+            test: job.final_metrics.and_then(|m| m.test),
+            error: job.error,
+        });
+    }
+    for s in &mut sweeps {
+        s.done = s.pending == 0 && s.running == 0;
+    }
+    Ok(StatusSnapshot { sweeps, jobs: out })
 }
 
 pub fn sweeps(conn: &Connection) -> Result<Vec<SweepRow>> {

@@ -10,6 +10,8 @@
 //! - [`sweep`]: a sweep spec (base config × variants × seeds) and its expansion
 //!   into jobs with stable ids.
 //! - `space`: `grid:` and `random:` search spaces, expanded into variants.
+//! - [`lease`]: a leased job as a worker holds it.
+//! - [`status`]: the progress of sweeps as the coordinator reports it.
 //! - [`metrics`]: per-epoch and final metrics of one run, as `metrics.json` holds them.
 //! - [`tensorboard`]: a minimal TensorBoard event-file writer (TFRecord framing).
 //! - [`results`]: mean ± std across seeds, Welch's t-test against the baseline,
@@ -22,10 +24,12 @@
 
 pub mod command;
 pub mod config;
+pub mod lease;
 pub mod metrics;
 pub mod names;
 pub mod provenance;
 pub mod results;
+pub mod status;
 pub(crate) mod space;
 pub mod sweep;
 pub mod tensorboard;

@@ -32,6 +32,7 @@ use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use sweep_core::config::DeviceSpec;
 use sweep_core::token::Token;
 use sweep_proto::auth::BearerInterceptor;
+use sweep_core::lease::LeasedJob;
 use sweep_proto::pb;
 use sweep_proto::{CoordinatorClient, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
@@ -393,8 +394,12 @@ async fn lease_loop(ctx: Arc<Ctx>, slot: usize) -> Result<(), WorkerError> {
         match response {
             Ok(response) => {
                 delays = backoff().build();
-                if let Some(job) = response.into_inner().job {
-                    job::run(&ctx, job).await;
+                if let Some(leased) = response.into_inner().job {
+                    let (id, attempt) = (leased.job_id.clone(), leased.attempt);
+                    match LeasedJob::try_from(leased) {
+                        Ok(job) => job::run(&ctx, job).await,
+                        Err(err) => job::refuse(&ctx, id, attempt, err.to_string()).await,
+                    }
                 }
             }
             Err(status) if status.code() == Code::NotFound => {
