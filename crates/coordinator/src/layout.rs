@@ -184,6 +184,91 @@ pub fn upload_part_path(run_dir: &Path, name: &str, attempt: u32) -> PathBuf {
         .join(format!("{name}.{attempt}.part"))
 }
 
+/// An upload being received: its bytes stream into a `.part` file (see
+/// [`upload_part_path`]) and are hashed as they arrive; [`UploadPart::finish`]
+/// checks them against the header, and [`place_upload`] then moves the file
+/// into the layout. A part that is not finished is removed.
+pub struct UploadPart {
+    path: PathBuf,
+    out: tokio::fs::File,
+    hasher: Sha256,
+    size: u64,
+    declared: StoredFile,
+}
+
+impl UploadPart {
+    /// Creates the part file of `declared` (an upload of `attempt`).
+    pub async fn create(run_dir: &Path, declared: &StoredFile, attempt: u32) -> Result<UploadPart> {
+        let path = upload_part_path(run_dir, &declared.name, attempt);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(CoordinatorError::io(parent))?;
+        }
+        let out = tokio::fs::File::create(&path)
+            .await
+            .map_err(CoordinatorError::io(&path))?;
+        Ok(UploadPart {
+            path,
+            out,
+            hasher: Sha256::new(),
+            size: 0,
+            declared: declared.clone(),
+        })
+    }
+
+    /// Appends a chunk; more bytes than declared are refused.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.size += data.len() as u64;
+        if self.size > self.declared.size {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "upload exceeds its declared size {}",
+                self.declared.size
+            )));
+        }
+        self.hasher.update(data);
+        self.out
+            .write_all(data)
+            .await
+            .map_err(CoordinatorError::io(&self.path))
+    }
+
+    /// Syncs the part and checks its size and digest against the header;
+    /// returns its path, for [`place_upload`]. On an error the part is gone.
+    pub async fn finish(self) -> Result<PathBuf> {
+        let checked = async {
+            self.out
+                .sync_all()
+                .await
+                .map_err(CoordinatorError::io(&self.path))?;
+            let sha = hex::encode(self.hasher.finalize());
+            let declared = &self.declared;
+            if self.size != declared.size || sha != declared.sha256 {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "upload of {} is corrupt: {} bytes with SHA-256 {sha}, declared {} bytes with {}",
+                    declared.name, self.size, declared.size, declared.sha256
+                )));
+            }
+            Ok(())
+        }
+        .await;
+        match checked {
+            Ok(()) => Ok(self.path),
+            Err(err) => {
+                let _ = tokio::fs::remove_file(&self.path).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes the part (an upload that failed while streaming).
+    pub async fn discard(self) {
+        drop(self.out);
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
 /// Places a verified upload: an analysis file at once (it belongs to no
 /// epoch); a checkpoint file staged, or (for the commit file) committed with
 /// everything staged before it.

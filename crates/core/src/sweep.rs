@@ -598,7 +598,10 @@ impl SweepSpec {
         }
         for (index, variant) in self.variants.iter().enumerate() {
             names::validate("variant name", &variant.name)?;
-            if self.variants[..index].iter().any(|v| v.name == variant.name) {
+            if self.variants[..index]
+                .iter()
+                .any(|v| v.name == variant.name)
+            {
                 return Err(SpecError::DuplicateVariant(variant.name.clone()));
             }
             if !variant.swept.is_empty() && variant.swept.len() != self.swept_keys.len() {

@@ -173,7 +173,10 @@ pub const MAX_DATASET_FILES: usize = 64;
 fn text(field: &'static str, value: String) -> Result<String, ConvertError> {
     checked(field, value, |v| {
         if v.len() > MAX_PROVENANCE_TEXT {
-            Err(format!("{} bytes, more than {MAX_PROVENANCE_TEXT}", v.len()))
+            Err(format!(
+                "{} bytes, more than {MAX_PROVENANCE_TEXT}",
+                v.len()
+            ))
         } else {
             Ok(())
         }
@@ -561,7 +564,10 @@ mod tests {
                 sha256: "ab".repeat(32),
             }],
         };
-        assert_eq!(LeasedJob::try_from(pb::Job::from(job.clone())), Ok(job.clone()));
+        assert_eq!(
+            LeasedJob::try_from(pb::Job::from(job.clone())),
+            Ok(job.clone())
+        );
         let mut escaping = pb::Job::from(job.clone());
         escaping.variant = "../../etc".into();
         assert!(matches!(
@@ -593,10 +599,16 @@ mod tests {
         let spec = SweepSpec::try_from(request.clone()).expect("valid");
         let names: Vec<_> = spec.variants.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["base", "wide"], "the baseline first");
-        assert_eq!(SweepSpec::try_from(pb::SubmitSweepRequest::from(&spec)).expect("again"), spec);
+        assert_eq!(
+            SweepSpec::try_from(pb::SubmitSweepRequest::from(&spec)).expect("again"),
+            spec
+        );
         let mut twice = request.clone();
         twice.seeds = vec![1, 1];
-        assert!(matches!(SweepSpec::try_from(twice), Err(SweepError::Invalid(_))));
+        assert!(matches!(
+            SweepSpec::try_from(twice),
+            Err(SweepError::Invalid(_))
+        ));
         let mut no_baseline = request;
         no_baseline.baseline = "narrow".into();
         assert!(matches!(

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sweep_core::command::{CommandConfig, Runtime};
+use sweep_core::lease::LeasedJob;
 use sweep_core::metrics::{EpochMetrics, RunMetrics, TestMetrics};
 use sweep_core::names;
-use sweep_core::lease::LeasedJob;
 use sweep_proto::pb;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -640,7 +640,11 @@ fn read_manifest(path: &Path) -> Result<Manifest, String> {
 }
 
 /// Uploads files in order (the manifest last commits the others).
-async fn upload_files(ctx: &Ctx, job: &LeasedJob, files: &[(String, Vec<u8>)]) -> Result<(), Status> {
+async fn upload_files(
+    ctx: &Ctx,
+    job: &LeasedJob,
+    files: &[(String, Vec<u8>)],
+) -> Result<(), Status> {
     for (name, bytes) in files {
         let messages =
             transfer::upload_messages(&ctx.worker_id(), &job.id, job.attempt, name, bytes);

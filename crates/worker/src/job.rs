@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sweep_core::command::JobConfig;
 use sweep_core::config::{DatasetKind, ExperimentConfig};
-use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::lease::LeasedJob;
+use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_proto::pb;
 use sweep_train::checkpoint::Checkpoint;
 use sweep_train::{Dataset, TrainError, TrainHooks};
@@ -498,7 +498,11 @@ pub(crate) async fn fail(ctx: &Ctx, job: &LeasedJob, message: String, permanent:
     .await;
 }
 
-pub(crate) async fn complete(ctx: &Ctx, job: &LeasedJob, outcome: pb::complete_job_request::Outcome) {
+pub(crate) async fn complete(
+    ctx: &Ctx,
+    job: &LeasedJob,
+    outcome: pb::complete_job_request::Outcome,
+) {
     send_outcome(ctx, &job.id, job.attempt, outcome).await;
 }
 

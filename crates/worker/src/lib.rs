@@ -30,9 +30,9 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use sweep_core::config::DeviceSpec;
+use sweep_core::lease::LeasedJob;
 use sweep_core::token::Token;
 use sweep_proto::auth::BearerInterceptor;
-use sweep_core::lease::LeasedJob;
 use sweep_proto::pb;
 use sweep_proto::{CoordinatorClient, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;

@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use sweep_core::config::{DatasetKind, DeviceSpec, ExperimentConfig};
-use sweep_core::provenance::{AttemptProvenance, DatasetFile};
 use sweep_core::lease::LeasedJob;
+use sweep_core::provenance::{AttemptProvenance, DatasetFile};
 use sweep_proto::pb;
 use tonic::Code;
 
