@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
+use sweep_core::lease::StoredFile;
 use sweep_core::metrics::{EpochMetrics, RunMetrics, TestMetrics};
 use sweep_core::results::{Format, ResultsTable};
 use sweep_core::tensorboard::EventWriter;
@@ -173,6 +174,91 @@ pub fn upload_part_path(run_dir: &Path, name: &str, attempt: u32) -> PathBuf {
         .join(format!("{name}.{attempt}.part"))
 }
 
+/// An upload being received: its bytes stream into a `.part` file (see
+/// [`upload_part_path`]) and are hashed as they arrive; [`UploadPart::finish`]
+/// checks them against the header, and [`place_upload`] then moves the file
+/// into the layout. A part that is not finished is removed.
+pub struct UploadPart {
+    path: PathBuf,
+    out: tokio::fs::File,
+    hasher: Sha256,
+    size: u64,
+    declared: StoredFile,
+}
+
+impl UploadPart {
+    /// Creates the part file of `declared` (an upload of `attempt`).
+    pub async fn create(run_dir: &Path, declared: &StoredFile, attempt: u32) -> Result<UploadPart> {
+        let path = upload_part_path(run_dir, &declared.name, attempt);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(CoordinatorError::io(parent))?;
+        }
+        let out = tokio::fs::File::create(&path)
+            .await
+            .map_err(CoordinatorError::io(&path))?;
+        Ok(UploadPart {
+            path,
+            out,
+            hasher: Sha256::new(),
+            size: 0,
+            declared: declared.clone(),
+        })
+    }
+
+    /// Appends a chunk; more bytes than declared are refused.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.size += data.len() as u64;
+        if self.size > self.declared.size {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "upload exceeds its declared size {}",
+                self.declared.size
+            )));
+        }
+        self.hasher.update(data);
+        self.out
+            .write_all(data)
+            .await
+            .map_err(CoordinatorError::io(&self.path))
+    }
+
+    /// Syncs the part and checks its size and digest against the header;
+    /// returns its path, for [`place_upload`]. On an error the part is gone.
+    pub async fn finish(self) -> Result<PathBuf> {
+        let checked = async {
+            self.out
+                .sync_all()
+                .await
+                .map_err(CoordinatorError::io(&self.path))?;
+            let sha = hex::encode(self.hasher.finalize());
+            let declared = &self.declared;
+            if self.size != declared.size || sha != declared.sha256 {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "upload of {} is corrupt: {} bytes with SHA-256 {sha}, declared {} bytes with {}",
+                    declared.name, self.size, declared.size, declared.sha256
+                )));
+            }
+            Ok(())
+        }
+        .await;
+        match checked {
+            Ok(()) => Ok(self.path),
+            Err(err) => {
+                let _ = tokio::fs::remove_file(&self.path).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes the part (an upload that failed while streaming).
+    pub async fn discard(self) {
+        drop(self.out);
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
 /// Places a verified upload: an analysis file at once (it belongs to no
 /// epoch); a checkpoint file staged, or (for the commit file) committed with
 /// everything staged before it.
@@ -210,7 +296,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The committed checkpoint files of a run, for a resuming worker. Empty
 /// unless the commit file is there (nothing to resume from without it).
-pub fn committed_checkpoints(run_dir: &Path) -> Result<Vec<(String, u64, String)>> {
+pub fn committed_checkpoints(run_dir: &Path) -> Result<Vec<StoredFile>> {
     let dir = checkpoints_dir(run_dir);
     if !dir.join(COMMIT_FILE).is_file() {
         return Ok(Vec::new());
@@ -221,10 +307,14 @@ pub fn committed_checkpoints(run_dir: &Path) -> Result<Vec<(String, u64, String)
             continue;
         }
         let bytes = std::fs::read(&path).map_err(CoordinatorError::io(&path))?;
-        files.push((name, bytes.len() as u64, sha256_hex(&bytes)));
+        files.push(StoredFile {
+            name,
+            size: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
     }
     // The commit file last, like the trainer writes it.
-    files.sort_by(|a, b| (a.0 == COMMIT_FILE, &a.0).cmp(&(b.0 == COMMIT_FILE, &b.0)));
+    files.sort_by(|a, b| (a.name == COMMIT_FILE, &a.name).cmp(&(b.name == COMMIT_FILE, &b.name)));
     Ok(files)
 }
 

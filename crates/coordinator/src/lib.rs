@@ -34,10 +34,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sweep_core::results::ResultsTable;
 use sweep_core::sweep::SweepSpec;
 use sweep_core::token::Token;
 use sweep_proto::CoordinatorServer;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -137,6 +139,7 @@ pub struct Coordinator {
     server: JoinHandle<Result<()>>,
     dashboard: Option<JoinHandle<()>>,
     expiry: JoinHandle<()>,
+    finished_sweeps: Option<UnboundedReceiver<ResultsTable>>,
 }
 
 /// Binds, reloads the state directory, submits `config.sweep` and starts the
@@ -160,6 +163,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
     // The server stops last, after the local workers, so that they can
     // still report while shutting down.
     let stopping = CancellationToken::new();
+    let (finished, finished_sweeps) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared::new(
         store,
         config.state_dir.clone(),
@@ -167,6 +171,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
         config.heartbeat_interval,
         config.limits.clone(),
         stopping.clone(),
+        finished,
     ));
     // Leases that were live when a previous coordinator died are honoured
     // until their deadline, so reconnecting workers keep their jobs.
@@ -269,6 +274,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
         server,
         dashboard: dashboard.map(|d| d.task),
         expiry,
+        finished_sweeps: Some(finished_sweeps),
     })
 }
 
@@ -396,6 +402,14 @@ async fn stop_local_workers(workers: Vec<LocalWorker>) {
 }
 
 impl Coordinator {
+    /// The results table of each sweep as it ends (a sweep already complete
+    /// at start included), in order; the library prints nothing, the
+    /// binary prints these. Every table sent before [`Coordinator::wait`]
+    /// returns is in the channel by then. Only the first call gets it.
+    pub fn finished_sweeps(&mut self) -> Option<UnboundedReceiver<ResultsTable>> {
+        self.finished_sweeps.take()
+    }
+
     /// Serves until `shutdown`, or (with `exit_when_done`) until every sweep
     /// has ended; then stops the local workers, then the server.
     pub async fn wait(self) -> Result<()> {

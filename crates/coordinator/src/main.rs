@@ -10,6 +10,7 @@ use sweep_coordinator::limits::Limits;
 use sweep_coordinator::{
     CoordinatorConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TIMEOUT, TlsFiles,
 };
+use sweep_core::results::{Format, ResultsTable};
 use sweep_core::token::Token;
 
 /// Serves sweeps to workers, keeps their state and writes their runs and results.
@@ -131,9 +132,30 @@ async fn main() -> anyhow::Result<()> {
         limits: Limits::default(),
     };
     let shutdown = sweep_startup::cancel_on_signal();
-    let coordinator = sweep_coordinator::start(config, shutdown)
+    let mut coordinator = sweep_coordinator::start(config, shutdown)
         .await
         .context("starting the coordinator")?;
-    coordinator.wait().await.context("coordinator")?;
+    let mut finished = coordinator
+        .finished_sweeps()
+        .context("the results of finished sweeps")?;
+    let wait = coordinator.wait();
+    tokio::pin!(wait);
+    let outcome = loop {
+        tokio::select! {
+            Some(table) = finished.recv() => print_results(&table),
+            outcome = &mut wait => break outcome,
+        }
+    };
+    // Sweeps that ended just before the coordinator stopped.
+    while let Ok(table) = finished.try_recv() {
+        print_results(&table);
+    }
+    outcome.context("coordinator")?;
     Ok(())
+}
+
+/// The results table of a sweep that ended, on stdout: the table is the
+/// product (the log lines go to stderr).
+fn print_results(table: &ResultsTable) {
+    println!("{}", table.render(Format::Table));
 }

@@ -1,22 +1,25 @@
-//! The gRPC face of the coordinator: each handler validates its request,
-//! applies it to the store (the one owner of the job model) and writes the
-//! run files that follow from it. Errors leave through the single
-//! `From<CoordinatorError> for Status` mapping.
+//! The gRPC face of the coordinator: each handler converts its request at
+//! the protocol boundary (`sweep_proto::convert`), applies it to the store
+//! (the one owner of the job model and of every SQL statement) and has the
+//! layout write the run files that follow from it, so that a handler reads
+//! as a short sequence of those calls. Errors leave through the single
+//! `From<CoordinatorError> for Status` mapping; results go to the binary
+//! through [`Shared::finished`] (the library prints nothing).
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sweep_core::command::{COMMAND_MAX_EPOCHS, JobConfig};
+use sweep_core::command::JobConfig;
+use sweep_core::lease::StoredFile;
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::names;
 use sweep_core::provenance::AttemptProvenance;
-use sweep_core::results::{self, Format};
-use sweep_core::sweep::{MAX_ADAPTIVE_SEEDS, SeedPolicy, SweepSpec, Variant};
+use sweep_core::results::{self, Format, ResultsTable};
+use sweep_core::sweep::SweepSpec;
 use sweep_proto::pb::{self, coordinator_server::Coordinator};
 use sweep_proto::{CHUNK_SIZE, PROTOCOL_VERSION};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -60,6 +63,8 @@ pub struct Shared {
     reports_in_flight: std::sync::atomic::AtomicUsize,
     /// Cancelled when the server stops: long polls and streams end with it.
     pub stopping: CancellationToken,
+    /// The results table of each sweep as it ends, for the binary to print.
+    finished: mpsc::UnboundedSender<ResultsTable>,
 }
 
 impl Shared {
@@ -70,6 +75,7 @@ impl Shared {
         heartbeat_interval: Duration,
         limits: Limits,
         stopping: CancellationToken,
+        finished: mpsc::UnboundedSender<ResultsTable>,
     ) -> Self {
         Shared {
             store,
@@ -82,6 +88,7 @@ impl Shared {
             events: EventBus::default(),
             tensorboard: TensorBoard::default(),
             stopping,
+            finished,
         }
     }
 
@@ -116,8 +123,8 @@ impl Shared {
         let state_dir = self.state_dir.clone();
         let counts = self
             .store
-            .call(move |conn| {
-                let counts = store::submit(conn, &sweep, &jobs)?;
+            .call(move |db| {
+                let counts = db.submit(&sweep, &jobs)?;
                 for job in &jobs {
                     let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
                     layout::write_config(&dir, &job.config.to_yaml())?;
@@ -135,8 +142,9 @@ impl Shared {
         Ok(counts)
     }
 
-    /// Writes results.{md,csv,json}, prints the table and writes the report
-    /// once every job of the sweep has ended (once per sweep).
+    /// Writes results.{md,csv,json}, hands the table to [`Shared::finished`]
+    /// and writes the report once every job of the sweep has ended (once per
+    /// sweep).
     pub async fn finish_sweep_if_done(&self, sweep: &str) -> Result<()> {
         use std::sync::atomic::Ordering;
         let sweep = sweep.to_string();
@@ -147,25 +155,20 @@ impl Shared {
         let in_flight = InFlight(&self.reports_in_flight);
         let table = self
             .store
-            .call(move |conn| {
-                if !store::results_due(conn, &sweep)? {
+            .call(move |db| {
+                let Some(table) = db.results_due(&sweep)? else {
                     return Ok(None);
-                }
-                let (row, outcomes, pending) = store::outcomes(conn, &sweep)?;
-                if pending > 0 || row.results_written {
-                    return Ok(None);
-                }
+                };
                 // The final provenance.json of the runs that did not end with
                 // a completion (cancelled, failed by lease expiry), before the
                 // report reads them; CompleteJob wrote the others'.
-                let jobs = store::jobs(conn, Some(row.name.as_str()))?;
+                let jobs = db.jobs(Some(sweep.as_str()))?;
                 for job in jobs.iter().filter(|j| j.state != JobState::Succeeded) {
                     let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
-                    layout::write_provenance(&dir, &store::provenance(conn, &job.id)?)?;
+                    layout::write_provenance(&dir, &db.provenance(&job.id)?)?;
                 }
-                let table = results_table(conn, &row, &outcomes, pending)?;
                 layout::write_results(&state_dir, &table)?;
-                store::mark_results_written(conn, &row.name)?;
+                db.mark_results_written(&sweep)?;
                 Ok(Some(table))
             })
             .await?;
@@ -175,8 +178,10 @@ impl Shared {
                 sweep: table.sweep.clone(),
             });
             tracing::info!(sweep = %table.sweep, "sweep finished; results written");
-            // The one print of the library: the table is the product.
-            println!("{}", table.render(Format::Table));
+            // The table is the product: the binary prints it. Sent before
+            // the report is counted done, so it is queued before
+            // `all_done` can say so. Nobody listening is not an error.
+            let _ = self.finished.send(table.clone());
             // The report reads every run directory and draws its figures:
             // off the async threads, and never fatal (the results are written).
             let state_dir = self.state_dir.clone();
@@ -197,8 +202,8 @@ impl Shared {
     /// written its results and report.
     pub async fn all_done(&self) -> Result<bool> {
         self.store
-            .call(|conn| {
-                let sweeps = store::sweeps(conn)?;
+            .call(|db| {
+                let sweeps = db.sweeps()?;
                 Ok(!sweeps.is_empty() && sweeps.iter().all(|s| s.results_written))
             })
             .await
@@ -216,8 +221,8 @@ impl Shared {
         let state_dir = self.state_dir.clone();
         let written = self
             .store
-            .call(move |conn| {
-                let provenance = store::provenance(conn, &job_id)?;
+            .call(move |db| {
+                let provenance = db.provenance(&job_id)?;
                 let dir = layout::run_dir(
                     &state_dir,
                     &provenance.sweep,
@@ -234,7 +239,7 @@ impl Shared {
 
     /// One pass of lease expiry.
     pub async fn expire_leases(&self) -> Result<()> {
-        let expired = self.store.call(store::expire_leases).await?;
+        let expired = self.store.call(|db| db.expire_leases()).await?;
         if expired.requeued.is_empty() && expired.failed.is_empty() {
             return Ok(());
         }
@@ -263,56 +268,11 @@ impl Shared {
     }
 
     async fn snapshot(&self, sweep: Option<String>) -> Result<pb::StatusSnapshot> {
-        self.store
-            .call(move |conn| {
-                let jobs = store::jobs(conn, sweep.as_deref())?;
-                let mut sweeps: Vec<pb::SweepStatus> = Vec::new();
-                let mut out = Vec::with_capacity(jobs.len());
-                for job in jobs {
-                    let index = match sweeps.iter().position(|s| s.name == job.sweep) {
-                        Some(i) => i,
-                        None => {
-                            sweeps.push(pb::SweepStatus {
-                                name: job.sweep.clone(),
-                                ..Default::default()
-                            });
-                            sweeps.len() - 1
-                        }
-                    };
-                    let s = &mut sweeps[index];
-                    s.total += 1;
-                    match job.state {
-                        JobState::Pending => s.pending += 1,
-                        JobState::Leased | JobState::Running => s.running += 1,
-                        JobState::Succeeded => s.succeeded += 1,
-                        JobState::Failed => s.failed += 1,
-                        JobState::Cancelled => s.cancelled += 1,
-                    }
-                    let latest = store::epochs_of(conn, &job.id)?
-                        .last()
-                        .copied()
-                        .map(Into::into);
-                    out.push(pb::JobStatus {
-                        job_id: job.id,
-                        sweep: job.sweep,
-                        variant: job.variant,
-                        seed: job.seed,
-                        state: job.state.as_str().to_string(),
-                        attempt: job.attempt,
-                        worker: job.worker.unwrap_or_default(),
-                        epoch: job.epochs_done,
-                        epochs: job.epochs,
-                        latest,
-                        test: job.final_metrics.and_then(|m| m.test).map(Into::into),
-                        error: job.error.unwrap_or_default(),
-                    });
-                }
-                for s in &mut sweeps {
-                    s.done = s.pending == 0 && s.running == 0;
-                }
-                Ok(pb::StatusSnapshot { sweeps, jobs: out })
-            })
-            .await
+        let snapshot = self
+            .store
+            .call(move |db| db.status(sweep.as_deref()))
+            .await?;
+        Ok(snapshot.into())
     }
 }
 
@@ -330,73 +290,6 @@ fn non_empty(value: &str, field: &'static str) -> Result<()> {
     if value.is_empty() {
         return Err(CoordinatorError::InvalidArgument(format!(
             "missing field {field}"
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses a metric point (or a run of `count` epochs) beyond the job's
-/// configured epochs plus `slack`: what bounds the metric rows of a job.
-/// The results table of a sweep, with its swept-key columns and the marks
-/// of its seed policy.
-pub(crate) fn results_table(
-    conn: &rusqlite::Connection,
-    row: &store::SweepRow,
-    outcomes: &[results::RunOutcome],
-    pending: usize,
-) -> Result<results::ResultsTable> {
-    let mut table = results::summarize(&row.name, &row.baseline, outcomes, pending);
-    if !row.space.keys.is_empty() {
-        table.set_swept(&row.space.keys, &row.space.values);
-    }
-    if let Some(policy) = row.seed_policy {
-        let jobs = store::jobs_per_variant(conn, &row.name)?;
-        table.set_seed_policy(policy.max, policy.target_ci_halfwidth, &jobs);
-    }
-    Ok(table)
-}
-
-/// `epochs` 0: a command job whose config does not say; it is held to
-/// [`COMMAND_MAX_EPOCHS`].
-fn check_epochs(count: usize, epochs: u32, slack: u32) -> Result<()> {
-    let epochs = if epochs == 0 {
-        COMMAND_MAX_EPOCHS
-    } else {
-        epochs
-    };
-    let max = epochs as usize + slack as usize;
-    if count > max {
-        return Err(CoordinatorError::ResourceExhausted(format!(
-            "epoch {count} is past the job's {epochs} epochs (limit {max})"
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses an upload that would take the job's or the sweep's checkpoints
-/// over their byte limits; a file being replaced counts with its new size only.
-fn check_artifact_budget(
-    conn: &rusqlite::Connection,
-    job: &store::JobRow,
-    name: &str,
-    size: u64,
-    limits: &Limits,
-) -> Result<()> {
-    let (job_bytes, sweep_bytes) = store::artifact_bytes(conn, &job.sweep, &job.id, name)?;
-    if job_bytes.saturating_add(size) > limits.max_job_artifact_bytes {
-        return Err(CoordinatorError::ResourceExhausted(format!(
-            "job {} would hold {} checkpoint bytes, the limit is {}",
-            job.id,
-            job_bytes.saturating_add(size),
-            limits.max_job_artifact_bytes
-        )));
-    }
-    if sweep_bytes.saturating_add(size) > limits.max_sweep_artifact_bytes {
-        return Err(CoordinatorError::ResourceExhausted(format!(
-            "sweep {} would hold {} checkpoint bytes, the limit is {}",
-            job.sweep,
-            sweep_bytes.saturating_add(size),
-            limits.max_sweep_artifact_bytes
         )));
     }
     Ok(())
@@ -440,6 +333,58 @@ fn stream_files(
     Box::pin(ReceiverStream::new(rx))
 }
 
+/// The header of an upload, checked: the request's ids and the file it
+/// declares.
+struct UploadHeader {
+    request: pb::UploadArtifactHeader,
+    file: StoredFile,
+}
+
+/// The first message of an upload: its header, with a safe artifact name, a
+/// well-formed digest and a size within the per-job limit.
+fn upload_header(
+    first: Option<pb::UploadArtifactRequest>,
+    limits: &Limits,
+) -> Result<UploadHeader> {
+    use pb::upload_artifact_request::Kind;
+    let Some(Kind::Header(mut header)) = required(first, "header")?.kind else {
+        return Err(CoordinatorError::InvalidArgument(
+            "the first message of an upload must be its header".into(),
+        ));
+    };
+    let file = StoredFile::try_from(required(header.file.take(), "header.file")?)?;
+    layout::validate_artifact_name(&file.name)?;
+    if file.size > limits.max_job_artifact_bytes {
+        return Err(CoordinatorError::ResourceExhausted(format!(
+            "artifact of {} bytes exceeds the {}-byte limit per job",
+            file.size, limits.max_job_artifact_bytes
+        )));
+    }
+    Ok(UploadHeader {
+        request: header,
+        file,
+    })
+}
+
+/// Streams the data messages of an upload into its part file.
+async fn receive_upload(
+    stream: &mut Streaming<pb::UploadArtifactRequest>,
+    part: &mut layout::UploadPart,
+) -> Result<()> {
+    use pb::upload_artifact_request::Kind;
+    while let Some(message) = stream.message().await.map_err(|s| {
+        CoordinatorError::InvalidArgument(format!("upload interrupted: {}", s.message()))
+    })? {
+        let Some(Kind::Data(data)) = message.kind else {
+            return Err(CoordinatorError::InvalidArgument(
+                "an upload has one header, then data only".into(),
+            ));
+        };
+        part.write(&data).await?;
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Coordinator for Service {
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
@@ -477,15 +422,7 @@ impl Coordinator for Service {
         let worker_id = self
             .shared
             .store
-            .call(move |conn| {
-                let alive = store::workers_seen_since(conn, store::now_ms() - alive_ms)?;
-                if alive >= max_workers {
-                    return Err(CoordinatorError::ResourceExhausted(format!(
-                        "{alive} workers are registered, the limit is {max_workers}"
-                    )));
-                }
-                store::register_worker(conn, &row)
-            })
+            .call(move |db| db.register_worker(&row, max_workers, store::now_ms() - alive_ms))
             .await?;
         tracing::info!(worker = %worker_id, allow_commands = req.allow_commands, "worker registered");
         self.shared.bump();
@@ -514,9 +451,8 @@ impl Coordinator for Service {
             let state_dir = shared.state_dir.clone();
             let leased = shared
                 .store
-                .call(move |conn| {
-                    store::touch_worker(conn, &worker)?;
-                    let Some(job) = store::lease(conn, &worker, lease_timeout)? else {
+                .call(move |db| {
+                    let Some(job) = db.lease(&worker, lease_timeout)? else {
                         return Ok(None);
                     };
                     let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
@@ -534,19 +470,7 @@ impl Coordinator for Service {
                 shared.bump();
                 shared.events.publish(Event::Job(JobView::from(&job)));
                 return Ok(Response::new(pb::LeaseJobResponse {
-                    job: Some(pb::Job {
-                        job_id: job.id,
-                        attempt: job.attempt,
-                        sweep: job.sweep,
-                        variant: job.variant,
-                        seed: job.seed,
-                        config_yaml: job.config_yaml,
-                        lease_deadline_ms: job.lease_deadline_ms.unwrap_or_default(),
-                        checkpoints: checkpoints
-                            .into_iter()
-                            .map(|(name, size, sha256)| pb::FileHeader { name, size, sha256 })
-                            .collect(),
-                    }),
+                    job: Some(job.leased(checkpoints).into()),
                 }));
             }
             tokio::select! {
@@ -573,7 +497,7 @@ impl Coordinator for Service {
         let (cancelled, lost) = self
             .shared
             .store
-            .call(move |conn| store::heartbeat(conn, &req.worker_id, &held, lease_timeout))
+            .call(move |db| db.heartbeat(&req.worker_id, &held, lease_timeout))
             .await?;
         Ok(Response::new(pb::HeartbeatResponse { cancelled, lost }))
     }
@@ -592,12 +516,7 @@ impl Coordinator for Service {
         let ingest = self
             .shared
             .store
-            .call(move |conn| {
-                // Bounds the metric points of a job: one per epoch of its config.
-                let job = store::get_job(conn, &job_id)?;
-                check_epochs(metrics.epoch as usize, job.epochs, slack)?;
-                store::report_epoch(conn, &worker, &job_id, req.attempt, &metrics)
-            })
+            .call(move |db| db.report_epoch(&worker, &job_id, req.attempt, &metrics, slack))
             .await?;
         if ingest.new {
             let dir = self.shared.run_dir(&ingest.job);
@@ -623,103 +542,49 @@ impl Coordinator for Service {
         &self,
         request: Request<Streaming<pb::UploadArtifactRequest>>,
     ) -> std::result::Result<Response<pb::UploadArtifactResponse>, Status> {
-        use pb::upload_artifact_request::Kind;
         let mut stream = request.into_inner();
-        let first = required(stream.message().await?, "header")?;
-        let Some(Kind::Header(header)) = first.kind else {
-            return Err(CoordinatorError::InvalidArgument(
-                "the first message of an upload must be its header".into(),
-            )
-            .into());
-        };
-        let file = required(header.file, "header.file")?;
-        layout::validate_artifact_name(&file.name).map_err(CoordinatorError::from)?;
-        if file.sha256.len() != 64
-            || !file
-                .sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(CoordinatorError::InvalidArgument(
-                "header.file.sha256: expected 64 lower-case hex digits".into(),
-            )
-            .into());
-        }
+        let header = upload_header(stream.message().await?, &self.shared.limits)?;
+        let pb::UploadArtifactHeader {
+            worker_id: worker,
+            job_id,
+            attempt,
+            ..
+        } = header.request;
+        let file = header.file;
         let limits = self.shared.limits.clone();
-        if file.size > limits.max_job_artifact_bytes {
-            return Err(CoordinatorError::ResourceExhausted(format!(
-                "artifact of {} bytes exceeds the {}-byte limit per job",
-                file.size, limits.max_job_artifact_bytes
-            ))
-            .into());
-        }
-        let (worker, job_id, attempt) = (
-            header.worker_id.clone(),
-            header.job_id.clone(),
-            header.attempt,
-        );
-        let (name, size, budget) = (file.name.clone(), file.size, limits.clone());
+        let (fence, checked) = ((job_id.clone(), worker.clone()), file.clone());
+        let budget = limits.clone();
         let job = self
             .shared
             .store
-            .call(move |conn| {
-                let job = store::check_fence(conn, &job_id, attempt, &worker)?;
-                check_artifact_budget(conn, &job, &name, size, &budget)?;
-                Ok(job)
+            .call(move |db| {
+                let (job_id, worker) = fence;
+                db.check_upload(
+                    &job_id,
+                    attempt,
+                    &worker,
+                    &checked.name,
+                    checked.size,
+                    &budget,
+                )
             })
             .await?;
         let dir = self.shared.run_dir(&job);
-        let part = layout::upload_part_path(&dir, &file.name, attempt);
-        if let Some(parent) = part.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(CoordinatorError::io(parent))?;
-        }
-        let mut out = tokio::fs::File::create(&part)
-            .await
-            .map_err(CoordinatorError::io(&part))?;
-        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-        let mut size = 0u64;
-        let received: Result<()> = async {
-            while let Some(message) = stream.message().await.map_err(|s| CoordinatorError::InvalidArgument(format!("upload interrupted: {}", s.message())))? {
-                let Some(Kind::Data(data)) = message.kind else {
-                    return Err(CoordinatorError::InvalidArgument("an upload has one header, then data only".into()));
-                };
-                size += data.len() as u64;
-                if size > file.size {
-                    return Err(CoordinatorError::InvalidArgument(format!("upload exceeds its declared size {}", file.size)));
-                }
-                sha2::Digest::update(&mut hasher, &data);
-                out.write_all(&data).await.map_err(CoordinatorError::io(&part))?;
-            }
-            out.sync_all().await.map_err(CoordinatorError::io(&part))?;
-            let sha = hex::encode(sha2::Digest::finalize(hasher));
-            if size != file.size || sha != file.sha256 {
-                return Err(CoordinatorError::InvalidArgument(format!(
-                    "upload of {} is corrupt: {size} bytes with SHA-256 {sha}, declared {} bytes with {}",
-                    file.name, file.size, file.sha256
-                )));
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(err) = received {
-            let _ = tokio::fs::remove_file(&part).await;
+        let mut part = layout::UploadPart::create(&dir, &file, attempt).await?;
+        if let Err(err) = receive_upload(&mut stream, &mut part).await {
+            part.discard().await;
             return Err(err.into());
         }
-        let (worker, job_id) = (header.worker_id, header.job_id);
-        let name = file.name.clone();
-        // Fence again under the database lock: the lease may have moved on
-        // while the bytes streamed in.
+        let part = part.finish().await?;
         self.shared
             .store
-            .call(move |conn| {
-                let job = store::check_fence(conn, &job_id, attempt, &worker)?;
-                // Again under the lock: uploads of other files of the same
-                // job or sweep may have landed while this one streamed.
-                check_artifact_budget(conn, &job, &name, file.size, &limits)?;
-                layout::place_upload(&dir, &part, &name)?;
-                store::record_artifact(conn, &job_id, attempt, &name, &file.sha256, file.size)
+            .call(move |db| {
+                // Fenced and budgeted again under the database lock: the lease
+                // may have moved on, and uploads of other files of the same
+                // job or sweep may have landed, while the bytes streamed in.
+                db.check_upload(&job_id, attempt, &worker, &file.name, file.size, &limits)?;
+                layout::place_upload(&dir, &part, &file.name)?;
+                db.record_artifact(&job_id, attempt, &file)
             })
             .await?;
         Ok(Response::new(pb::UploadArtifactResponse {}))
@@ -737,7 +602,7 @@ impl Coordinator for Service {
         let job = self
             .shared
             .store
-            .call(move |conn| store::check_fence(conn, &job_id, req.attempt, &worker))
+            .call(move |db| db.check_fence(&job_id, req.attempt, &worker))
             .await?;
         let path = layout::checkpoints_dir(&self.shared.run_dir(&job)).join(&req.name);
         if !path.is_file() {
@@ -780,19 +645,7 @@ impl Coordinator for Service {
         let job = self
             .shared
             .store
-            .call(move |conn| {
-                if let Outcome::Succeeded(metrics) = &outcome {
-                    let job = store::get_job(conn, &job_id)?;
-                    let last = metrics
-                        .epochs
-                        .iter()
-                        .map(|e| e.epoch as usize)
-                        .max()
-                        .unwrap_or(0);
-                    check_epochs(metrics.epochs.len().max(last), job.epochs, slack)?;
-                }
-                store::complete(conn, &worker, &job_id, attempt, &outcome)
-            })
+            .call(move |db| db.complete(&worker, &job_id, attempt, &outcome, slack))
             .await?;
         self.shared.write_provenance(job.id.clone()).await;
         let dir = self.shared.run_dir(&job);
@@ -835,9 +688,8 @@ impl Coordinator for Service {
         let state_dir = self.shared.state_dir.clone();
         self.shared
             .store
-            .call(move |conn| {
-                let new = store::append_output(
-                    conn,
+            .call(move |db| {
+                let new = db.append_output(
                     &req.worker_id,
                     &req.job_id,
                     req.attempt,
@@ -846,7 +698,7 @@ impl Coordinator for Service {
                     &text,
                 )?;
                 if new {
-                    let job = store::get_job(conn, &req.job_id)?;
+                    let job = db.get_job(&req.job_id)?;
                     let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
                     layout::append_output(&dir, req.attempt, &req.stream, &text)?;
                 }
@@ -867,17 +719,8 @@ impl Coordinator for Service {
         let job = self
             .shared
             .store
-            .call(move |conn| {
-                store::touch_worker(conn, &worker)?;
-                let job = store::get_job(conn, &job_id)?;
-                // Only for a job this worker holds: the data is the job's.
-                if !job.state.is_active() || job.worker.as_deref() != Some(worker.as_str()) {
-                    return Err(CoordinatorError::FailedPrecondition(format!(
-                        "job {job_id} is not leased to {worker}"
-                    )));
-                }
-                Ok(job)
-            })
+            // Only for a job this worker holds: the data is the job's.
+            .call(move |db| db.held_job(&worker, &job_id))
             .await?;
         let config = JobConfig::from_yaml(&job.config_yaml, Path::new("stored config"))
             .map_err(CoordinatorError::from)?;
@@ -906,108 +749,13 @@ impl Coordinator for Service {
         &self,
         request: Request<pb::SubmitSweepRequest>,
     ) -> std::result::Result<Response<pb::SubmitSweepResponse>, Status> {
-        let req = request.into_inner();
-        names::validate("sweep name", &req.name).map_err(CoordinatorError::from)?;
-        if !req.baseline.is_empty() {
-            names::validate("baseline variant name", &req.baseline)
-                .map_err(CoordinatorError::from)?;
-        }
-        let seed_policy = match req.seed_policy {
-            None => None,
-            Some(p) => {
-                let max = p.max as usize;
-                let target = p.target_ci_halfwidth;
-                let valid = (req.seeds.len().max(2)..=MAX_ADAPTIVE_SEEDS).contains(&max)
-                    && target.is_finite()
-                    && target > 0.0;
-                if !valid {
-                    return Err(CoordinatorError::InvalidArgument(format!(
-                        "seed_policy: max must be in [max(2, seeds), {MAX_ADAPTIVE_SEEDS}] and the target a number > 0, got {max} and {target}"
-                    ))
-                    .into());
-                }
-                Some(SeedPolicy {
-                    max,
-                    target_ci_halfwidth: target,
-                })
-            }
-        };
-        for key in &req.swept_keys {
-            if key.is_empty() || key.len() > names::MAX_NAME_LEN {
-                return Err(CoordinatorError::InvalidArgument(format!(
-                    "swept key {:?} is empty or too long",
-                    truncate_text(key, 32)
-                ))
-                .into());
+        let mut spec = SweepSpec::try_from(request.into_inner()).map_err(CoordinatorError::from)?;
+        // Stored and shown: held to the length of a name.
+        for variant in &mut spec.variants {
+            for value in &mut variant.swept {
+                *value = truncate_text(value, names::MAX_NAME_LEN);
             }
         }
-        non_empty(&req.metric, "metric")?;
-        if req.seeds.is_empty() {
-            return Err(
-                CoordinatorError::InvalidArgument("seeds: list at least one seed".into()).into(),
-            );
-        }
-        for (i, seed) in req.seeds.iter().enumerate() {
-            if req.seeds[..i].contains(seed) {
-                return Err(CoordinatorError::InvalidArgument(format!(
-                    "seeds: seed {seed} is listed twice"
-                ))
-                .into());
-            }
-        }
-        let mut variants: Vec<Variant> = Vec::with_capacity(req.variants.len());
-        for variant in req.variants {
-            names::validate("variant name", &variant.name).map_err(CoordinatorError::from)?;
-            if variants.iter().any(|v| v.name == variant.name) {
-                return Err(CoordinatorError::InvalidArgument(format!(
-                    "variant {:?} is listed twice",
-                    variant.name
-                ))
-                .into());
-            }
-            let source = PathBuf::from(format!("<submitted variant {}>", variant.name));
-            let mut config = JobConfig::from_yaml(&variant.config_yaml, &source)
-                .map_err(CoordinatorError::from)?;
-            config.set_name(&variant.name);
-            if !variant.swept.is_empty() && variant.swept.len() != req.swept_keys.len() {
-                return Err(CoordinatorError::InvalidArgument(format!(
-                    "variant {:?} has {} swept values for {} swept keys",
-                    variant.name,
-                    variant.swept.len(),
-                    req.swept_keys.len()
-                ))
-                .into());
-            }
-            variants.push(Variant {
-                name: variant.name,
-                config,
-                swept: variant
-                    .swept
-                    .iter()
-                    .map(|v| truncate_text(v, names::MAX_NAME_LEN))
-                    .collect(),
-            });
-        }
-        if !req.baseline.is_empty() && !variants.iter().any(|v| v.name == req.baseline) {
-            return Err(CoordinatorError::InvalidArgument(format!(
-                "baseline {:?} is not among the variants",
-                req.baseline
-            ))
-            .into());
-        }
-        variants.sort_by(|a, b| {
-            (a.name != req.baseline, &a.name).cmp(&(b.name != req.baseline, &b.name))
-        });
-        let spec = SweepSpec {
-            name: req.name,
-            description: (!req.description.is_empty()).then_some(req.description),
-            seeds: req.seeds,
-            metric: req.metric,
-            baseline: req.baseline,
-            variants,
-            seed_policy,
-            swept_keys: req.swept_keys,
-        };
         let (jobs, new_jobs) = self.shared.submit(spec).await?;
         Ok(Response::new(pb::SubmitSweepResponse { jobs, new_jobs }))
     }
@@ -1065,34 +813,11 @@ impl Coordinator for Service {
                 CoordinatorError::InvalidArgument(e.to_string())
             })?
         };
-        let requested = req.sweep;
+        let requested = (!req.sweep.is_empty()).then_some(req.sweep);
         let table = self
             .shared
             .store
-            .call(move |conn| {
-                let name = if requested.is_empty() {
-                    let sweeps = store::sweeps(conn)?;
-                    match sweeps.as_slice() {
-                        [only] => only.name.clone(),
-                        [] => {
-                            return Err(CoordinatorError::NotFound(
-                                "no sweep has been submitted".into(),
-                            ));
-                        }
-                        _ => {
-                            let names: Vec<_> = sweeps.iter().map(|s| s.name.as_str()).collect();
-                            return Err(CoordinatorError::InvalidArgument(format!(
-                                "several sweeps ({}); name one",
-                                names.join(", ")
-                            )));
-                        }
-                    }
-                } else {
-                    requested
-                };
-                let (row, outcomes, pending) = store::outcomes(conn, &name)?;
-                results_table(conn, &row, &outcomes, pending)
-            })
+            .call(move |db| db.results(requested.as_deref()))
             .await?;
         Ok(Response::new(pb::GetResultsResponse {
             sweep: table.sweep.clone(),
@@ -1114,7 +839,7 @@ impl Coordinator for Service {
         let (sweeps, cancelled) = self
             .shared
             .store
-            .call(move |conn| store::cancel(conn, sweep.as_deref(), job.as_deref()))
+            .call(move |db| db.cancel(sweep.as_deref(), job.as_deref()))
             .await?;
         tracing::info!(cancelled, "cancelled on request");
         self.shared.bump();
@@ -1133,7 +858,7 @@ impl Coordinator for Service {
         &self,
         _request: Request<pb::ListWorkersRequest>,
     ) -> std::result::Result<Response<pb::ListWorkersResponse>, Status> {
-        let rows = self.shared.store.call(|conn| store::workers(conn)).await?;
+        let rows = self.shared.store.call(|db| db.workers()).await?;
         let now = store::now_ms();
         let alive_ms = self.shared.lease_timeout.as_millis() as i64;
         let workers = rows
@@ -1160,11 +885,7 @@ impl Coordinator for Service {
     ) -> std::result::Result<Response<pb::GetJobLogsResponse>, Status> {
         let job_id = request.into_inner().job_id;
         non_empty(&job_id, "job_id")?;
-        let rows = self
-            .shared
-            .store
-            .call(move |conn| store::events(conn, &job_id))
-            .await?;
+        let rows = self.shared.store.call(move |db| db.events(&job_id)).await?;
         let events = rows
             .into_iter()
             .map(|e| pb::JobEvent {
@@ -1193,7 +914,7 @@ impl Coordinator for Service {
         let id = job_id.clone();
         self.shared
             .store
-            .call(move |conn| store::record_attempt(conn, &worker, &job_id, attempt, &provenance))
+            .call(move |db| db.record_attempt(&worker, &job_id, attempt, &provenance))
             .await?;
         self.shared.write_provenance(id).await;
         Ok(Response::new(pb::RecordAttemptResponse {}))
@@ -1208,7 +929,7 @@ impl Coordinator for Service {
         let provenance = self
             .shared
             .store
-            .call(move |conn| store::provenance(conn, &job_id))
+            .call(move |db| db.provenance(&job_id))
             .await?;
         Ok(Response::new(provenance.into()))
     }

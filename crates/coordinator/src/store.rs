@@ -6,7 +6,9 @@
 //! the rules (fencing by attempt, exactly-once completion, lease expiry) live
 //! in one place and survive a crash at any point: on restart the database is
 //! simply reopened. The connection has one owner, [`Store`], used from
-//! `spawn_blocking` so that disk waits never block the async runtime.
+//! `spawn_blocking` so that disk waits never block the async runtime; its
+//! callers get a [`Db`], whose methods are the queries and rules, and never
+//! the connection, so that every SQL statement stays in this file.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -15,13 +17,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeMap, HashMap};
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
-use sweep_core::results::RunOutcome;
+use sweep_core::results::{self, ResultsTable, RunOutcome};
 
-use sweep_core::command::JobConfig;
+use sweep_core::command::{COMMAND_MAX_EPOCHS, JobConfig};
+use sweep_core::lease::{LeasedJob, StoredFile};
 use sweep_core::provenance::{AttemptProvenance, RunProvenance};
+use sweep_core::status::{JobStatus, StatusSnapshot, SweepStatus};
 use sweep_core::sweep::{JobSpec, SeedPolicy, extra_seed};
 
 use crate::error::{CoordinatorError, Result};
+use crate::limits::Limits;
 
 /// How many times a job is leased before the coordinator gives up on it when
 /// its workers keep disappearing or failing transiently: enough to ride out a
@@ -227,6 +232,23 @@ pub struct JobRow {
     pub error: Option<String>,
 }
 
+impl JobRow {
+    /// What the worker that leased this job is handed, with the checkpoint
+    /// files it resumes from.
+    pub fn leased(self, checkpoints: Vec<StoredFile>) -> LeasedJob {
+        LeasedJob {
+            id: self.id,
+            attempt: self.attempt,
+            sweep: self.sweep,
+            variant: self.variant,
+            seed: self.seed,
+            config_yaml: self.config_yaml,
+            lease_deadline_ms: self.lease_deadline_ms.unwrap_or_default(),
+            checkpoints,
+        }
+    }
+}
+
 const JOB_COLUMNS: &str = "id, sweep, variant, seed, config_yaml, epochs, state, attempt, worker, \
                            lease_deadline_ms, epochs_done, final_metrics, error";
 
@@ -340,7 +362,14 @@ pub struct Expired {
 /// Owner of the database connection. Cloning shares it.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    db: Arc<Mutex<Db>>,
+}
+
+/// The database as the rest of the coordinator sees it: one method per
+/// query or rule. The connection never leaves this module, so every SQL
+/// statement of the coordinator is in this file.
+pub struct Db {
+    conn: Connection,
 }
 
 impl Store {
@@ -356,21 +385,23 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         add_missing_columns(&conn)?;
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            db: Arc::new(Mutex::new(Db { conn })),
         })
     }
 
-    /// Runs `f` with the connection on a blocking thread.
+    /// Runs `f` with the database on a blocking thread, holding its lock:
+    /// what `f` does (queries, and the files that go with them) happens as
+    /// one step for every other caller.
     pub async fn call<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+        F: FnOnce(&mut Db) -> Result<R> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock cannot leave a transaction half
             // applied (SQLite rolls it back), so a poisoned lock is still usable.
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut guard)
         })
         .await
@@ -378,7 +409,324 @@ impl Store {
     }
 }
 
-pub fn event(tx: &Connection, job_id: &str, attempt: u32, kind: &str, message: &str) -> Result<()> {
+/// `epochs` 0: a command job whose config does not say; it is held to
+/// [`COMMAND_MAX_EPOCHS`]. What bounds the metric rows of a job: a metric
+/// point (or a run of `count` epochs) beyond the job's configured epochs
+/// plus `slack` is refused.
+fn check_epochs(count: usize, epochs: u32, slack: u32) -> Result<()> {
+    let epochs = if epochs == 0 {
+        COMMAND_MAX_EPOCHS
+    } else {
+        epochs
+    };
+    let max = epochs as usize + slack as usize;
+    if count > max {
+        return Err(CoordinatorError::ResourceExhausted(format!(
+            "epoch {count} is past the job's {epochs} epochs (limit {max})"
+        )));
+    }
+    Ok(())
+}
+
+impl Db {
+    pub fn get_job(&self, job_id: &str) -> Result<JobRow> {
+        get_job(&self.conn, job_id)
+    }
+
+    /// The jobs of one sweep, or of all.
+    pub fn jobs(&self, sweep: Option<&str>) -> Result<Vec<JobRow>> {
+        jobs(&self.conn, sweep)
+    }
+
+    pub fn status(&self, sweep: Option<&str>) -> Result<StatusSnapshot> {
+        status(&self.conn, sweep)
+    }
+
+    pub fn sweeps(&self) -> Result<Vec<SweepRow>> {
+        sweeps(&self.conn)
+    }
+
+    pub fn sweep(&self, name: &str) -> Result<SweepRow> {
+        sweep(&self.conn, name)
+    }
+
+    pub fn state_counts(&self) -> Result<HashMap<String, Vec<(JobState, u32)>>> {
+        state_counts(&self.conn)
+    }
+
+    pub fn submit(&mut self, sweep: &NewSweep, specs: &[JobSpec]) -> Result<(u32, u32)> {
+        submit(&mut self.conn, sweep, specs)
+    }
+
+    /// Registers a worker unless `max_workers` have been seen since
+    /// `alive_since_ms` (then ResourceExhausted).
+    pub fn register_worker(
+        &mut self,
+        worker: &WorkerRow,
+        max_workers: usize,
+        alive_since_ms: i64,
+    ) -> Result<String> {
+        let alive = workers_seen_since(&self.conn, alive_since_ms)?;
+        if alive >= max_workers {
+            return Err(CoordinatorError::ResourceExhausted(format!(
+                "{alive} workers are registered, the limit is {max_workers}"
+            )));
+        }
+        register_worker(&mut self.conn, worker)
+    }
+
+    pub fn touch_worker(&self, worker_id: &str) -> Result<()> {
+        touch_worker(&self.conn, worker_id)
+    }
+
+    pub fn workers(&self) -> Result<Vec<(WorkerRow, Vec<String>)>> {
+        workers(&self.conn)
+    }
+
+    /// Marks the worker seen and leases it the next job, if any.
+    pub fn lease(&mut self, worker_id: &str, lease_timeout: Duration) -> Result<Option<JobRow>> {
+        touch_worker(&self.conn, worker_id)?;
+        lease(&mut self.conn, worker_id, lease_timeout)
+    }
+
+    /// Marks the worker seen and returns the job if the worker holds it now.
+    pub fn held_job(&self, worker_id: &str, job_id: &str) -> Result<JobRow> {
+        touch_worker(&self.conn, worker_id)?;
+        let job = get_job(&self.conn, job_id)?;
+        if !job.state.is_active() || job.worker.as_deref() != Some(worker_id) {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "job {job_id} is not leased to {worker_id}"
+            )));
+        }
+        Ok(job)
+    }
+
+    pub fn check_fence(&self, job_id: &str, attempt: u32, worker_id: &str) -> Result<JobRow> {
+        check_fence(&self.conn, job_id, attempt, worker_id)
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        worker_id: &str,
+        held: &[(String, u32)],
+        lease_timeout: Duration,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        heartbeat(&mut self.conn, worker_id, held, lease_timeout)
+    }
+
+    /// Records an epoch's metrics; an epoch past the job's epochs plus
+    /// `slack` is refused.
+    pub fn report_epoch(
+        &mut self,
+        worker_id: &str,
+        job_id: &str,
+        attempt: u32,
+        metrics: &EpochMetrics,
+        slack: u32,
+    ) -> Result<EpochIngest> {
+        let job = get_job(&self.conn, job_id)?;
+        check_epochs(metrics.epoch as usize, job.epochs, slack)?;
+        report_epoch(&mut self.conn, worker_id, job_id, attempt, metrics)
+    }
+
+    pub fn epochs_of(&self, job_id: &str) -> Result<Vec<EpochMetrics>> {
+        epochs_of(&self.conn, job_id)
+    }
+
+    pub fn epochs_of_sweep(&self, sweep: &str) -> Result<HashMap<String, Vec<EpochMetrics>>> {
+        epochs_of_sweep(&self.conn, sweep)
+    }
+
+    /// The job if `attempt` is its live attempt on `worker_id` and an upload
+    /// of `size` bytes as `name` keeps the job's and the sweep's checkpoints
+    /// within their limits (a file being replaced counts with its new size
+    /// only).
+    pub fn check_upload(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        worker_id: &str,
+        name: &str,
+        size: u64,
+        limits: &Limits,
+    ) -> Result<JobRow> {
+        let job = check_fence(&self.conn, job_id, attempt, worker_id)?;
+        let (job_bytes, sweep_bytes) = artifact_bytes(&self.conn, &job.sweep, &job.id, name)?;
+        if job_bytes.saturating_add(size) > limits.max_job_artifact_bytes {
+            return Err(CoordinatorError::ResourceExhausted(format!(
+                "job {} would hold {} checkpoint bytes, the limit is {}",
+                job.id,
+                job_bytes.saturating_add(size),
+                limits.max_job_artifact_bytes
+            )));
+        }
+        if sweep_bytes.saturating_add(size) > limits.max_sweep_artifact_bytes {
+            return Err(CoordinatorError::ResourceExhausted(format!(
+                "sweep {} would hold {} checkpoint bytes, the limit is {}",
+                job.sweep,
+                sweep_bytes.saturating_add(size),
+                limits.max_sweep_artifact_bytes
+            )));
+        }
+        Ok(job)
+    }
+
+    pub fn record_artifact(&self, job_id: &str, attempt: u32, file: &StoredFile) -> Result<()> {
+        record_artifact(
+            &self.conn,
+            job_id,
+            attempt,
+            &file.name,
+            &file.sha256,
+            file.size,
+        )
+    }
+
+    /// Ends an attempt; a success with more epochs than the job's plus
+    /// `slack` is refused.
+    pub fn complete(
+        &mut self,
+        worker_id: &str,
+        job_id: &str,
+        attempt: u32,
+        outcome: &Outcome,
+        slack: u32,
+    ) -> Result<JobRow> {
+        if let Outcome::Succeeded(metrics) = outcome {
+            let job = get_job(&self.conn, job_id)?;
+            let last = metrics
+                .epochs
+                .iter()
+                .map(|e| e.epoch as usize)
+                .max()
+                .unwrap_or(0);
+            check_epochs(metrics.epochs.len().max(last), job.epochs, slack)?;
+        }
+        complete(&mut self.conn, worker_id, job_id, attempt, outcome)
+    }
+
+    pub fn expire_leases(&mut self) -> Result<Expired> {
+        expire_leases(&mut self.conn)
+    }
+
+    pub fn cancel(
+        &mut self,
+        sweep: Option<&str>,
+        job_id: Option<&str>,
+    ) -> Result<(Vec<String>, u32)> {
+        cancel(&mut self.conn, sweep, job_id)
+    }
+
+    pub fn events(&self, job_id: &str) -> Result<Vec<EventRow>> {
+        events(&self.conn, job_id)
+    }
+
+    /// Records a chunk of a command job's output; false when it was
+    /// already recorded (a retried request).
+    pub fn append_output(
+        &mut self,
+        worker_id: &str,
+        job_id: &str,
+        attempt: u32,
+        seq: u64,
+        stream: &str,
+        text: &str,
+    ) -> Result<bool> {
+        append_output(
+            &mut self.conn,
+            worker_id,
+            job_id,
+            attempt,
+            seq,
+            stream,
+            text,
+        )
+    }
+
+    pub fn record_attempt(
+        &mut self,
+        worker_id: &str,
+        job_id: &str,
+        attempt: u32,
+        provenance: &AttemptProvenance,
+    ) -> Result<()> {
+        record_attempt(&mut self.conn, worker_id, job_id, attempt, provenance)
+    }
+
+    pub fn attempts_of(&self, job_id: &str) -> Result<Vec<AttemptProvenance>> {
+        attempts_of(&self.conn, job_id)
+    }
+
+    pub fn provenance(&self, job_id: &str) -> Result<RunProvenance> {
+        provenance(&self.conn, job_id)
+    }
+
+    /// The sweep's results table when every job of it has ended and the
+    /// results are not written yet (see [`Db::mark_results_written`]).
+    pub fn results_due(&self, sweep: &str) -> Result<Option<ResultsTable>> {
+        if !results_due(&self.conn, sweep)? {
+            return Ok(None);
+        }
+        let (row, outcomes, pending) = outcomes(&self.conn, sweep)?;
+        if pending > 0 || row.results_written {
+            return Ok(None);
+        }
+        results_table(&self.conn, &row, &outcomes, pending).map(Some)
+    }
+
+    pub fn mark_results_written(&self, sweep: &str) -> Result<()> {
+        mark_results_written(&self.conn, sweep)
+    }
+
+    /// The results table of a sweep (None: the only one; an error when
+    /// there are none or several).
+    pub fn results(&self, sweep: Option<&str>) -> Result<ResultsTable> {
+        let name = match sweep {
+            Some(name) => name.to_string(),
+            None => {
+                let sweeps = sweeps(&self.conn)?;
+                match sweeps.as_slice() {
+                    [only] => only.name.clone(),
+                    [] => {
+                        return Err(CoordinatorError::NotFound(
+                            "no sweep has been submitted".into(),
+                        ));
+                    }
+                    _ => {
+                        let names: Vec<_> = sweeps.iter().map(|s| s.name.as_str()).collect();
+                        return Err(CoordinatorError::InvalidArgument(format!(
+                            "several sweeps ({}); name one",
+                            names.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
+        let (row, outcomes, pending) = outcomes(&self.conn, &name)?;
+        results_table(&self.conn, &row, &outcomes, pending)
+    }
+}
+
+/// The results table of a sweep, with its swept-key columns and the marks
+/// of its seed policy.
+fn results_table(
+    conn: &Connection,
+    row: &SweepRow,
+    outcomes: &[RunOutcome],
+    pending: usize,
+) -> Result<ResultsTable> {
+    let mut table = results::summarize(&row.name, &row.baseline, outcomes, pending);
+    if !row.space.keys.is_empty() {
+        table.set_swept(&row.space.keys, &row.space.values);
+    }
+    if let Some(policy) = row.seed_policy {
+        let jobs = jobs_per_variant(conn, &row.name)?;
+        table.set_seed_policy(policy.max, policy.target_ci_halfwidth, &jobs);
+    }
+    Ok(table)
+}
+
+fn event(tx: &Connection, job_id: &str, attempt: u32, kind: &str, message: &str) -> Result<()> {
     tx.execute(
         "INSERT INTO events (job_id, time_ms, kind, attempt, message) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![job_id, now_ms(), kind, attempt, message],
@@ -386,7 +734,7 @@ pub fn event(tx: &Connection, job_id: &str, attempt: u32, kind: &str, message: &
     Ok(())
 }
 
-pub fn get_job(conn: &Connection, job_id: &str) -> Result<JobRow> {
+fn get_job(conn: &Connection, job_id: &str) -> Result<JobRow> {
     let row = conn
         .query_row(
             &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
@@ -398,7 +746,7 @@ pub fn get_job(conn: &Connection, job_id: &str) -> Result<JobRow> {
     finish_job(row)
 }
 
-pub fn jobs(conn: &Connection, sweep: Option<&str>) -> Result<Vec<JobRow>> {
+fn jobs(conn: &Connection, sweep: Option<&str>) -> Result<Vec<JobRow>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE ?1 IS NULL OR sweep = ?1 ORDER BY rowid"
     ))?;
@@ -408,7 +756,55 @@ pub fn jobs(conn: &Connection, sweep: Option<&str>) -> Result<Vec<JobRow>> {
     rows.into_iter().map(finish_job).collect()
 }
 
-pub fn sweeps(conn: &Connection) -> Result<Vec<SweepRow>> {
+/// The jobs of one sweep (or of all) with their latest epoch, counted by
+/// sweep and state.
+fn status(conn: &Connection, sweep: Option<&str>) -> Result<StatusSnapshot> {
+    let jobs = jobs(conn, sweep)?;
+    let mut sweeps: Vec<SweepStatus> = Vec::new();
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let index = match sweeps.iter().position(|s| s.name == job.sweep) {
+            Some(i) => i,
+            None => {
+                sweeps.push(SweepStatus {
+                    name: job.sweep.clone(),
+                    ..Default::default()
+                });
+                sweeps.len() - 1
+            }
+        };
+        let s = &mut sweeps[index];
+        s.total += 1;
+        match job.state {
+            JobState::Pending => s.pending += 1,
+            JobState::Leased | JobState::Running => s.running += 1,
+            JobState::Succeeded => s.succeeded += 1,
+            JobState::Failed => s.failed += 1,
+            JobState::Cancelled => s.cancelled += 1,
+        }
+        let latest = epochs_of(conn, &job.id)?.last().copied();
+        out.push(JobStatus {
+            job_id: job.id,
+            sweep: job.sweep,
+            variant: job.variant,
+            seed: job.seed,
+            state: job.state.as_str().to_string(),
+            attempt: job.attempt,
+            worker: job.worker,
+            epoch: job.epochs_done,
+            epochs: job.epochs,
+            latest,
+            test: job.final_metrics.and_then(|m| m.test),
+            error: job.error,
+        });
+    }
+    for s in &mut sweeps {
+        s.done = s.pending == 0 && s.running == 0;
+    }
+    Ok(StatusSnapshot { sweeps, jobs: out })
+}
+
+fn sweeps(conn: &Connection) -> Result<Vec<SweepRow>> {
     let mut stmt = conn.prepare(
         "SELECT name, baseline, results_written, seed_policy, space, description FROM sweeps ORDER BY created_ms, name",
     )?;
@@ -428,7 +824,7 @@ pub fn sweeps(conn: &Connection) -> Result<Vec<SweepRow>> {
 }
 
 /// One sweep's row.
-pub fn sweep(conn: &Connection, name: &str) -> Result<SweepRow> {
+fn sweep(conn: &Connection, name: &str) -> Result<SweepRow> {
     sweeps(conn)?
         .into_iter()
         .find(|s| s.name == name)
@@ -437,7 +833,7 @@ pub fn sweep(conn: &Connection, name: &str) -> Result<SweepRow> {
 
 /// Per sweep, how many of its jobs are in each state: one query, however
 /// many jobs there are.
-pub fn state_counts(conn: &Connection) -> Result<HashMap<String, Vec<(JobState, u32)>>> {
+fn state_counts(conn: &Connection) -> Result<HashMap<String, Vec<(JobState, u32)>>> {
     let mut stmt = conn.prepare("SELECT sweep, state, COUNT(*) FROM jobs GROUP BY sweep, state")?;
     let rows = stmt
         .query_map([], |r| {
@@ -471,7 +867,7 @@ pub struct NewSweep {
 /// Records a sweep and its jobs. Resubmitting the same spec is a no-op (the
 /// job ids are stable); a different spec under a known name is refused, since
 /// its runs would land in the directories of the old one.
-pub fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Result<(u32, u32)> {
+fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Result<(u32, u32)> {
     let tx = conn.transaction()?;
     let known: Option<String> = tx
         .query_row(
@@ -561,7 +957,7 @@ fn insert_job(tx: &Connection, spec: &JobSpec, why: &str) -> Result<bool> {
 /// both or neither; the new jobs' ids follow from their seeds, which follow
 /// from how many extra seeds the variant has, so running the decision again
 /// can never add a seed twice. Returns the jobs added.
-pub fn adapt_seeds(tx: &Connection, sweep: &str, variant: &str) -> Result<Vec<String>> {
+fn adapt_seeds(tx: &Connection, sweep: &str, variant: &str) -> Result<Vec<String>> {
     let row: Option<(Option<String>, String)> = tx
         .query_row(
             "SELECT seed_policy, seeds FROM sweeps WHERE name = ?1",
@@ -621,7 +1017,7 @@ pub fn adapt_seeds(tx: &Connection, sweep: &str, variant: &str) -> Result<Vec<St
 /// Ended jobs per variant of a sweep (the seeds each has run, failed ones
 /// included): a variant counts as having used up `seeds.max` only once they
 /// have all ended.
-pub fn jobs_per_variant(conn: &Connection, sweep: &str) -> Result<BTreeMap<String, usize>> {
+fn jobs_per_variant(conn: &Connection, sweep: &str) -> Result<BTreeMap<String, usize>> {
     let mut stmt = conn.prepare(
         "SELECT variant, COUNT(*) FROM jobs WHERE sweep = ?1 \
          AND state IN ('succeeded', 'failed', 'cancelled') GROUP BY variant",
@@ -634,7 +1030,7 @@ pub fn jobs_per_variant(conn: &Connection, sweep: &str) -> Result<BTreeMap<Strin
     Ok(rows)
 }
 
-pub fn register_worker(conn: &mut Connection, worker: &WorkerRow) -> Result<String> {
+fn register_worker(conn: &mut Connection, worker: &WorkerRow) -> Result<String> {
     let tx = conn.transaction()?;
     let count: i64 = tx.query_row("SELECT COUNT(*) FROM workers", [], |r| r.get(0))?;
     // Numbered so that ids are unique across restarts of the same worker
@@ -661,7 +1057,7 @@ pub fn register_worker(conn: &mut Connection, worker: &WorkerRow) -> Result<Stri
 
 /// Workers heard from since `since_ms` (registered or seen): what the
 /// worker limit counts, so that dead incarnations do not hold places.
-pub fn workers_seen_since(conn: &Connection, since_ms: i64) -> Result<usize> {
+fn workers_seen_since(conn: &Connection, since_ms: i64) -> Result<usize> {
     let count: i64 = conn.query_row(
         "SELECT COUNT(*) FROM workers WHERE last_seen_ms >= ?1",
         params![since_ms],
@@ -672,7 +1068,7 @@ pub fn workers_seen_since(conn: &Connection, since_ms: i64) -> Result<usize> {
 
 /// Checkpoint bytes held by job `job_id` and by sweep `sweep`, leaving out
 /// the job's file `except` (about to be replaced).
-pub fn artifact_bytes(
+fn artifact_bytes(
     conn: &Connection,
     sweep: &str,
     job_id: &str,
@@ -693,7 +1089,7 @@ pub fn artifact_bytes(
 }
 
 /// Marks the worker as heard from; NotFound when it is unknown (it must register).
-pub fn touch_worker(conn: &Connection, worker_id: &str) -> Result<()> {
+fn touch_worker(conn: &Connection, worker_id: &str) -> Result<()> {
     let n = conn.execute(
         "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
         params![worker_id, now_ms()],
@@ -706,7 +1102,7 @@ pub fn touch_worker(conn: &Connection, worker_id: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
+fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
     let mut stmt = conn.prepare("SELECT id, name, host, device, threads, slots, last_seen_ms, allow_commands, jobs_done FROM workers ORDER BY registered_ms")?;
     let rows = stmt
         .query_map([], |r| {
@@ -739,7 +1135,7 @@ pub fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
 /// Leases the first pending job (the costliest of its sweep, see [`submit`])
 /// to `worker_id`, starting a new attempt. Command jobs go only to workers
 /// registered with `allow_commands`.
-pub fn lease(
+fn lease(
     conn: &mut Connection,
     worker_id: &str,
     lease_timeout: Duration,
@@ -789,12 +1185,7 @@ pub fn lease(
 
 /// Checks that `attempt` is the live attempt of the job, held by `worker_id`:
 /// the fence that keeps a worker that lost its lease from writing results.
-pub fn check_fence(
-    conn: &Connection,
-    job_id: &str,
-    attempt: u32,
-    worker_id: &str,
-) -> Result<JobRow> {
+fn check_fence(conn: &Connection, job_id: &str, attempt: u32, worker_id: &str) -> Result<JobRow> {
     let job = get_job(conn, job_id)?;
     if job.attempt != attempt || !job.state.is_active() || job.worker.as_deref() != Some(worker_id)
     {
@@ -813,7 +1204,7 @@ pub fn check_fence(
 
 /// Extends the leases of the listed jobs that the worker still holds. Returns
 /// (cancelled, lost): the jobs it must stop.
-pub fn heartbeat(
+fn heartbeat(
     conn: &mut Connection,
     worker_id: &str,
     held: &[(String, u32)],
@@ -853,7 +1244,7 @@ pub struct EpochIngest {
     pub epochs: Vec<EpochMetrics>,
 }
 
-pub fn report_epoch(
+fn report_epoch(
     conn: &mut Connection,
     worker_id: &str,
     job_id: &str,
@@ -903,7 +1294,7 @@ pub fn report_epoch(
     Ok(EpochIngest { job, new, epochs })
 }
 
-pub fn epochs_of(conn: &Connection, job_id: &str) -> Result<Vec<EpochMetrics>> {
+fn epochs_of(conn: &Connection, job_id: &str) -> Result<Vec<EpochMetrics>> {
     let mut stmt = conn.prepare("SELECT metrics FROM epochs WHERE job_id = ?1 ORDER BY epoch")?;
     let texts = stmt
         .query_map([job_id], |r| r.get::<_, String>(0))?
@@ -919,10 +1310,7 @@ pub fn epochs_of(conn: &Connection, job_id: &str) -> Result<Vec<EpochMetrics>> {
 
 /// Every recorded epoch of every job of a sweep, per job id, in epoch order:
 /// one query for the dashboard's curves instead of one per job.
-pub fn epochs_of_sweep(
-    conn: &Connection,
-    sweep: &str,
-) -> Result<HashMap<String, Vec<EpochMetrics>>> {
+fn epochs_of_sweep(conn: &Connection, sweep: &str) -> Result<HashMap<String, Vec<EpochMetrics>>> {
     let mut stmt = conn.prepare(
         "SELECT e.job_id, e.metrics FROM epochs e JOIN jobs j ON j.id = e.job_id \
          WHERE j.sweep = ?1 ORDER BY e.job_id, e.epoch",
@@ -941,7 +1329,7 @@ pub fn epochs_of_sweep(
     Ok(out)
 }
 
-pub fn record_artifact(
+fn record_artifact(
     conn: &Connection,
     job_id: &str,
     attempt: u32,
@@ -974,7 +1362,7 @@ pub enum Outcome {
 
 /// Commits an attempt's outcome, once: the fence refuses a stale attempt and
 /// any report after the job ended. Returns the job as it now stands.
-pub fn complete(
+fn complete(
     conn: &mut Connection,
     worker_id: &str,
     job_id: &str,
@@ -1026,7 +1414,7 @@ pub fn complete(
 
 /// Returns jobs whose lease deadline has passed to pending (or fails them
 /// after [`MAX_ATTEMPTS`]).
-pub fn expire_leases(conn: &mut Connection) -> Result<Expired> {
+fn expire_leases(conn: &mut Connection) -> Result<Expired> {
     let tx = conn.transaction()?;
     let now = now_ms();
     let mut stmt = tx.prepare(
@@ -1079,7 +1467,7 @@ pub fn expire_leases(conn: &mut Connection) -> Result<Expired> {
 
 /// Cancels every job of a sweep, or one job, that has not ended. Returns the
 /// affected sweeps and the number of jobs cancelled.
-pub fn cancel(
+fn cancel(
     conn: &mut Connection,
     sweep: Option<&str>,
     job_id: Option<&str>,
@@ -1132,7 +1520,7 @@ pub fn cancel(
 
 /// A job's events and its program's output (kinds `stdout`/`stderr`), in
 /// time order.
-pub fn events(conn: &Connection, job_id: &str) -> Result<Vec<EventRow>> {
+fn events(conn: &Connection, job_id: &str) -> Result<Vec<EventRow>> {
     get_job(conn, job_id)?;
     let mut stmt = conn.prepare(
         "SELECT time_ms, kind, attempt, message FROM events WHERE job_id = ?1 ORDER BY id",
@@ -1170,7 +1558,7 @@ pub fn events(conn: &Connection, job_id: &str) -> Result<Vec<EventRow>> {
 
 /// Records a batch of a command job's output, once per (job, attempt, seq).
 /// Returns whether it was new (a re-sent batch is not).
-pub fn append_output(
+fn append_output(
     conn: &mut Connection,
     worker_id: &str,
     job_id: &str,
@@ -1200,7 +1588,7 @@ pub fn append_output(
 }
 
 /// The finished runs of a sweep, and how many jobs have not ended.
-pub fn outcomes(conn: &Connection, sweep: &str) -> Result<(SweepRow, Vec<RunOutcome>, usize)> {
+fn outcomes(conn: &Connection, sweep: &str) -> Result<(SweepRow, Vec<RunOutcome>, usize)> {
     let row = self::sweep(conn, sweep)?;
     let mut outcomes = Vec::new();
     let mut pending = 0;
@@ -1247,7 +1635,7 @@ fn end_attempt(
 
 /// Records what the worker says about the attempt it runs (fenced like any
 /// report). Idempotent: a re-sent record replaces the first.
-pub fn record_attempt(
+fn record_attempt(
     conn: &mut Connection,
     worker_id: &str,
     job_id: &str,
@@ -1309,7 +1697,7 @@ const ATTEMPT_COLUMNS: &str = "a.attempt, a.worker_id, a.leased_ms, a.started_ms
      a.outcome, a.message, a.job_id, a.provenance, w.name, w.host, w.threads";
 
 /// The attempts of a job, in order.
-pub fn attempts_of(conn: &Connection, job_id: &str) -> Result<Vec<AttemptProvenance>> {
+fn attempts_of(conn: &Connection, job_id: &str) -> Result<Vec<AttemptProvenance>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {ATTEMPT_COLUMNS} FROM attempts a LEFT JOIN workers w ON w.id = a.worker_id \
          WHERE a.job_id = ?1 ORDER BY a.attempt"
@@ -1330,7 +1718,7 @@ fn succeeded_attempt(conn: &Connection, job_id: &str) -> Result<Option<AttemptPr
 }
 
 /// Everything known about how a job's run was computed.
-pub fn provenance(conn: &Connection, job_id: &str) -> Result<RunProvenance> {
+fn provenance(conn: &Connection, job_id: &str) -> Result<RunProvenance> {
     let job = get_job(conn, job_id)?;
     Ok(RunProvenance {
         attempts: attempts_of(conn, &job.id)?,
@@ -1348,7 +1736,7 @@ pub fn provenance(conn: &Connection, job_id: &str) -> Result<RunProvenance> {
 /// does not cost a pass over the whole sweep (that made a 10,000-job sweep
 /// slow down as it went). An unknown sweep counts as due, so that
 /// [`outcomes`] reports it.
-pub fn results_due(conn: &Connection, sweep: &str) -> Result<bool> {
+fn results_due(conn: &Connection, sweep: &str) -> Result<bool> {
     let written: Option<bool> = conn
         .query_row(
             "SELECT results_written FROM sweeps WHERE name = ?1",
@@ -1370,7 +1758,7 @@ pub fn results_due(conn: &Connection, sweep: &str) -> Result<bool> {
     }
 }
 
-pub fn mark_results_written(conn: &Connection, sweep: &str) -> Result<()> {
+fn mark_results_written(conn: &Connection, sweep: &str) -> Result<()> {
     conn.execute(
         "UPDATE sweeps SET results_written = 1 WHERE name = ?1",
         [sweep],

@@ -12,6 +12,8 @@
 //! - [`sweep`]: a sweep spec (base config × variants × seeds) and its expansion
 //!   into jobs with stable ids.
 //! - `space`: `grid:` and `random:` search spaces, expanded into variants.
+//! - [`lease`]: a leased job as a worker holds it.
+//! - [`status`]: the progress of sweeps as the coordinator reports it.
 //! - [`metrics`]: per-epoch and final metrics of one run, as `metrics.json` holds them.
 //! - [`tensorboard`]: a minimal TensorBoard event-file writer (TFRecord framing).
 //! - [`results`]: mean ± std across seeds, Welch's t-test against the baseline,
@@ -27,12 +29,14 @@
 pub mod command;
 pub mod config;
 pub mod cores;
+pub mod lease;
 pub mod metrics;
 pub mod names;
 pub mod provenance;
 pub mod results;
 pub mod run_dir;
 pub(crate) mod space;
+pub mod status;
 pub mod sweep;
 pub mod tensorboard;
 pub mod token;

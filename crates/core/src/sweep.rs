@@ -221,6 +221,44 @@ pub enum SweepError {
     EmptySeeds { location: SourceLocation },
     #[error("{location}: seeds: seed {seed} is listed twice")]
     DuplicateSeed { location: SourceLocation, seed: u64 },
+    /// A spec that breaks one of [`SweepSpec::validate`]'s rules (one that
+    /// came over the network: a loaded spec's errors are located above).
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+}
+
+/// A rule every sweep spec keeps, however it was made: loaded from files
+/// ([`SweepSpec::load`] reports these with file and line first) or received
+/// over the network (the coordinator's SubmitSweep).
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// A sweep, variant or baseline name that is not a safe path component.
+    #[error(transparent)]
+    BadName(#[from] NameError),
+    #[error("missing field metric")]
+    EmptyMetric,
+    #[error("seeds: list at least one seed")]
+    EmptySeeds,
+    #[error("seeds: seed {0} is listed twice")]
+    DuplicateSeed(u64),
+    #[error(
+        "seed_policy: max must be in [max(2, seeds), {MAX_ADAPTIVE_SEEDS}] and the target a number > 0, got {max} and {target}"
+    )]
+    SeedPolicy { max: usize, target: f64 },
+    /// Shown cut to its first 32 characters.
+    #[error("swept key {0:?} is empty or too long")]
+    SweptKey(String),
+    #[error("variant {0:?} is listed twice")]
+    DuplicateVariant(String),
+    #[error("variant {name:?} has {values} swept values for {keys} swept keys")]
+    SweptValues {
+        name: String,
+        values: usize,
+        keys: usize,
+    },
+    #[error("baseline {0:?} is not among the variants")]
+    MissingBaseline(String),
 }
 
 /// The keys of a sweep file. `variants` is read from the YAML tree directly
@@ -500,10 +538,7 @@ impl SweepSpec {
                 swept: Vec::new(),
             });
         }
-        // Baseline first: tables and comparisons read from the reference down.
-        variants.sort_by(|a, b| (a.name != baseline, &a.name).cmp(&(b.name != baseline, &b.name)));
-
-        Ok(SweepSpec {
+        let mut spec = SweepSpec {
             name: file.name,
             description: file.description,
             seeds,
@@ -512,7 +547,75 @@ impl SweepSpec {
             variants,
             seed_policy,
             swept_keys,
-        })
+        };
+        spec.sort_variants();
+        // Every rule was checked above with its location; this is the one
+        // list of them, which a spec from the network goes through too.
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Orders the variants as every spec holds them: the baseline first
+    /// (tables and comparisons read from the reference down), then by name.
+    pub fn sort_variants(&mut self) {
+        let baseline = &self.baseline;
+        self.variants
+            .sort_by(|a, b| (&a.name != baseline, &a.name).cmp(&(&b.name != baseline, &b.name)));
+    }
+
+    /// The rules of a spec that do not need its files: safe names, at least
+    /// one seed and none twice, a metric, a sane seed policy, swept values
+    /// that match the swept keys and a baseline among the variants.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        names::validate("sweep name", &self.name)?;
+        if !self.baseline.is_empty() {
+            names::validate("baseline variant name", &self.baseline)?;
+        }
+        if let Some(policy) = &self.seed_policy {
+            let (max, target) = (policy.max, policy.target_ci_halfwidth);
+            let valid = (self.seeds.len().max(2)..=MAX_ADAPTIVE_SEEDS).contains(&max)
+                && target.is_finite()
+                && target > 0.0;
+            if !valid {
+                return Err(SpecError::SeedPolicy { max, target });
+            }
+        }
+        for key in &self.swept_keys {
+            if key.is_empty() || key.len() > names::MAX_NAME_LEN {
+                return Err(SpecError::SweptKey(key.chars().take(32).collect()));
+            }
+        }
+        if self.metric.is_empty() {
+            return Err(SpecError::EmptyMetric);
+        }
+        if self.seeds.is_empty() {
+            return Err(SpecError::EmptySeeds);
+        }
+        for (index, seed) in self.seeds.iter().enumerate() {
+            if self.seeds[..index].contains(seed) {
+                return Err(SpecError::DuplicateSeed(*seed));
+            }
+        }
+        for (index, variant) in self.variants.iter().enumerate() {
+            names::validate("variant name", &variant.name)?;
+            if self.variants[..index]
+                .iter()
+                .any(|v| v.name == variant.name)
+            {
+                return Err(SpecError::DuplicateVariant(variant.name.clone()));
+            }
+            if !variant.swept.is_empty() && variant.swept.len() != self.swept_keys.len() {
+                return Err(SpecError::SweptValues {
+                    name: variant.name.clone(),
+                    values: variant.swept.len(),
+                    keys: self.swept_keys.len(),
+                });
+            }
+        }
+        if !self.baseline.is_empty() && !self.variants.iter().any(|v| v.name == self.baseline) {
+            return Err(SpecError::MissingBaseline(self.baseline.clone()));
+        }
+        Ok(())
     }
 
     /// One job per (variant, seed): variants in their order (baseline first),

@@ -1,9 +1,19 @@
-//! Conversions between the generated protobuf types and `sweep-core`'s domain
-//! types. Those from the network are checked (missing fields, non-finite
-//! numbers) because they come from another process that may be buggy.
+//! Every conversion between the generated protobuf types and `sweep-core`'s
+//! domain types, in one place, so that handlers and clients never build or
+//! pick apart wire messages themselves. Those from the network are checked
+//! here, once (missing fields, non-finite numbers, unsafe names, malformed
+//! digests), because they come from another process that may be buggy; the
+//! code behind the boundary then works on checked domain values.
 
+use std::path::PathBuf;
+
+use sweep_core::command::JobConfig;
+use sweep_core::lease::{LeasedJob, StoredFile};
 use sweep_core::metrics::{EpochMetrics, RunMetrics, TestMetrics};
+use sweep_core::names::{self, NameError};
 use sweep_core::provenance::{AttemptProvenance, DatasetFile, RunProvenance};
+use sweep_core::status::{JobStatus, StatusSnapshot, SweepStatus};
+use sweep_core::sweep::{SeedPolicy, SweepError, SweepSpec, Variant};
 
 use crate::pb;
 
@@ -14,19 +24,45 @@ pub enum ConvertError {
     Missing(&'static str),
     #[error("field {0}: {1}")]
     Invalid(&'static str, String),
+    /// A name that would become a path component and is not safe as one.
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+/// `value` if `valid` says it may pass, else why not.
+fn checked<T>(
+    field: &'static str,
+    value: T,
+    valid: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, ConvertError> {
+    valid(&value).map_err(|why| ConvertError::Invalid(field, why))?;
+    Ok(value)
 }
 
 /// Metrics must be finite: metrics.json (JSON has no NaN) and the statistics
 /// of the results table could not take them.
 fn finite(field: &'static str, value: f64) -> Result<f64, ConvertError> {
-    if value.is_finite() {
-        Ok(value)
-    } else {
-        Err(ConvertError::Invalid(
-            field,
-            format!("{value} is not a finite number"),
-        ))
-    }
+    checked(field, value, |v| {
+        if v.is_finite() {
+            Ok(())
+        } else {
+            Err(format!("{v} is not a finite number"))
+        }
+    })
+}
+
+/// A SHA-256 digest as every message carries it: 64 lower-case hex digits.
+pub fn sha256_hex(field: &'static str, value: String) -> Result<String, ConvertError> {
+    checked(field, value, |v| {
+        let hex_digest = v.len() == 64
+            && v.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if hex_digest {
+            Ok(())
+        } else {
+            Err("expected 64 lower-case hex digits".into())
+        }
+    })
 }
 
 fn finite_opt(field: &'static str, value: Option<f64>) -> Result<Option<f64>, ConvertError> {
@@ -135,13 +171,16 @@ pub const MAX_PROVENANCE_TEXT: usize = 512;
 pub const MAX_DATASET_FILES: usize = 64;
 
 fn text(field: &'static str, value: String) -> Result<String, ConvertError> {
-    if value.len() > MAX_PROVENANCE_TEXT {
-        return Err(ConvertError::Invalid(
-            field,
-            format!("{} bytes, more than {MAX_PROVENANCE_TEXT}", value.len()),
-        ));
-    }
-    Ok(value)
+    checked(field, value, |v| {
+        if v.len() > MAX_PROVENANCE_TEXT {
+            Err(format!(
+                "{} bytes, more than {MAX_PROVENANCE_TEXT}",
+                v.len()
+            ))
+        } else {
+            Ok(())
+        }
+    })
 }
 
 impl From<DatasetFile> for pb::DatasetFile {
@@ -157,19 +196,9 @@ impl TryFrom<pb::DatasetFile> for DatasetFile {
     type Error = ConvertError;
 
     fn try_from(f: pb::DatasetFile) -> Result<Self, Self::Error> {
-        let hex_digest = f.sha256.len() == 64
-            && f.sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !hex_digest {
-            return Err(ConvertError::Invalid(
-                "dataset.sha256",
-                "expected 64 lower-case hex digits".into(),
-            ));
-        }
         Ok(DatasetFile {
+            sha256: sha256_hex("dataset.sha256", f.sha256)?,
             name: text("dataset.name", f.name)?,
-            sha256: f.sha256,
         })
     }
 }
@@ -268,6 +297,183 @@ impl TryFrom<pb::RunProvenance> for RunProvenance {
     }
 }
 
+impl From<StoredFile> for pb::FileHeader {
+    fn from(f: StoredFile) -> Self {
+        pb::FileHeader {
+            name: f.name,
+            size: f.size,
+            sha256: f.sha256,
+        }
+    }
+}
+
+/// The name is left to the receiver: which names a file may have depends on
+/// where it goes (a checkpoint, `analysis/…`, a dataset file).
+impl TryFrom<pb::FileHeader> for StoredFile {
+    type Error = ConvertError;
+
+    fn try_from(f: pb::FileHeader) -> Result<Self, Self::Error> {
+        Ok(StoredFile {
+            sha256: sha256_hex("file.sha256", f.sha256)?,
+            name: f.name,
+            size: f.size,
+        })
+    }
+}
+
+impl From<LeasedJob> for pb::Job {
+    fn from(job: LeasedJob) -> Self {
+        pb::Job {
+            job_id: job.id,
+            attempt: job.attempt,
+            sweep: job.sweep,
+            variant: job.variant,
+            seed: job.seed,
+            config_yaml: job.config_yaml,
+            lease_deadline_ms: job.lease_deadline_ms,
+            checkpoints: job.checkpoints.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// The sweep and variant names become the worker's local directories.
+impl TryFrom<pb::Job> for LeasedJob {
+    type Error = ConvertError;
+
+    fn try_from(job: pb::Job) -> Result<Self, Self::Error> {
+        if job.job_id.is_empty() {
+            return Err(ConvertError::Missing("job_id"));
+        }
+        names::validate("sweep name", &job.sweep)?;
+        names::validate("variant name", &job.variant)?;
+        Ok(LeasedJob {
+            id: job.job_id,
+            attempt: job.attempt,
+            sweep: job.sweep,
+            variant: job.variant,
+            seed: job.seed,
+            config_yaml: job.config_yaml,
+            lease_deadline_ms: job.lease_deadline_ms,
+            checkpoints: job
+                .checkpoints
+                .into_iter()
+                .map(StoredFile::try_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// A loaded sweep as `sweepctl submit` sends it: each variant's resolved
+/// config as YAML, re-validated by the coordinator.
+impl From<&SweepSpec> for pb::SubmitSweepRequest {
+    fn from(spec: &SweepSpec) -> Self {
+        pb::SubmitSweepRequest {
+            name: spec.name.clone(),
+            description: spec.description.clone().unwrap_or_default(),
+            seeds: spec.seeds.clone(),
+            metric: spec.metric.clone(),
+            baseline: spec.baseline.clone(),
+            variants: spec
+                .variants
+                .iter()
+                .map(|v| pb::VariantSpec {
+                    name: v.name.clone(),
+                    config_yaml: v.config.to_yaml(),
+                    swept: v.swept.clone(),
+                })
+                .collect(),
+            seed_policy: spec.seed_policy.map(|p| pb::SeedPolicy {
+                max: p.max as u32,
+                target_ci_halfwidth: p.target_ci_halfwidth,
+            }),
+            swept_keys: spec.swept_keys.clone(),
+        }
+    }
+}
+
+/// Each variant's config is parsed and validated like a loaded one's, and
+/// the spec as a whole goes through [`SweepSpec::validate`], the rules a
+/// loaded spec keeps too.
+impl TryFrom<pb::SubmitSweepRequest> for SweepSpec {
+    type Error = SweepError;
+
+    fn try_from(req: pb::SubmitSweepRequest) -> Result<Self, Self::Error> {
+        let mut variants = Vec::with_capacity(req.variants.len());
+        for variant in req.variants {
+            // Before it names the source of the config's errors.
+            names::validate("variant name", &variant.name)
+                .map_err(sweep_core::sweep::SpecError::from)?;
+            let source = PathBuf::from(format!("<submitted variant {}>", variant.name));
+            let mut config = JobConfig::from_yaml(&variant.config_yaml, &source)?;
+            config.set_name(&variant.name);
+            variants.push(Variant {
+                name: variant.name,
+                config,
+                swept: variant.swept,
+            });
+        }
+        let mut spec = SweepSpec {
+            name: req.name,
+            description: (!req.description.is_empty()).then_some(req.description),
+            seeds: req.seeds,
+            metric: req.metric,
+            baseline: req.baseline,
+            variants,
+            seed_policy: req.seed_policy.map(|p| SeedPolicy {
+                max: p.max as usize,
+                target_ci_halfwidth: p.target_ci_halfwidth,
+            }),
+            swept_keys: req.swept_keys,
+        };
+        spec.validate()?;
+        spec.sort_variants();
+        Ok(spec)
+    }
+}
+
+impl From<SweepStatus> for pb::SweepStatus {
+    fn from(s: SweepStatus) -> Self {
+        pb::SweepStatus {
+            name: s.name,
+            total: s.total,
+            pending: s.pending,
+            running: s.running,
+            succeeded: s.succeeded,
+            failed: s.failed,
+            cancelled: s.cancelled,
+            done: s.done,
+        }
+    }
+}
+
+impl From<JobStatus> for pb::JobStatus {
+    fn from(j: JobStatus) -> Self {
+        pb::JobStatus {
+            job_id: j.job_id,
+            sweep: j.sweep,
+            variant: j.variant,
+            seed: j.seed,
+            state: j.state,
+            attempt: j.attempt,
+            worker: j.worker.unwrap_or_default(),
+            epoch: j.epoch,
+            epochs: j.epochs,
+            latest: j.latest.map(Into::into),
+            test: j.test.map(Into::into),
+            error: j.error.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<StatusSnapshot> for pb::StatusSnapshot {
+    fn from(s: StatusSnapshot) -> Self {
+        pb::StatusSnapshot {
+            sweeps: s.sweeps.into_iter().map(Into::into).collect(),
+            jobs: s.jobs.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +545,75 @@ mod tests {
         assert!(matches!(
             AttemptProvenance::try_from(long),
             Err(ConvertError::Invalid("device_name", _))
+        ));
+    }
+
+    #[test]
+    fn leased_job_round_trips_and_unsafe_names_are_refused() {
+        let job = LeasedJob {
+            id: "v-seed-1-00000000".into(),
+            attempt: 2,
+            sweep: "s".into(),
+            variant: "v".into(),
+            seed: 1,
+            config_yaml: "name: v\n".into(),
+            lease_deadline_ms: 5,
+            checkpoints: vec![StoredFile {
+                name: "last.state.json".into(),
+                size: 3,
+                sha256: "ab".repeat(32),
+            }],
+        };
+        assert_eq!(
+            LeasedJob::try_from(pb::Job::from(job.clone())),
+            Ok(job.clone())
+        );
+        let mut escaping = pb::Job::from(job.clone());
+        escaping.variant = "../../etc".into();
+        assert!(matches!(
+            LeasedJob::try_from(escaping),
+            Err(ConvertError::Name(_))
+        ));
+        let mut bad_digest = pb::Job::from(job);
+        bad_digest.checkpoints[0].sha256 = "AB".repeat(32);
+        assert!(LeasedJob::try_from(bad_digest).is_err());
+    }
+
+    #[test]
+    fn submitted_sweeps_keep_the_spec_rules() {
+        let config = "name: v\nseed: 1\nmodel: {type: fc, input_size: 784, hidden_sizes: [8], num_classes: 10}\n";
+        let request = pb::SubmitSweepRequest {
+            name: "s".into(),
+            seeds: vec![1, 2],
+            metric: "test_acc".into(),
+            baseline: "base".into(),
+            variants: ["wide", "base"]
+                .map(|name| pb::VariantSpec {
+                    name: name.into(),
+                    config_yaml: config.into(),
+                    swept: Vec::new(),
+                })
+                .into(),
+            ..Default::default()
+        };
+        let spec = SweepSpec::try_from(request.clone()).expect("valid");
+        let names: Vec<_> = spec.variants.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["base", "wide"], "the baseline first");
+        assert_eq!(
+            SweepSpec::try_from(pb::SubmitSweepRequest::from(&spec)).expect("again"),
+            spec
+        );
+        let mut twice = request.clone();
+        twice.seeds = vec![1, 1];
+        assert!(matches!(
+            SweepSpec::try_from(twice),
+            Err(SweepError::Invalid(_))
+        ));
+        let mut no_baseline = request;
+        no_baseline.baseline = "narrow".into();
+        assert!(matches!(
+            SweepSpec::try_from(no_baseline),
+            Err(SweepError::Invalid(_))
         ));
     }
 

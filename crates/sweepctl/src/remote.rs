@@ -64,27 +64,7 @@ fn sweep_or_all(sweep: &Option<String>) -> String {
 /// re-validates each resolved config.
 pub async fn submit(connect: &ConnectArgs, path: PathBuf) -> anyhow::Result<()> {
     let spec = SweepSpec::load(&path)?;
-    let request = pb::SubmitSweepRequest {
-        name: spec.name.clone(),
-        description: spec.description.clone().unwrap_or_default(),
-        seeds: spec.seeds.clone(),
-        metric: spec.metric.clone(),
-        baseline: spec.baseline.clone(),
-        variants: spec
-            .variants
-            .iter()
-            .map(|v| pb::VariantSpec {
-                name: v.name.clone(),
-                config_yaml: v.config.to_yaml(),
-                swept: v.swept.clone(),
-            })
-            .collect(),
-        seed_policy: spec.seed_policy.map(|p| pb::SeedPolicy {
-            max: p.max as u32,
-            target_ci_halfwidth: p.target_ci_halfwidth,
-        }),
-        swept_keys: spec.swept_keys.clone(),
-    };
+    let request = pb::SubmitSweepRequest::from(&spec);
     let mut client = client::connect(connect).await?;
     let what = format!("submitting sweep {}", spec.name);
     let answer = client

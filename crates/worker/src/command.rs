@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sweep_core::command::{CommandConfig, Runtime};
+use sweep_core::lease::LeasedJob;
 use sweep_core::metrics::{EpochMetrics, RunMetrics, TestMetrics};
 use sweep_core::names;
 use sweep_proto::pb;
@@ -102,7 +103,7 @@ fn command_threads(ctx: &Ctx, config: &CommandConfig) -> usize {
 }
 
 /// Runs one leased command job to its end (or until stopped).
-pub(crate) async fn run(ctx: &Ctx, job: &pb::Job, config: CommandConfig, stop: &Arc<AtomicBool>) {
+pub(crate) async fn run(ctx: &Ctx, job: &LeasedJob, config: CommandConfig, stop: &Arc<AtomicBool>) {
     if !ctx.config.allow_commands {
         // The coordinator should never lease one here; refuse rather than run.
         let message = "this worker was not started with --allow-commands".to_string();
@@ -124,7 +125,7 @@ pub(crate) async fn run(ctx: &Ctx, job: &pb::Job, config: CommandConfig, stop: &
     let resume = match download_checkpoints(ctx, job, &run_dir.join("checkpoints")).await {
         Ok(resume) => resume,
         Err(TransferError::Status(status)) if is_fenced(&status) || ctx.shutdown.is_cancelled() => {
-            tracing::warn!(job = %job.job_id, error = %status.message(), "job abandoned before it started");
+            tracing::warn!(job = %job.id, error = %status.message(), "job abandoned before it started");
             return;
         }
         Err(err) => {
@@ -144,7 +145,7 @@ pub(crate) async fn run(ctx: &Ctx, job: &pb::Job, config: CommandConfig, stop: &
     };
     match outcome {
         Ended::Finished(metrics) => {
-            tracing::info!(job = %job.job_id, test_acc = metrics.test.map(|t| t.test_acc), "command job finished");
+            tracing::info!(job = %job.id, test_acc = metrics.test.map(|t| t.test_acc), "command job finished");
             complete(
                 ctx,
                 job,
@@ -152,9 +153,9 @@ pub(crate) async fn run(ctx: &Ctx, job: &pb::Job, config: CommandConfig, stop: &
             )
             .await;
         }
-        Ended::Stopped => tracing::info!(job = %job.job_id, "command job stopped"),
+        Ended::Stopped => tracing::info!(job = %job.id, "command job stopped"),
         Ended::Failed { message, permanent } => {
-            tracing::error!(job = %job.job_id, error = %message, permanent, "command job failed");
+            tracing::error!(job = %job.id, error = %message, permanent, "command job failed");
             fail(ctx, job, message, permanent).await;
         }
     }
@@ -163,7 +164,7 @@ pub(crate) async fn run(ctx: &Ctx, job: &pb::Job, config: CommandConfig, stop: &
 /// One attempt of a command job: the child process and what is learnt from it.
 struct Execution<'a> {
     ctx: &'a Ctx,
-    job: &'a pb::Job,
+    job: &'a LeasedJob,
     stop: &'a Arc<AtomicBool>,
     child: tokio::process::Child,
     /// The child's process group (its pid): signals go to the whole group.
@@ -187,7 +188,7 @@ impl<'a> Execution<'a> {
     /// Writes the config, prepares the files and starts the program.
     async fn new(
         ctx: &'a Ctx,
-        job: &'a pb::Job,
+        job: &'a LeasedJob,
         config: &CommandConfig,
         run_dir: &Path,
         resume: bool,
@@ -232,7 +233,7 @@ impl<'a> Execution<'a> {
                 Err(reason) => {
                     // Files without a readable manifest are not a checkpoint of
                     // ours: start over rather than fail for good.
-                    tracing::warn!(job = %job.job_id, reason, "cannot resume from the downloaded checkpoint; starting over");
+                    tracing::warn!(job = %job.id, reason, "cannot resume from the downloaded checkpoint; starting over");
                     let _ = tokio::fs::remove_dir_all(&checkpoints_dir).await;
                     tokio::fs::create_dir_all(&checkpoints_dir)
                         .await
@@ -317,7 +318,7 @@ impl<'a> Execution<'a> {
             permanent: false,
         })?;
         let pgid = child.id().map_or(0, |pid| pid as i32);
-        tracing::info!(job = %job.job_id, program = %argv[0], pid = pgid, resume_from = ?resume_from, "command job started");
+        tracing::info!(job = %job.id, program = %argv[0], pid = pgid, resume_from = ?resume_from, "command job started");
 
         let (tx, output) = mpsc::channel(256);
         if let Some(stdout) = child.stdout.take() {
@@ -377,12 +378,12 @@ impl<'a> Execution<'a> {
                     let must_stop = failure.is_some() || self.fenced || self.stop.load(Ordering::SeqCst);
                     match terminating {
                         None if must_stop => {
-                            tracing::info!(job = %self.job.job_id, pgid = self.pgid, "stopping the program (SIGTERM)");
+                            tracing::info!(job = %self.job.id, pgid = self.pgid, "stopping the program (SIGTERM)");
                             signal_group(self.pgid, libc::SIGTERM);
                             terminating = Some(Instant::now());
                         }
                         Some(since) if since.elapsed() >= TERM_GRACE => {
-                            tracing::warn!(job = %self.job.job_id, pgid = self.pgid, "the program ignored SIGTERM; SIGKILL");
+                            tracing::warn!(job = %self.job.id, pgid = self.pgid, "the program ignored SIGTERM; SIGKILL");
                             signal_group(self.pgid, libc::SIGKILL);
                             terminating = Some(Instant::now() + Duration::from_secs(3600));
                         }
@@ -543,7 +544,7 @@ impl<'a> Execution<'a> {
 
     fn on_refused(&mut self, status: &Status) {
         if !self.ctx.shutdown.is_cancelled() {
-            tracing::warn!(job = %self.job.job_id, error = %status.message(), "coordinator refused a report; stopping the job");
+            tracing::warn!(job = %self.job.id, error = %status.message(), "coordinator refused a report; stopping the job");
         }
         self.fenced = true;
     }
@@ -652,10 +653,14 @@ fn read_manifest(path: &Path) -> Result<Manifest, String> {
 }
 
 /// Uploads files in order (the manifest last commits the others).
-async fn upload_files(ctx: &Ctx, job: &pb::Job, files: &[(String, Vec<u8>)]) -> Result<(), Status> {
+async fn upload_files(
+    ctx: &Ctx,
+    job: &LeasedJob,
+    files: &[(String, Vec<u8>)],
+) -> Result<(), Status> {
     for (name, bytes) in files {
         let messages =
-            transfer::upload_messages(&ctx.worker_id(), &job.job_id, job.attempt, name, bytes);
+            transfer::upload_messages(&ctx.worker_id(), &job.id, job.attempt, name, bytes);
         ctx.retry("upload checkpoint", || {
             let mut client = ctx.client();
             let arg = tokio_stream::iter(messages.clone());
@@ -929,7 +934,7 @@ impl LogShipper {
     }
 
     /// Sends what is pending, one request per run of lines of one stream.
-    async fn flush(&mut self, ctx: &Ctx, job: &pb::Job) {
+    async fn flush(&mut self, ctx: &Ctx, job: &LeasedJob) {
         if self.pending.is_empty() || self.closed {
             self.pending.clear();
             self.pending_bytes = 0;
@@ -958,7 +963,7 @@ impl LogShipper {
             self.sent_bytes += text.len();
             let request = pb::AppendJobLogRequest {
                 worker_id: ctx.worker_id(),
-                job_id: job.job_id.clone(),
+                job_id: job.id.clone(),
                 attempt: job.attempt,
                 seq: self.seq,
                 stream: stream.to_string(),
@@ -974,7 +979,7 @@ impl LogShipper {
                 .await;
             if let Err(status) = sent {
                 // The log is not worth the job: keep running, stop sending.
-                tracing::warn!(job = %job.job_id, error = %status.message(), "coordinator refused the program's output; it stays in the worker's run dir");
+                tracing::warn!(job = %job.id, error = %status.message(), "coordinator refused the program's output; it stays in the worker's run dir");
                 self.closed = true;
             }
             if self.closed {

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sweep_core::command::JobConfig;
 use sweep_core::config::{DatasetKind, ExperimentConfig};
+use sweep_core::lease::LeasedJob;
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
-use sweep_core::names;
 use sweep_proto::pb;
 use sweep_train::checkpoint::Checkpoint;
 use sweep_train::{Dataset, TrainError, TrainHooks};
@@ -92,10 +92,10 @@ impl TrainHooks for Hooks {
 }
 
 /// Runs one leased job to its end (or until stopped).
-pub(crate) async fn run(ctx: &Ctx, job: pb::Job) {
+pub(crate) async fn run(ctx: &Ctx, job: LeasedJob) {
     let stop = Arc::new(AtomicBool::new(false));
     ctx.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
-        job.job_id.clone(),
+        job.id.clone(),
         Held {
             attempt: job.attempt,
             stop: Arc::clone(&stop),
@@ -108,16 +108,16 @@ pub(crate) async fn run(ctx: &Ctx, job: pb::Job) {
             stop.store(true, Ordering::SeqCst);
         })
     };
-    tracing::info!(job = %job.job_id, attempt = job.attempt, resume = !job.checkpoints.is_empty(), "job started");
+    tracing::info!(job = %job.id, attempt = job.attempt, resume = !job.checkpoints.is_empty(), "job started");
     run_leased(ctx, &job, &stop).await;
     on_shutdown.abort();
     ctx.held
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .remove(&job.job_id);
+        .remove(&job.id);
 }
 
-async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
+async fn run_leased(ctx: &Ctx, job: &LeasedJob, stop: &Arc<AtomicBool>) {
     // A command job (the user's program) runs in its own module.
     if let Ok(JobConfig::Command(config)) =
         JobConfig::from_yaml(&job.config_yaml, Path::new("leased config"))
@@ -134,7 +134,7 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
         Err(PrepareError::Transfer(TransferError::Status(status)))
             if is_fenced(&status) || ctx.shutdown.is_cancelled() =>
         {
-            tracing::warn!(job = %job.job_id, error = %status.message(), "job abandoned before it started");
+            tracing::warn!(job = %job.id, error = %status.message(), "job abandoned before it started");
             return;
         }
         Err(err) => {
@@ -153,7 +153,7 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
     let (tx, mut rx) = mpsc::channel(EPOCH_QUEUE);
     let hooks_stop = Arc::clone(stop);
     let simulate = ctx.config.simulate_jobs;
-    let thread_name = format!("train-{}", job.job_id);
+    let thread_name = format!("train-{}", job.id);
     let spawned = std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
@@ -189,7 +189,7 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
                 }
                 if let Err(status) = report_epoch(ctx, job, metrics, files).await {
                     if !ctx.shutdown.is_cancelled() {
-                        tracing::warn!(job = %job.job_id, error = %status.message(), "coordinator refused a report; stopping the job");
+                        tracing::warn!(job = %job.id, error = %status.message(), "coordinator refused a report; stopping the job");
                     }
                     fenced = true;
                     stop.store(true, Ordering::SeqCst);
@@ -204,20 +204,20 @@ async fn run_leased(ctx: &Ctx, job: &pb::Job, stop: &Arc<AtomicBool>) {
                     && let Err(status) = upload_analysis(ctx, job, &analysis).await
                 {
                     // The job's result stands without its analysis.
-                    tracing::warn!(job = %job.job_id, error = %status.message(), "uploading the analysis failed");
+                    tracing::warn!(job = %job.id, error = %status.message(), "uploading the analysis failed");
                 }
                 let outcome = match result {
                     Ok(metrics) => {
-                        tracing::info!(job = %job.job_id, test_acc = metrics.test.map(|t| t.test_acc), "job trained");
+                        tracing::info!(job = %job.id, test_acc = metrics.test.map(|t| t.test_acc), "job trained");
                         pb::complete_job_request::Outcome::Metrics(metrics.into())
                     }
                     // Cancelled or lease lost: the coordinator knows already.
                     Err(TrainError::Stopped) => {
-                        tracing::info!(job = %job.job_id, "job stopped");
+                        tracing::info!(job = %job.id, "job stopped");
                         break;
                     }
                     Err(err) => {
-                        tracing::error!(job = %job.job_id, error = %err, permanent = err.is_permanent(), "job failed");
+                        tracing::error!(job = %job.id, error = %err, permanent = err.is_permanent(), "job failed");
                         pb::complete_job_request::Outcome::Failure(pb::Failure {
                             message: err.to_string(),
                             permanent: err.is_permanent(),
@@ -333,11 +333,8 @@ pub(crate) fn is_fenced(status: &Status) -> bool {
 /// The resolved config, the local run dir and whether to resume.
 async fn prepare(
     ctx: &Ctx,
-    job: &pb::Job,
+    job: &LeasedJob,
 ) -> Result<(ExperimentConfig, PathBuf, bool), PrepareError> {
-    for (what, name) in [("sweep name", &job.sweep), ("variant name", &job.variant)] {
-        names::validate(what, name).map_err(|e| PrepareError::Permanent(e.to_string()))?;
-    }
     let mut config = ExperimentConfig::from_yaml(&job.config_yaml, Path::new("leased config"))
         .map_err(|e| PrepareError::Permanent(e.to_string()))?;
     // The worker's own hardware decides these, not the sweep.
@@ -368,7 +365,7 @@ async fn prepare(
 /// not what the coordinator holds). Returns whether there were any (resume).
 pub(crate) async fn download_checkpoints(
     ctx: &Ctx,
-    job: &pb::Job,
+    job: &LeasedJob,
     checkpoints: &Path,
 ) -> Result<bool, TransferError> {
     match tokio::fs::remove_dir_all(checkpoints).await {
@@ -383,7 +380,7 @@ pub(crate) async fn download_checkpoints(
     for file in &job.checkpoints {
         let request = pb::DownloadArtifactRequest {
             worker_id: ctx.worker_id(),
-            job_id: job.job_id.clone(),
+            job_id: job.id.clone(),
             attempt: job.attempt,
             name: file.name.clone(),
         };
@@ -402,7 +399,7 @@ pub(crate) async fn download_checkpoints(
 /// Fetches the job's dataset into the cache (once) and returns its directory.
 async fn fetch_dataset(
     ctx: &Ctx,
-    job: &pb::Job,
+    job: &LeasedJob,
     kind: DatasetKind,
 ) -> Result<PathBuf, TransferError> {
     let name = match kind {
@@ -416,7 +413,7 @@ async fn fetch_dataset(
     tracing::info!(dataset = name, dir = %dir.display(), "dataset not found locally; fetching it from the coordinator");
     let request = pb::FetchDatasetRequest {
         worker_id: ctx.worker_id(),
-        job_id: job.job_id.clone(),
+        job_id: job.id.clone(),
     };
     let stream = ctx
         .retry("fetch dataset", || {
@@ -441,13 +438,13 @@ async fn fetch_dataset(
 /// file, the commit record, last).
 pub(crate) async fn report_epoch(
     ctx: &Ctx,
-    job: &pb::Job,
+    job: &LeasedJob,
     metrics: EpochMetrics,
     files: Vec<(String, Vec<u8>)>,
 ) -> Result<(), Status> {
     let request = pb::ReportEpochRequest {
         worker_id: ctx.worker_id(),
-        job_id: job.job_id.clone(),
+        job_id: job.id.clone(),
         attempt: job.attempt,
         metrics: Some(metrics.into()),
     };
@@ -459,7 +456,7 @@ pub(crate) async fn report_epoch(
     .await?;
     for (name, bytes) in &files {
         let messages =
-            transfer::upload_messages(&ctx.worker_id(), &job.job_id, job.attempt, name, bytes);
+            transfer::upload_messages(&ctx.worker_id(), &job.id, job.attempt, name, bytes);
         ctx.retry("upload checkpoint", || {
             let mut client = ctx.client();
             let arg = tokio_stream::iter(messages.clone());
@@ -473,13 +470,13 @@ pub(crate) async fn report_epoch(
 /// Uploads the analysis files as `analysis/<name>`, like checkpoints.
 async fn upload_analysis(
     ctx: &Ctx,
-    job: &pb::Job,
+    job: &LeasedJob,
     files: &[(String, Vec<u8>)],
 ) -> Result<(), Status> {
     for (name, bytes) in files {
         let name = format!("analysis/{name}");
         let messages =
-            transfer::upload_messages(&ctx.worker_id(), &job.job_id, job.attempt, &name, bytes);
+            transfer::upload_messages(&ctx.worker_id(), &job.id, job.attempt, &name, bytes);
         ctx.retry("upload analysis", || {
             let mut client = ctx.client();
             let arg = tokio_stream::iter(messages.clone());
@@ -491,7 +488,7 @@ async fn upload_analysis(
 }
 
 /// Reports that this attempt failed; `permanent` failures are not retried.
-pub(crate) async fn fail(ctx: &Ctx, job: &pb::Job, message: String, permanent: bool) {
+pub(crate) async fn fail(ctx: &Ctx, job: &LeasedJob, message: String, permanent: bool) {
     let failure = pb::Failure { message, permanent };
     complete(
         ctx,
@@ -501,11 +498,36 @@ pub(crate) async fn fail(ctx: &Ctx, job: &pb::Job, message: String, permanent: b
     .await;
 }
 
-pub(crate) async fn complete(ctx: &Ctx, job: &pb::Job, outcome: pb::complete_job_request::Outcome) {
+pub(crate) async fn complete(
+    ctx: &Ctx,
+    job: &LeasedJob,
+    outcome: pb::complete_job_request::Outcome,
+) {
+    send_outcome(ctx, &job.id, job.attempt, outcome).await;
+}
+
+/// Refuses a leased job that did not pass the protocol boundary's checks (a
+/// coordinator bug): a permanent failure, never tried.
+pub(crate) async fn refuse(ctx: &Ctx, job_id: String, attempt: u32, message: String) {
+    tracing::error!(job = %job_id, error = %message, "refusing a malformed job");
+    let failure = pb::Failure {
+        message,
+        permanent: true,
+    };
+    let outcome = pb::complete_job_request::Outcome::Failure(failure);
+    send_outcome(ctx, &job_id, attempt, outcome).await;
+}
+
+async fn send_outcome(
+    ctx: &Ctx,
+    job_id: &str,
+    attempt: u32,
+    outcome: pb::complete_job_request::Outcome,
+) {
     let request = pb::CompleteJobRequest {
         worker_id: ctx.worker_id(),
-        job_id: job.job_id.clone(),
-        attempt: job.attempt,
+        job_id: job_id.to_string(),
+        attempt,
         outcome: Some(outcome),
     };
     if let Err(status) = ctx
@@ -516,6 +538,6 @@ pub(crate) async fn complete(ctx: &Ctx, job: &pb::Job, outcome: pb::complete_job
         })
         .await
     {
-        tracing::warn!(job = %job.job_id, error = %status.message(), "coordinator did not take the outcome");
+        tracing::warn!(job = %job_id, error = %status.message(), "coordinator did not take the outcome");
     }
 }

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use sweep_core::config::DeviceSpec;
+use sweep_core::lease::LeasedJob;
 use sweep_core::token::Token;
 use sweep_proto::PROTOCOL_VERSION;
 use sweep_proto::pb;
@@ -384,8 +385,12 @@ async fn lease_loop(ctx: Arc<Ctx>, slot: usize) -> Result<(), WorkerError> {
         match response {
             Ok(response) => {
                 delays = backoff().build();
-                if let Some(job) = response.into_inner().job {
-                    job::run(&ctx, job).await;
+                if let Some(leased) = response.into_inner().job {
+                    let (id, attempt) = (leased.job_id.clone(), leased.attempt);
+                    match LeasedJob::try_from(leased) {
+                        Ok(job) => job::run(&ctx, job).await,
+                        Err(err) => job::refuse(&ctx, id, attempt, err.to_string()).await,
+                    }
                 }
             }
             Err(status) if status.code() == Code::NotFound => {

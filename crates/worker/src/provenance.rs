@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sweep_core::config::{DatasetKind, DeviceSpec, ExperimentConfig};
+use sweep_core::lease::LeasedJob;
 use sweep_core::provenance::{AttemptProvenance, DatasetFile};
 use sweep_proto::pb;
 use tonic::Code;
@@ -83,20 +84,20 @@ fn now_ms() -> i64 {
 
 /// Describes the attempt off the async threads with `describe` (one of the
 /// functions above) and sends the record; never fails the job.
-pub(crate) async fn record<F>(ctx: &Ctx, job: &pb::Job, describe: F)
+pub(crate) async fn record<F>(ctx: &Ctx, job: &LeasedJob, describe: F)
 where
     F: FnOnce() -> AttemptProvenance + Send + 'static,
 {
     let provenance = match tokio::task::spawn_blocking(describe).await {
         Ok(provenance) => provenance,
         Err(err) => {
-            tracing::warn!(job = %job.job_id, error = %err, "describing the attempt failed");
+            tracing::warn!(job = %job.id, error = %err, "describing the attempt failed");
             return;
         }
     };
     let request = pb::RecordAttemptRequest {
         worker_id: ctx.worker_id(),
-        job_id: job.job_id.clone(),
+        job_id: job.id.clone(),
         attempt: job.attempt,
         provenance: Some(provenance.into()),
     };
@@ -110,11 +111,11 @@ where
     match sent {
         Ok(_) => {}
         Err(status) if status.code() == Code::Unimplemented => {
-            tracing::debug!(job = %job.job_id, "the coordinator keeps no provenance (an older version)")
+            tracing::debug!(job = %job.id, "the coordinator keeps no provenance (an older version)")
         }
         // A fenced attempt learns it from its next report, which stops it.
         Err(status) => {
-            tracing::warn!(job = %job.job_id, error = %status.message(), "recording the attempt's provenance failed")
+            tracing::warn!(job = %job.id, error = %status.message(), "recording the attempt's provenance failed")
         }
     }
 }

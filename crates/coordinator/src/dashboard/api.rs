@@ -105,9 +105,9 @@ pub async fn sweep_summaries(state: &AppState) -> ApiResult<Vec<SweepSummary>> {
     Ok(state
         .shared
         .store
-        .call(|conn| {
-            let counts = store::state_counts(conn)?;
-            let sweeps = store::sweeps(conn)?;
+        .call(|db| {
+            let counts = db.state_counts()?;
+            let sweeps = db.sweeps()?;
             Ok(sweeps
                 .iter()
                 .map(|row| {
@@ -154,11 +154,12 @@ pub async fn sweep_snapshot(state: &AppState, name: String) -> ApiResult<SweepSn
     Ok(state
         .shared
         .store
-        .call(move |conn| {
-            let row = store::sweep(conn, &name)?;
-            let mut curves = store::epochs_of_sweep(conn, &name)?;
+        .call(move |db| {
+            let row = db.sweep(&name)?;
+            let mut curves = db.epochs_of_sweep(&name)?;
             let mut summary = SweepSummary::new(&row);
-            let jobs = store::jobs(conn, Some(&name))?
+            let jobs = db
+                .jobs(Some(&name))?
                 .iter()
                 .map(|job| {
                     summary.add(job.state, 1);
@@ -244,10 +245,7 @@ pub async fn results_table(
     Ok(state
         .shared
         .store
-        .call(move |conn| {
-            let (row, outcomes, pending) = store::outcomes(conn, &name)?;
-            crate::service::results_table(conn, &row, &outcomes, pending)
-        })
+        .call(move |db| db.results(Some(&name)))
         .await?)
 }
 
@@ -277,7 +275,7 @@ pub struct WorkerView {
 }
 
 pub async fn worker_views(state: &AppState) -> ApiResult<Vec<WorkerView>> {
-    let rows = state.shared.store.call(|conn| store::workers(conn)).await?;
+    let rows = state.shared.store.call(|db| db.workers()).await?;
     let now = store::now_ms();
     let alive_ms = state.shared.lease_timeout.as_millis() as i64;
     Ok(rows
@@ -327,11 +325,12 @@ pub async fn job_detail(state: &AppState, id: String) -> ApiResult<JobDetail> {
     Ok(state
         .shared
         .store
-        .call(move |conn| {
-            let job = store::get_job(conn, &id)?;
-            let epochs_list = store::epochs_of(conn, &id)?;
-            let attempts = store::attempts_of(conn, &id)?;
-            let log = store::events(conn, &id)?
+        .call(move |db| {
+            let job = db.get_job(&id)?;
+            let epochs_list = db.epochs_of(&id)?;
+            let attempts = db.attempts_of(&id)?;
+            let log = db
+                .events(&id)?
                 .into_iter()
                 .map(|e| LogLine {
                     time_ms: e.time_ms,
