@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The GPU check (BENCHMARKS.md "GPU"): on a machine with a CUDA GPU and a
+# The GPU check (BENCHMARKS.md, "Not measured here"): on a machine with a CUDA GPU and a
 # python3 whose torch matches the binaries' libtorch, in this order:
 #   1. one epoch of configs/cnn.yaml on CUDA (`sweepctl-torch train`),
 #   2. training throughput against PyTorch on the same GPU (`sweepctl bench
 #      --device cuda`, FC and CNN),
 #   3. the quickstart sweep served by a coordinator to one CUDA worker,
 #   4. the full configs/ablations sweep (7 variants x 3 seeds, full MNIST) on
-#      one CUDA worker running 4 jobs at once; its report is the README's.
+#      one CUDA worker running 4 jobs at once.
 #
 #   bench/gpu.sh BIN_DIR [OUT_DIR]
 #
@@ -17,6 +17,7 @@
 # unchanged), on a machine without a GPU:
 #   pip download --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 torch==2.11.0
 #   unzip torch-2.11.0-*.whl 'torch/lib/*' 'torch/include/*' 'torch/share/*' -d t211
+#   git worktree add ../sweeprun-torch211 && cd ../sweeprun-torch211   # a copy to change
 #   sed -i 's/^tch = .*/tch = "0.24"/; s/^torch-sys = .*/torch-sys = "0.24"/' Cargo.toml
 #   LIBTORCH=$PWD/t211/torch RUSTFLAGS=-Clink-arg=-Wl,--allow-shlib-undefined \
 #     cargo build --release -p sweep-worker -p sweepctl-torch
@@ -35,6 +36,10 @@ cd "$(dirname "$0")/.."
 torch_lib="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 step() { echo; echo "== $* ($(date +%T))"; }
+# Each step goes on when the one before failed (no -e): one run reports all it can.
+# Background processes of a step are stopped if the script is cut short.
+coordinator=; worker=
+trap 'kill $coordinator $worker 2>/dev/null' EXIT
 
 step "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true

@@ -1,4 +1,4 @@
-//! Threads per job (BENCHMARKS.md, issue 8): the per-epoch time of two local
+//! Threads per job (BENCHMARKS.md, "Threads per job"): the per-epoch time of two local
 //! workers with the default split of the cores (max(1, cores / 2) threads
 //! each) against every worker taking every core, which is what libtorch does
 //! when nobody sets a count (the behaviour before the split) and what

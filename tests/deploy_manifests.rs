@@ -5,7 +5,8 @@
 //! pass to a binary must appear in that binary's `--help`, so a renamed flag
 //! breaks this test instead of a deployment.
 //!
-//! No cluster and no Docker needed: it reads files (and runs `--help`).
+//! No cluster and no Docker needed: it reads files, runs `--help`, and runs
+//! kubectl against a stand-in API server (below).
 //!
 //! Then `kubectl apply --dry-run=client` takes every manifest, and the
 //! kustomization (`-k`). Even in client mode kubectl asks an API server for

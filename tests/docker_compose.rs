@@ -341,20 +341,8 @@ fn compose_quickstart_survives_a_killed_worker() {
     eprintln!("sweep finished {:.0?} after compose up", up.elapsed());
 
     // Every variant has all its seeds.
-    let rows = results["variants"]
-        .as_array()
-        .expect("results.json: variants");
-    let mut names: Vec<&str> = rows.iter().filter_map(|v| v["variant"].as_str()).collect();
-    names.sort();
-    assert_eq!(names, variants, "results.json variants: {results:#}");
-    for row in rows {
-        assert_eq!(
-            row["n"].as_u64(),
-            Some(seeds.len() as u64),
-            "every seed of {} has a result: {results:#}",
-            row["variant"]
-        );
-    }
+    let variants: Vec<&str> = variants.iter().map(String::as_str).collect();
+    sweep_e2e::assert_every_seed_has_a_result(&results, &variants, seeds.len());
 
     // Every run is on the volume, with its final metrics and its best checkpoint.
     for variant in &variants {

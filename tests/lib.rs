@@ -103,6 +103,38 @@ pub async fn wait_for_status(
     }
 }
 
+/// Asserts that a `results.json` holds exactly `variants` (in any order),
+/// each with a result for every one of its `seeds` seeds.
+pub fn assert_every_seed_has_a_result(results: &serde_json::Value, variants: &[&str], seeds: usize) {
+    let rows = results["variants"]
+        .as_array()
+        .expect("results.json: variants");
+    let mut names: Vec<&str> = rows.iter().filter_map(|v| v["variant"].as_str()).collect();
+    names.sort();
+    let mut expected = variants.to_vec();
+    expected.sort();
+    assert_eq!(names, expected, "results.json variants: {results:#}");
+    for row in rows {
+        assert_eq!(
+            row["n"].as_u64(),
+            Some(seeds as u64),
+            "every seed of {} has a result: {results:#}",
+            row["variant"]
+        );
+    }
+}
+
+/// A child process that is killed (and reaped) when dropped, so that a
+/// failing test leaves no coordinator or worker behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Every sweep the coordinator knows has ended (and there is at least one).
 pub fn all_sweeps_done(status: &pb::StatusSnapshot) -> bool {
     !status.sweeps.is_empty() && status.sweeps.iter().all(|s| s.done)

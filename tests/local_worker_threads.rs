@@ -1,4 +1,4 @@
-//! Local workers split the machine's cores by default (issue 8): two
+//! Local workers split the machine's cores by default: two
 //! `--local-workers` without `--local-worker-threads` each report and use
 //! max(1, cores / 2) threads, a config's own `threads` still wins, and the
 //! count reaches `ListWorkers` (what `sweepctl workers` and the dashboard
@@ -65,21 +65,13 @@ async fn local_workers_split_the_cores_unless_the_config_says() {
         .await
         .expect("connect");
 
-    let status = tokio::time::timeout(SWEEP_TIMEOUT, async {
-        loop {
-            let status = client
-                .get_status(pb::GetStatusRequest::default())
-                .await
-                .expect("status")
-                .into_inner();
-            if !status.sweeps.is_empty() && status.sweeps.iter().all(|s| s.done) {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("sweep finished in time");
+    let status = sweep_e2e::wait_for_status(
+        &mut client,
+        "the sweep",
+        SWEEP_TIMEOUT,
+        sweep_e2e::all_sweeps_done,
+    )
+    .await;
     assert_eq!(status.sweeps[0].succeeded, 4, "{status:?}");
 
     // What `sweepctl workers` and the dashboard's workers page show: the real

@@ -5,9 +5,10 @@
 //! These run the release binaries (`make build` puts them in target/release).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sweep_e2e::KillOnDrop;
 use sweep_proto::{CoordinatorClient, pb};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -46,7 +47,7 @@ fn write_sweep(root: &Path, seeds: &str, epochs: u32) -> PathBuf {
 }
 
 struct Coordinator {
-    child: Child,
+    child: KillOnDrop,
 }
 
 impl Coordinator {
@@ -76,19 +77,15 @@ impl Coordinator {
             .stderr(log)
             .spawn()
             .expect("start sweep-coordinator");
-        Coordinator { child }
+        Coordinator {
+            child: KillOnDrop(child),
+        }
     }
 }
 
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Worker {
-    child: Child,
+    child: KillOnDrop,
 }
 
 impl Worker {
@@ -109,21 +106,17 @@ impl Worker {
             .stderr(Stdio::null())
             .spawn()
             .expect("start sweep-worker");
-        Worker { child }
+        Worker {
+            child: KillOnDrop(child),
+        }
     }
 
     fn sigkill(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        let _ = self.child.wait();
+        self.child.0.kill().expect("SIGKILL");
+        let _ = self.child.0.wait();
     }
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The coordinator's status, or None while it is unreachable.
 async fn status(port: u16) -> Option<pb::StatusSnapshot> {
@@ -265,8 +258,8 @@ async fn coordinator_killed_mid_sweep_restarts_without_losing_results() {
             && s.jobs.iter().any(|j| j.state == "running" && j.epoch >= 1)
     })
     .await;
-    coordinator.child.kill().expect("SIGKILL");
-    let _ = coordinator.child.wait();
+    coordinator.child.0.kill().expect("SIGKILL");
+    let _ = coordinator.child.0.wait();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _restarted = Coordinator::start(root.path(), &sweep, port);
 

@@ -23,7 +23,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sweep_core::token::Token;
-use sweep_e2e::{free_port, release_bin_dir, repo_root};
+use sweep_e2e::{KillOnDrop, free_port, release_bin_dir, repo_root};
 use sweep_proto::auth::BearerInterceptor;
 use sweep_proto::{CoordinatorClient, pb};
 use sweep_testkit::skip_or_fail;
@@ -388,7 +388,7 @@ fn processes_naming(dir: &Path) -> Vec<u32> {
 
 /// The coordinator on loopback with both tokens; killed when dropped.
 struct Coordinator {
-    child: Child,
+    child: KillOnDrop,
 }
 
 impl Coordinator {
@@ -419,16 +419,12 @@ impl Coordinator {
             .stderr(log)
             .spawn()
             .expect("start sweep-coordinator");
-        Coordinator { child }
+        Coordinator {
+            child: KillOnDrop(child),
+        }
     }
 }
 
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Two variants × two seeds of a small FC model on MNIST, one thread each.
 fn write_sweep(root: &Path) {
@@ -728,20 +724,7 @@ async fn sbatch_array_survives_a_scancelled_task() {
         &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
     )
     .expect("results.json is JSON");
-    let rows = results["variants"]
-        .as_array()
-        .expect("results.json: variants");
-    let mut names: Vec<&str> = rows.iter().filter_map(|v| v["variant"].as_str()).collect();
-    names.sort();
-    assert_eq!(names, VARIANTS, "{results:#}");
-    for row in rows {
-        assert_eq!(
-            row["n"].as_u64(),
-            Some(SEEDS.len() as u64),
-            "every seed of {} has a result: {results:#}",
-            row["variant"]
-        );
-    }
+    sweep_e2e::assert_every_seed_has_a_result(&results, &VARIANTS, SEEDS.len());
 
     // Task 0's script started one CPU worker with the token, and stayed
     // (its trap) to wait for it after scancel's SIGTERM.

@@ -23,7 +23,7 @@ pub enum CoordinatorError {
     /// A submitted config that does not validate.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A sweep given with `--config` that does not load.
+    /// A sweep that does not load (`--config`) or does not validate (SubmitSweep).
     #[error(transparent)]
     Sweep(#[from] SweepError),
     #[error("{0}")]

@@ -303,7 +303,7 @@ pub fn committed_checkpoints(run_dir: &Path) -> Result<Vec<StoredFile>> {
     }
     let mut files = Vec::new();
     for (name, path) in plain_files(&dir)? {
-        if name.ends_with(".tmp-write") {
+        if name.ends_with(".tmp") {
             continue;
         }
         let bytes = std::fs::read(&path).map_err(CoordinatorError::io(&path))?;

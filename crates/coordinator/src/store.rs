@@ -475,10 +475,6 @@ impl Db {
         register_worker(&mut self.conn, worker)
     }
 
-    pub fn touch_worker(&self, worker_id: &str) -> Result<()> {
-        touch_worker(&self.conn, worker_id)
-    }
-
     pub fn workers(&self) -> Result<Vec<(WorkerRow, Vec<String>)>> {
         workers(&self.conn)
     }

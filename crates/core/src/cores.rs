@@ -6,8 +6,8 @@
 //! It exists because libtorch's own default is every core for every process:
 //! two local workers (or two slots of one worker) on one machine then each
 //! start a full thread pool, and the pools fight over the cores. On 2 cores
-//! the ablation sweep's epochs took 10–51 s instead of about 4 (issue 8;
-//! BENCHMARKS.md, "Threads per job"). The coordinator (which starts local
+//! the ablation sweep's epochs took 10–51 s instead of about 4
+//! (BENCHMARKS.md, "Threads per job"). The coordinator (which starts local
 //! workers) and the worker (which runs slots) both use it, so it lives here.
 
 use std::num::NonZeroUsize;

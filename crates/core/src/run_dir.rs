@@ -16,11 +16,12 @@ pub const LAST_OPTIMIZER: &str = "last.optimizer.safetensors";
 /// arrival commits the epoch's other checkpoint files.
 pub const LAST_STATE: &str = "last.state.json";
 
-/// `path` with `.tmp` appended to its file name: where [`write_atomic`]
-/// stages it.
+/// `path` with `.<pid>.tmp` appended to its file name: where [`write_atomic`]
+/// stages it (the pid keeps two processes writing the same file, such as
+/// `sweepctl report` beside the coordinator, from mixing their bytes).
 pub fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    name.push(format!(".{}.tmp", std::process::id()));
     path.with_file_name(name)
 }
 

@@ -333,8 +333,8 @@ fn layered_configs_never_panic_and_errors_name_a_layer() {
     report(&LAYERED, "layered configs");
 }
 
-/// A layer width: small, large, huge (issue 8's `[100000000, 100000000]`
-/// used to panic inside tch) or any i64, negative ones included.
+/// A layer width: small, large, huge (`[100000000, 100000000]` used to
+/// panic inside tch) or any i64, negative ones included.
 fn layer_width() -> impl Strategy<Value = i64> {
     prop_oneof![
         1..=4_096i64,

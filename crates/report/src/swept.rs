@@ -40,6 +40,8 @@ pub struct SweptKeyChart {
 /// values); more are placed by value (a random sweep's draws).
 const MAX_CATEGORIES: usize = 8;
 const LEGEND_ROW: i32 = 24;
+/// More lines than this are unreadable (and their legend would not fit).
+const MAX_GROUPS: usize = 8;
 
 /// How values map onto the x axis.
 enum Axis {
@@ -94,8 +96,12 @@ impl SweptKeyChart {
         }
     }
 
-    /// The groups, by their values (numerically where they are numbers).
+    /// The groups, by their values (numerically where they are numbers);
+    /// empty when the points are not grouped (see [`Self::group_of`]).
     fn groups(&self) -> Vec<&str> {
+        if !self.grouped() {
+            return Vec::new();
+        }
         let mut groups: Vec<&str> = Vec::new();
         for p in &self.points {
             if !groups.contains(&p.group.as_str()) {
@@ -114,6 +120,24 @@ impl SweptKeyChart {
                 .then_with(|| a.cmp(b))
         });
         groups
+    }
+
+    /// Lines per value of the other keys make sense in a grid; in a random
+    /// sweep every point has values of its own, so they are not grouped.
+    fn grouped(&self) -> bool {
+        if matches!(self.axis(), Axis::Numeric { .. }) {
+            return false;
+        }
+        let mut groups: Vec<&str> = self.points.iter().map(|p| p.group.as_str()).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups.len() <= MAX_GROUPS
+    }
+
+    /// The group a point is drawn in: its own, or the one group of an
+    /// ungrouped chart.
+    fn group_of<'a>(&self, p: &'a SweptPoint) -> &'a str {
+        if self.grouped() { &p.group } else { "" }
     }
 
     fn legend_width(&self) -> u32 {
@@ -153,7 +177,10 @@ impl Figure for SweptKeyChart {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         area.fill(&WHITE)?;
         let axis = self.axis();
-        let groups = self.groups();
+        let groups = match self.groups() {
+            groups if groups.is_empty() => vec![""],
+            groups => groups,
+        };
         // Where each point goes on the x axis; in categories, the groups sit
         // side by side around their value so that error bars do not overlap.
         let spread = 0.3 / groups.len().max(1) as f64;
@@ -161,7 +188,7 @@ impl Figure for SweptKeyChart {
             match &axis {
                 Axis::Categories(values) => {
                     let i = values.iter().position(|v| *v == p.value).unwrap_or(0) as f64;
-                    let g = groups.iter().position(|g| *g == p.group).unwrap_or(0) as f64;
+                    let g = groups.iter().position(|g| *g == self.group_of(p)).unwrap_or(0) as f64;
                     i + (g - (groups.len() as f64 - 1.0) / 2.0) * spread
                 }
                 Axis::Numeric { log } => {
@@ -186,7 +213,7 @@ impl Figure for SweptKeyChart {
         let (y0, y1) = (lo - pad, hi + pad);
 
         let (w, _) = self.size;
-        let (plot_area, legend_area) = area.split_horizontally(w - self.legend_width());
+        let (plot_area, legend_area) = area.split_horizontally(w.saturating_sub(self.legend_width()).max(w / 2));
         let y_decimals = figure::tick_decimals(y1 - y0);
         let x_decimals = figure::tick_decimals(x1 - x0);
         let x_label = |v: &f64| -> String {
@@ -231,13 +258,13 @@ impl Figure for SweptKeyChart {
             .bold_line_style(RGBColor(225, 225, 225))
             .draw()?;
 
-        let join = matches!(axis, Axis::Categories(_));
+        let join = matches!(axis, Axis::Categories(_)) && self.grouped();
         for (g, group) in groups.iter().enumerate() {
             let color = palette(g);
             let mut points: Vec<(f64, &SweptPoint)> = self
                 .points
                 .iter()
-                .filter(|p| p.group == *group)
+                .filter(|p| self.group_of(p) == *group)
                 .map(|p| (x_of(p), p))
                 .filter(|(x, _)| x.is_finite())
                 .collect();
@@ -348,6 +375,19 @@ mod tests {
             texts.iter().any(|t| t.ends_with("e-3")),
             "ticks in scientific notation: {texts:?}"
         );
+    }
+
+    #[test]
+    fn a_random_sweep_of_several_keys_is_not_grouped_into_lines() {
+        // Every trial has its own values of the other keys: no legend of
+        // one row per trial, however many there are.
+        let points = (0..40)
+            .map(|i| point(&format!("{}", 1e-4 * 1.1f64.powi(i)), &format!("{}, {}", i, i * 7), 90.0))
+            .collect();
+        let chart = SweptKeyChart::new("training.learning_rate", "model.dropout, seed_like", "acc", points);
+        let texts = figure::svg_texts(&figure::svg(&chart).unwrap());
+        assert!(!texts.iter().any(|t| t == "model.dropout, seed_like"), "no legend: {texts:?}");
+        figure::png(&chart).unwrap();
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The connection to a coordinator: the address forms a user may type, the
-//! bearer token, and the one translation of transport errors and gRPC status
-//! codes into messages that say what to do.
+//! sweepctl's connection to a coordinator (set up by `sweep_proto::client`)
+//! and the one translation of transport errors and gRPC status codes into
+//! messages that say what to do.
 
 use std::error::Error as _;
 use std::time::Duration;

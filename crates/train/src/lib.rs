@@ -60,6 +60,10 @@ pub enum TrainError {
     /// libtorch raised an error that tch reported by panicking.
     #[error("training aborted: {0}")]
     Panicked(String),
+    /// libtorch could not build the model (out of memory on this device): a
+    /// worker with more memory may, so not permanent.
+    #[error("building the model: {0}")]
+    Allocation(tch::TchError),
     /// The model needs more memory than this machine has ([`check_memory`]).
     /// Not permanent: a worker with more memory may train it.
     #[error(

@@ -76,7 +76,7 @@ pub fn train(
 
     tch::manual_seed(config.seed as i64);
     let vs = nn::VarStore::new(device);
-    let net = Network::new(&vs.root(), &config.model)?;
+    let net = Network::new(&vs.root(), &config.model).map_err(TrainError::Allocation)?;
     let mut optimizer = Optimizer::new(&config.training, checkpoint::trainable(&vs));
 
     let mut state = TrainerState::default();
@@ -306,7 +306,7 @@ pub fn evaluate_checkpoint(
     let data = dataset.split(&config.data, config.seed);
     crate::check_memory(config, device)?;
     let vs = nn::VarStore::new(device);
-    let net = Network::new(&vs.root(), &config.model)?;
+    let net = Network::new(&vs.root(), &config.model).map_err(TrainError::Allocation)?;
     checkpoint::load_weights(&vs, checkpoint)?;
     evaluate(
         &net,

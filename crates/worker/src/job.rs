@@ -108,7 +108,7 @@ pub(crate) async fn run(ctx: &Ctx, job: LeasedJob) {
             stop.store(true, Ordering::SeqCst);
         })
     };
-    tracing::info!(job = %job.id, attempt = job.attempt, resume = !job.checkpoints.is_empty(), "job started");
+    tracing::info!(job = %job.id, attempt = job.attempt, resume = job.resumes(), "job started");
     run_leased(ctx, &job, &stop).await;
     on_shutdown.abort();
     ctx.held
@@ -393,7 +393,7 @@ pub(crate) async fn download_checkpoints(
             .await?;
         transfer::receive_files(stream.into_inner(), checkpoints).await?;
     }
-    Ok(!job.checkpoints.is_empty())
+    Ok(job.resumes())
 }
 
 /// Fetches the job's dataset into the cache (once) and returns its directory.

@@ -45,8 +45,9 @@ pub struct ModelMemory {
 }
 
 impl ModelMemory {
-    /// "1.60e16 B (4.0e15 parameters × 4 bytes × 4: weights, gradients,
-    /// Adam's 2 moments)". Numbers this large read better in powers of ten.
+    /// "1.60e17 bytes (1.00e16 parameters × 4 bytes × 4: weights, gradients
+    /// and the optimizer's 2 moments)". Numbers this large read better in
+    /// powers of ten.
     pub fn describe(&self) -> String {
         let copies = match self.optimizer_copies {
             0 => "weights and gradients".to_string(),

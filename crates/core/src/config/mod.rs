@@ -18,7 +18,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use memory::{BYTES_PER_VALUE, MAX_MODEL_BYTES, ModelMemory, format_bytes};
+pub use memory::{MAX_MODEL_BYTES, ModelMemory, format_bytes};
 pub use schema::*;
 pub use validate::ValidationError;
 
