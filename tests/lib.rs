@@ -105,7 +105,11 @@ pub async fn wait_for_status(
 
 /// Asserts that a `results.json` holds exactly `variants` (in any order),
 /// each with a result for every one of its `seeds` seeds.
-pub fn assert_every_seed_has_a_result(results: &serde_json::Value, variants: &[&str], seeds: usize) {
+pub fn assert_every_seed_has_a_result(
+    results: &serde_json::Value,
+    variants: &[&str],
+    seeds: usize,
+) {
     let rows = results["variants"]
         .as_array()
         .expect("results.json: variants");

@@ -83,7 +83,6 @@ impl Coordinator {
     }
 }
 
-
 struct Worker {
     child: KillOnDrop,
 }
@@ -116,7 +115,6 @@ impl Worker {
         let _ = self.child.0.wait();
     }
 }
-
 
 /// The coordinator's status, or None while it is unreachable.
 async fn status(port: u16) -> Option<pb::StatusSnapshot> {

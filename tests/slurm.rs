@@ -425,7 +425,6 @@ impl Coordinator {
     }
 }
 
-
 /// Two variants × two seeds of a small FC model on MNIST, one thread each.
 fn write_sweep(root: &Path) {
     let sweep = root.join("sweep");

@@ -188,7 +188,10 @@ impl Figure for SweptKeyChart {
             match &axis {
                 Axis::Categories(values) => {
                     let i = values.iter().position(|v| *v == p.value).unwrap_or(0) as f64;
-                    let g = groups.iter().position(|g| *g == self.group_of(p)).unwrap_or(0) as f64;
+                    let g = groups
+                        .iter()
+                        .position(|g| *g == self.group_of(p))
+                        .unwrap_or(0) as f64;
                     i + (g - (groups.len() as f64 - 1.0) / 2.0) * spread
                 }
                 Axis::Numeric { log } => {
@@ -213,7 +216,8 @@ impl Figure for SweptKeyChart {
         let (y0, y1) = (lo - pad, hi + pad);
 
         let (w, _) = self.size;
-        let (plot_area, legend_area) = area.split_horizontally(w.saturating_sub(self.legend_width()).max(w / 2));
+        let (plot_area, legend_area) =
+            area.split_horizontally(w.saturating_sub(self.legend_width()).max(w / 2));
         let y_decimals = figure::tick_decimals(y1 - y0);
         let x_decimals = figure::tick_decimals(x1 - x0);
         let x_label = |v: &f64| -> String {
@@ -382,11 +386,25 @@ mod tests {
         // Every trial has its own values of the other keys: no legend of
         // one row per trial, however many there are.
         let points = (0..40)
-            .map(|i| point(&format!("{}", 1e-4 * 1.1f64.powi(i)), &format!("{}, {}", i, i * 7), 90.0))
+            .map(|i| {
+                point(
+                    &format!("{}", 1e-4 * 1.1f64.powi(i)),
+                    &format!("{}, {}", i, i * 7),
+                    90.0,
+                )
+            })
             .collect();
-        let chart = SweptKeyChart::new("training.learning_rate", "model.dropout, seed_like", "acc", points);
+        let chart = SweptKeyChart::new(
+            "training.learning_rate",
+            "model.dropout, seed_like",
+            "acc",
+            points,
+        );
         let texts = figure::svg_texts(&figure::svg(&chart).unwrap());
-        assert!(!texts.iter().any(|t| t == "model.dropout, seed_like"), "no legend: {texts:?}");
+        assert!(
+            !texts.iter().any(|t| t == "model.dropout, seed_like"),
+            "no legend: {texts:?}"
+        );
         figure::png(&chart).unwrap();
     }
 
