@@ -406,7 +406,7 @@ fn compose_quickstart_survives_a_killed_worker() {
     let table = cluster.must(&["exec", "-T", "coordinator", "sweepctl", "results", SWEEP]);
     for variant in &variants {
         assert!(
-            table.contains(variant.as_str()),
+            table.contains(*variant),
             "`sweepctl results` shows {variant}:\n{table}"
         );
     }

@@ -388,7 +388,7 @@ fn processes_naming(dir: &Path) -> Vec<u32> {
 
 /// The coordinator on loopback with both tokens; killed when dropped.
 struct Coordinator {
-    child: KillOnDrop,
+    _process: KillOnDrop,
 }
 
 impl Coordinator {
@@ -420,7 +420,7 @@ impl Coordinator {
             .spawn()
             .expect("start sweep-coordinator");
         Coordinator {
-            child: KillOnDrop(child),
+            _process: KillOnDrop(child),
         }
     }
 }
