@@ -57,31 +57,26 @@ timeout 120 "$bin/sweepctl-torch" bench --model fc --device cuda --steps 3000
 timeout 120 "$bin/sweepctl-torch" bench --model cnn --device cuda --steps 1000
 timeout 120 "$bin/sweepctl-torch" bench --model cnn --device cuda --threads 4 --steps 1000
 
+# sweep_on_cuda SWEEP_DIR STATE_DIR PORT LIMIT_S SLOTS: serves the sweep to one
+# CUDA worker with SLOTS jobs at once, stopping the coordinator after LIMIT_S.
+sweep_on_cuda() {
+  local state="$out/$2"
+  rm -rf "$state"
+  timeout "$4" "$bin/sweep-coordinator" --config "$1" --state-dir "$state" --listen "127.0.0.1:$3" \
+    --http off --exit-when-done &
+  coordinator=$!
+  "$bin/sweep-worker" --connect "127.0.0.1:$3" --device cuda --slots "$5" --cache-dir "$out/worker-cache" &
+  worker=$!
+  local start=$(date +%s%N)
+  wait "$coordinator"
+  echo "sweep wall $(( ($(date +%s%N) - start) / 1000000 )) ms"
+  kill "$worker" 2>/dev/null || true
+  wait "$worker" 2>/dev/null || true
+  find "$state" -name provenance.json -exec grep -h "\"device" {} + | sort | uniq -c || true
+}
+
 step "3. the quickstart sweep on one CUDA worker"
-state="$out/sweep-state"
-rm -rf "$state"
-timeout 240 "$bin/sweep-coordinator" --config configs/quickstart --state-dir "$state" --listen 127.0.0.1:50071 \
-  --http off --exit-when-done &
-coordinator=$!
-"$bin/sweep-worker" --connect 127.0.0.1:50071 --device cuda --cache-dir "$out/worker-cache" &
-worker=$!
-start=$(date +%s%N)
-wait "$coordinator"
-echo "sweep wall $(( ($(date +%s%N) - start) / 1000000 )) ms"
-kill "$worker" 2>/dev/null || true
-wait "$worker" 2>/dev/null || true
-find "$state" -name provenance.json -exec grep -h "\"device" {} + | sort | uniq -c || true
+sweep_on_cuda configs/quickstart sweep-state 50071 240 1
 
 step "4. configs/ablations on one CUDA worker, 4 jobs at once"
-state="$out/ablations-state"
-rm -rf "$state"
-timeout 360 "$bin/sweep-coordinator" --config configs/ablations --state-dir "$state" --listen 127.0.0.1:50072 \
-  --http off --exit-when-done &
-coordinator=$!
-"$bin/sweep-worker" --connect 127.0.0.1:50072 --device cuda --slots 4 --cache-dir "$out/worker-cache" &
-worker=$!
-start=$(date +%s%N)
-wait "$coordinator"
-echo "sweep wall $(( ($(date +%s%N) - start) / 1000000 )) ms"
-kill "$worker" 2>/dev/null || true
-wait "$worker" 2>/dev/null || true
+sweep_on_cuda configs/ablations ablations-state 50072 360 4

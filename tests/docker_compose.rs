@@ -24,7 +24,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sweep_e2e::{log_field, release_bin_dir, repo_root, strip_ansi};
+use sweep_e2e::{log_field, release_bin_dir, repo_root, strip_ansi, wait_for};
 use sweep_testkit::skip_or_fail;
 
 const SWEEP: &str = "quickstart";
@@ -135,26 +135,6 @@ impl Drop for Cluster {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-    }
-}
-
-/// Polls `f` every `every` until it returns Some, or panics after `limit`.
-fn wait_for<T>(
-    what: &str,
-    limit: Duration,
-    every: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(every);
     }
 }
 

@@ -23,13 +23,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sweep_core::token::Token;
-use sweep_e2e::{KillOnDrop, free_port, release_bin_dir, repo_root};
-use sweep_proto::auth::BearerInterceptor;
-use sweep_proto::{CoordinatorClient, pb};
+use sweep_e2e::{KillOnDrop, free_port, release_bin_dir, repo_root, wait_for};
+use sweep_proto::client::Client;
+use sweep_proto::pb;
 use sweep_testkit::skip_or_fail;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+/// How often the test looks again at what it waits for.
+const POLL: Duration = Duration::from_millis(200);
 /// How long the cluster may take to come up, and a job to start or stop.
 const SLURM_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the whole sweep may take (it needs well under a minute on 2 cores).
@@ -97,21 +98,6 @@ fn tail(path: &Path, n: usize) -> String {
             lines[lines.len().saturating_sub(n)..].join("\n")
         }
         Err(e) => format!("({e})"),
-    }
-}
-
-/// Polls `f` every 200 ms until it returns Some, or panics after `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -268,25 +254,35 @@ impl Cluster {
             ],
         );
         let munge = cluster.tool("munge").to_path_buf();
-        wait_for("munged to answer on its socket", SLURM_TIMEOUT, || {
-            cluster.assert_daemons_up();
-            Command::new(&munge)
-                .args(["-n", "-S"])
-                .arg(&socket)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-                .then_some(())
-        });
+        wait_for(
+            "munged to answer on its socket",
+            SLURM_TIMEOUT,
+            POLL,
+            || {
+                cluster.assert_daemons_up();
+                Command::new(&munge)
+                    .args(["-n", "-S"])
+                    .arg(&socket)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+                    .then_some(())
+            },
+        );
         cluster.spawn("slurmctld", &["-D"]);
         cluster.spawn("slurmd", &["-D", "-N", NODE]);
-        wait_for("the node to come up idle in `sinfo`", SLURM_TIMEOUT, || {
-            cluster.assert_daemons_up();
-            let out = cluster.output("sinfo", &["-h", "-N", "-o", "%t", "-n", NODE]);
-            (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "idle")
-                .then_some(())
-        });
+        wait_for(
+            "the node to come up idle in `sinfo`",
+            SLURM_TIMEOUT,
+            POLL,
+            || {
+                cluster.assert_daemons_up();
+                let out = cluster.output("sinfo", &["-h", "-N", "-o", "%t", "-n", NODE]);
+                (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "idle")
+                    .then_some(())
+            },
+        );
         cluster
     }
 
@@ -457,15 +453,12 @@ fn write_token(path: &Path, value: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod token");
 }
 
-type Client = CoordinatorClient<InterceptedService<Channel, BearerInterceptor>>;
-
 async fn admin_client(port: u16) -> Client {
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("uri")
         .connect_lazy();
     let token = Token::new(ADMIN_TOKEN, "test").expect("admin token");
-    CoordinatorClient::with_interceptor(channel, BearerInterceptor::new(Some(&token)))
-        .max_decoding_message_size(64 << 20)
+    sweep_proto::client::client(channel, Some(&token)).max_decoding_message_size(64 << 20)
 }
 
 /// Polls the coordinator's status until `done` says so, failing after `limit`.
@@ -603,7 +596,7 @@ async fn sbatch_array_survives_a_scancelled_task() {
     // The script names each worker slurm-<array>_<task>-<host>-cpu<n>.
     let worker_of = |i: u32| format!("slurm-{}-", task(i));
 
-    let running = wait_for("both array tasks to run", SLURM_TIMEOUT, || {
+    let running = wait_for("both array tasks to run", SLURM_TIMEOUT, POLL, || {
         cluster.assert_daemons_up();
         let queue = cluster.queue(&array);
         (queue.len() == 2 && queue.iter().all(|(_, s)| s == "RUNNING")).then_some(queue)
@@ -643,6 +636,7 @@ async fn sbatch_array_survives_a_scancelled_task() {
     wait_for(
         &format!("{} to leave the queue after scancel", task(0)),
         SLURM_TIMEOUT,
+        POLL,
         || (!cluster.queue(&array).iter().any(|(id, _)| *id == task(0))).then_some(()),
     );
 
@@ -758,6 +752,7 @@ async fn sbatch_array_survives_a_scancelled_task() {
     wait_for(
         &format!("{} to end after its worker's SIGTERM", task(1)),
         SLURM_TIMEOUT,
+        POLL,
         || cluster.queue(&array).is_empty().then_some(()),
     );
     let out = cluster.output("scontrol", &["show", "job", &task(1)]);
