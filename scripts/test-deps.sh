@@ -25,7 +25,20 @@ PACKAGES=(
   # with munge authentication runs deploy/slurm/sweep-worker.sbatch.
   slurm-wlm
   munge
+  # tests/dist_wheel.rs: deploy/dist/build-wheel.py (`make dist`) sets the
+  # binaries' run path with patchelf and strips them with binutils' strip.
+  patchelf
+  binutils
 )
+# tests/dist_wheel.rs: python3 with venv and pip. Only for Debian's own
+# python3 (or none): another python3 on PATH, such as pyenv's, brings both.
+case "$(command -v python3 || true)" in
+  "") PACKAGES+=(python3 python3-venv python3-pip) ;;
+  /usr/bin/python3)
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || PACKAGES+=(python3-venv)
+    python3 -m pip --version >/dev/null 2>&1 || PACKAGES+=(python3-pip)
+    ;;
+esac
 # tests/deploy_manifests.rs: `kubectl apply --dry-run=client` on deploy/k8s.
 # Any kubectl does (Debian's kubernetes-client was tried), so only when none
 # is on PATH: another one may own /usr/bin/kubectl.
