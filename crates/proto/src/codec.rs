@@ -4,7 +4,7 @@
 //! `invalid_argument` instead of tonic-prost's `internal`, which would blame
 //! the coordinator and hide an attack or a broken client among real bugs.
 //!
-//! `build.rs` names this codec with `codec_path`.
+//! The generator names this codec with `codec_path` (tests/generated.rs).
 
 use std::marker::PhantomData;
 

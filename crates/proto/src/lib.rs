@@ -7,10 +7,16 @@
 //! the bearer token to a client's requests; [`client`] connects workers and
 //! sweepctl alike (address forms, TLS, token).
 
-/// Generated from `proto/sweep.proto`.
+/// Generated from `proto/sweep.proto` by tonic-prost-build, and checked in
+/// (src/generated/sweep.v1.rs) so that building the workspace compiles no
+/// protobuf compiler: installing the light `sweepctl` took a minute longer
+/// with one (BENCHMARKS.md, "Installing the light client"). The test
+/// `tests/generated.rs` regenerates it and fails when it differs; after a
+/// change to the `.proto`, rewrite it with
+/// `SWEEP_PROTO_REGENERATE=1 cargo test -p sweep-proto --test generated`.
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
-    tonic::include_proto!("sweep.v1");
+    include!("generated/sweep.v1.rs");
 }
 
 pub mod auth;

@@ -8,6 +8,7 @@
 //! freetype and no fonts installed on the machine; in SVG the text stays text
 //! (`font-family: sans-serif`), so it is sharp and searchable.
 
+#[cfg(test)]
 use std::io::Cursor;
 use std::sync::Once;
 
@@ -52,7 +53,7 @@ pub enum ChartError {
     Png {
         figure: &'static str,
         #[source]
-        source: image::ImageError,
+        source: png::EncodingError,
     },
     #[error("{figure}: {message}")]
     Input {
@@ -126,15 +127,33 @@ pub(crate) fn encode_png(
     h: u32,
     pixels: Vec<u8>,
 ) -> Result<Vec<u8>, ChartError> {
-    let image = image::RgbImage::from_raw(w, h, pixels).ok_or_else(|| ChartError::Input {
-        figure,
-        message: format!("pixel buffer does not hold {w}×{h} RGB pixels"),
-    })?;
-    let mut bytes = Cursor::new(Vec::new());
-    image
-        .write_to(&mut bytes, image::ImageFormat::Png)
+    if pixels.len() != w as usize * h as usize * 3 {
+        return Err(ChartError::Input {
+            figure,
+            message: format!("pixel buffer does not hold {w}×{h} RGB pixels"),
+        });
+    }
+    // The png crate directly (the image crate would add its colour management
+    // and every other codec's code to the build of a light sweepctl).
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, w, h);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .and_then(|mut writer| writer.write_image_data(&pixels))
         .map_err(|source| ChartError::Png { figure, source })?;
-    Ok(bytes.into_inner())
+    Ok(bytes)
+}
+
+/// Decodes a whole PNG (so that a broken one fails the test) and returns its
+/// width and height.
+#[cfg(test)]
+pub(crate) fn png_size(bytes: &[u8]) -> (u32, u32) {
+    let mut reader = png::Decoder::new(Cursor::new(bytes)).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    (info.width, info.height)
 }
 
 /// A colour-blind-safe qualitative palette (Okabe & Ito), black last so the
