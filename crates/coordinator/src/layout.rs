@@ -40,6 +40,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sweep_core::run_dir::write_atomic(path, bytes).map_err(CoordinatorError::io(path))
 }
 
+/// A run file copied from the store (config.yaml, metrics.json,
+/// provenance.json): replaced whole, as durable as the store itself
+/// (`sweep_core::run_dir::replace_file`).
+fn write_copy(path: &Path, bytes: &[u8]) -> Result<()> {
+    sweep_core::run_dir::replace_file(path, bytes).map_err(CoordinatorError::io(path))
+}
+
 /// Appends a command job's output to `output.log` in its run directory, each
 /// line prefixed with the attempt and stream (`[2 stderr] ...`).
 pub fn append_output(run_dir: &Path, attempt: u32, stream: &str, text: &str) -> Result<()> {
@@ -59,7 +66,7 @@ pub fn append_output(run_dir: &Path, attempt: u32, stream: &str, text: &str) -> 
 }
 
 pub fn write_config(run_dir: &Path, yaml: &str) -> Result<()> {
-    write_atomic(&run_dir.join("config.yaml"), yaml.as_bytes())
+    write_copy(&run_dir.join("config.yaml"), yaml.as_bytes())
 }
 
 /// `provenance.json`: where and how each attempt of the run ran.
@@ -69,13 +76,13 @@ pub fn write_provenance(
 ) -> Result<()> {
     let json = serde_json::to_vec_pretty(provenance)
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-    write_atomic(&run_dir.join(sweep_core::provenance::FILE_NAME), &json)
+    write_copy(&run_dir.join(sweep_core::provenance::FILE_NAME), &json)
 }
 
 pub fn write_metrics(run_dir: &Path, metrics: &RunMetrics) -> Result<()> {
     let json = serde_json::to_vec_pretty(metrics)
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-    write_atomic(&run_dir.join("metrics.json"), &json)
+    write_copy(&run_dir.join("metrics.json"), &json)
 }
 
 /// metrics.json of a run in progress, from the epochs streamed so far (the
@@ -135,6 +142,44 @@ impl TensorBoard {
             .unwrap_or_else(|p| p.into_inner())
             .remove(job_id);
         Ok(())
+    }
+}
+
+/// How often a running job's metrics.json is rewritten from its epochs.
+pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// When each running job's metrics.json was last rewritten: at most once per
+/// [`PROGRESS_INTERVAL`], because every rewrite creates a file and replaces
+/// another, and that churn was the largest cost of a fleet's epoch reports
+/// (BENCHMARKS.md, "A fleet of simulated workers"); an epoch of real
+/// training takes longer anyway. The store has every epoch at once; the final
+/// metrics replace the file at completion, and a sweep's end rewrites it for
+/// the runs that did not complete.
+#[derive(Default)]
+pub struct ProgressFiles {
+    written: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+impl ProgressFiles {
+    /// True (and noted) when the job's metrics.json is due for a rewrite.
+    pub fn due(&self, job_id: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        match written.get(job_id) {
+            Some(last) if now.duration_since(*last) < PROGRESS_INTERVAL => false,
+            _ => {
+                written.insert(job_id.to_string(), now);
+                true
+            }
+        }
+    }
+
+    /// The job has ended: its metrics.json is final.
+    pub fn forget(&self, job_id: &str) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(job_id);
     }
 }
 

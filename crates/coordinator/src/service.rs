@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{CoordinatorError, Result};
 use crate::events::{Event, EventBus, JobView};
-use crate::layout::{self, TensorBoard};
+use crate::layout::{self, ProgressFiles, TensorBoard};
 use crate::limits::{Limits, truncate_text};
 use crate::store::{self, JobState, Outcome, Store};
 
@@ -59,6 +59,7 @@ pub struct Shared {
     /// What changed, for the dashboard's live pages.
     pub events: EventBus,
     tensorboard: TensorBoard,
+    progress: ProgressFiles,
     /// Sweep reports being written: `--exit-when-done` waits for them.
     reports_in_flight: std::sync::atomic::AtomicUsize,
     /// Cancelled when the server stops: long polls and streams end with it.
@@ -87,6 +88,7 @@ impl Shared {
             changes: watch::Sender::new(0),
             events: EventBus::default(),
             tensorboard: TensorBoard::default(),
+            progress: ProgressFiles::default(),
             stopping,
             finished,
         }
@@ -166,6 +168,11 @@ impl Shared {
                 for job in jobs.iter().filter(|j| j.state != JobState::Succeeded) {
                     let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
                     layout::write_provenance(&dir, &db.provenance(&job.id)?)?;
+                    // Its last epochs may be newer than its throttled metrics.json.
+                    let epochs = db.epochs_of(&job.id)?;
+                    if !epochs.is_empty() {
+                        layout::write_metrics(&dir, &layout::metrics_from_epochs(&epochs))?;
+                    }
                 }
                 layout::write_results(&state_dir, &table)?;
                 db.mark_results_written(&sweep)?;
@@ -215,26 +222,17 @@ impl Shared {
             })
     }
 
-    /// Rewrites a run's provenance.json from the store. Not fatal: what it
-    /// would record is already committed, and the sweep's end rewrites it.
-    async fn write_provenance(&self, job_id: String) {
-        let state_dir = self.state_dir.clone();
-        let written = self
-            .store
-            .call(move |db| {
-                let provenance = db.provenance(&job_id)?;
-                let dir = layout::run_dir(
-                    &state_dir,
-                    &provenance.sweep,
-                    &provenance.variant,
-                    provenance.seed,
-                );
-                layout::write_provenance(&dir, &provenance)
-            })
-            .await;
-        if let Err(err) = written {
-            tracing::warn!(error = %err, "writing provenance.json failed");
-        }
+    /// Runs `write` (run files that follow from a change just committed) on
+    /// a blocking thread, outside the store's lock: file system waits never
+    /// stall the async threads, nor other callers of the store.
+    async fn write_files<R: Send + 'static>(
+        self: &Arc<Self>,
+        write: impl FnOnce(&Shared) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || write(&shared))
+            .await
+            .map_err(|e| CoordinatorError::Internal(format!("file task: {e}")))?
     }
 
     /// One pass of lease expiry.
@@ -367,6 +365,20 @@ fn upload_header(
 }
 
 /// Streams the data messages of an upload into its part file.
+/// Writes a run's provenance.json. A failure is logged, not returned: what
+/// it would record is already committed, and the sweep's end rewrites it.
+fn write_provenance_of(state_dir: &Path, provenance: &sweep_core::provenance::RunProvenance) {
+    let dir = layout::run_dir(
+        state_dir,
+        &provenance.sweep,
+        &provenance.variant,
+        provenance.seed,
+    );
+    if let Err(err) = layout::write_provenance(&dir, provenance) {
+        tracing::warn!(error = %err, "writing provenance.json failed");
+    }
+}
+
 async fn receive_upload(
     stream: &mut Streaming<pb::UploadArtifactRequest>,
     part: &mut layout::UploadPart,
@@ -520,10 +532,15 @@ impl Coordinator for Service {
             .await?;
         if ingest.new {
             let dir = self.shared.run_dir(&ingest.job);
-            layout::write_metrics(&dir, &layout::metrics_from_epochs(&ingest.epochs))?;
+            let (job_id, epochs) = (ingest.job.id.clone(), ingest.epochs);
             self.shared
-                .tensorboard
-                .epoch(&ingest.job.id, &dir, &metrics)?;
+                .write_files(move |shared| {
+                    if shared.progress.due(&job_id) {
+                        layout::write_metrics(&dir, &layout::metrics_from_epochs(&epochs))?;
+                    }
+                    shared.tensorboard.epoch(&job_id, &dir, &metrics)
+                })
+                .await?;
             self.shared.bump();
             let job = ingest.job;
             self.shared.events.publish(Event::Epoch {
@@ -642,25 +659,35 @@ impl Coordinator for Service {
         };
         let (worker, job_id, attempt) = (req.worker_id, req.job_id, req.attempt);
         let slack = self.shared.limits.epoch_slack;
-        let job = self
+        let (job, provenance) = self
             .shared
             .store
-            .call(move |db| db.complete(&worker, &job_id, attempt, &outcome, slack))
+            .call(move |db| {
+                let job = db.complete(&worker, &job_id, attempt, &outcome, slack)?;
+                let provenance = db.provenance(&job.id)?;
+                Ok((job, provenance))
+            })
             .await?;
-        self.shared.write_provenance(job.id.clone()).await;
         let dir = self.shared.run_dir(&job);
-        if let Some(metrics) = final_metrics {
-            layout::write_metrics(&dir, &metrics)?;
-            self.shared.tensorboard.finish(
-                &job.id,
-                &dir,
-                metrics.test,
-                metrics.epochs.len() as u32,
-            )?;
-            tracing::info!(job = %job.id, test_acc = metrics.test.map(|t| t.test_acc), "job succeeded");
-        } else {
-            self.shared.tensorboard.finish(&job.id, &dir, None, 0)?;
-            tracing::warn!(job = %job.id, state = job.state.as_str(), error = job.error.as_deref().unwrap_or(""), "attempt failed");
+        let job_id = job.id.clone();
+        let test_acc = final_metrics.as_ref().map(|m| m.test.map(|t| t.test_acc));
+        self.shared
+            .write_files(move |shared| {
+                shared.progress.forget(&job_id);
+                write_provenance_of(&shared.state_dir, &provenance);
+                let Some(metrics) = final_metrics else {
+                    return shared.tensorboard.finish(&job_id, &dir, None, 0);
+                };
+                layout::write_metrics(&dir, &metrics)?;
+                let step = metrics.epochs.len() as u32;
+                shared.tensorboard.finish(&job_id, &dir, metrics.test, step)
+            })
+            .await?;
+        match test_acc {
+            Some(test_acc) => tracing::info!(job = %job.id, test_acc, "job succeeded"),
+            None => {
+                tracing::warn!(job = %job.id, state = job.state.as_str(), error = job.error.as_deref().unwrap_or(""), "attempt failed")
+            }
         }
         self.shared.bump();
         self.shared.events.publish(Event::Job(JobView::from(&job)));
@@ -911,12 +938,20 @@ impl Coordinator for Service {
         provenance.attempt = req.attempt;
         provenance.worker_id = req.worker_id.clone();
         let (worker, job_id, attempt) = (req.worker_id, req.job_id, req.attempt);
-        let id = job_id.clone();
-        self.shared
+        let provenance = self
+            .shared
             .store
-            .call(move |db| db.record_attempt(&worker, &job_id, attempt, &provenance))
+            .call(move |db| {
+                db.record_attempt(&worker, &job_id, attempt, &provenance)?;
+                db.provenance(&job_id)
+            })
             .await?;
-        self.shared.write_provenance(id).await;
+        self.shared
+            .write_files(move |shared| {
+                write_provenance_of(&shared.state_dir, &provenance);
+                Ok(())
+            })
+            .await?;
         Ok(Response::new(pb::RecordAttemptResponse {}))
     }
 

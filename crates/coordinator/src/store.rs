@@ -5,13 +5,12 @@
 //! Every mutation of the job model happens here, inside a transaction, so that
 //! the rules (fencing by attempt, exactly-once completion, lease expiry) live
 //! in one place and survive a crash at any point: on restart the database is
-//! simply reopened. The connection has one owner, [`Store`], used from
-//! `spawn_blocking` so that disk waits never block the async runtime; its
-//! callers get a [`Db`], whose methods are the queries and rules, and never
+//! simply reopened. The connection has one owner, [`Store`], whose own thread
+//! runs the calls queued to it, so that disk waits never block the async
+//! runtime; its callers get a [`Db`], whose methods are the queries and rules, and never
 //! the connection, so that every SQL statement stays in this file.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -359,11 +358,46 @@ pub struct Expired {
     pub failed: Vec<(String, String)>,
 }
 
-/// Owner of the database connection. Cloning shares it.
+/// Statements through the connection's prepared-statement cache: under a
+/// fleet's load the same few dozen statements run thousands of times a
+/// second, and SQLite parsing each one again was a measurable share of every
+/// call (BENCHMARKS.md, "A fleet of simulated workers").
+trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Owner of the database connection: one thread, `sweep-store`, holds it and
+/// runs the calls queued to it one at a time. Cloning shares it; the thread
+/// ends, after the calls already queued, when the last clone is dropped.
+///
+/// One thread rather than a lock taken on the blocking pool: under a fleet's
+/// load the pool's threads queued on the lock and most of the coordinator's
+/// time went to waking them (BENCHMARKS.md, "A fleet of simulated workers"),
+/// while a busy owner thread takes the next call without sleeping.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Mutex<Db>>,
+    calls: std::sync::mpsc::Sender<StoreCall>,
 }
+
+type StoreCall = Box<dyn FnOnce(&mut Db) + Send>;
 
 /// The database as the rest of the coordinator sees it: one method per
 /// query or rule. The connection never leaves this module, so every SQL
@@ -382,30 +416,44 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        // Room for every statement in this file (see [`Cached`]).
+        conn.set_prepared_statement_cache_capacity(128);
         conn.execute_batch(SCHEMA)?;
         add_missing_columns(&conn)?;
-        Ok(Store {
-            db: Arc::new(Mutex::new(Db { conn })),
-        })
+        let mut db = Db { conn };
+        let (calls, queued) = std::sync::mpsc::channel::<StoreCall>();
+        std::thread::Builder::new()
+            .name("sweep-store".into())
+            .spawn(move || {
+                for call in queued {
+                    // A call that panics drops its transaction (SQLite rolls
+                    // it back) and its answer (its caller gets an error); the
+                    // database stays usable for the next.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut db)));
+                }
+            })
+            .map_err(|e| CoordinatorError::Internal(format!("starting the store thread: {e}")))?;
+        Ok(Store { calls })
     }
 
-    /// Runs `f` with the database on a blocking thread, holding its lock:
-    /// what `f` does (queries, and the files that go with them) happens as
-    /// one step for every other caller.
+    /// Runs `f` with the database on the store's thread: what `f` does
+    /// (queries, and the files that go with them) happens as one step for
+    /// every other caller.
     pub async fn call<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut Db) -> Result<R> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave a transaction half
-            // applied (SQLite rolls it back), so a poisoned lock is still usable.
-            let mut guard = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| CoordinatorError::Internal(format!("database task: {e}")))?
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.calls
+            .send(Box::new(move |db: &mut Db| {
+                // The caller may have gone (a cancelled request): nothing to tell.
+                let _ = answer.send(f(db));
+            }))
+            .map_err(|_| CoordinatorError::Internal("the store thread has stopped".into()))?;
+        answered
+            .await
+            .map_err(|_| CoordinatorError::Internal("a database call panicked".into()))?
     }
 }
 
@@ -723,7 +771,7 @@ fn results_table(
 }
 
 fn event(tx: &Connection, job_id: &str, attempt: u32, kind: &str, message: &str) -> Result<()> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO events (job_id, time_ms, kind, attempt, message) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![job_id, now_ms(), kind, attempt, message],
     )?;
@@ -732,7 +780,7 @@ fn event(tx: &Connection, job_id: &str, attempt: u32, kind: &str, message: &str)
 
 fn get_job(conn: &Connection, job_id: &str) -> Result<JobRow> {
     let row = conn
-        .query_row(
+        .row(
             &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
             [job_id],
             job_from_row,
@@ -801,7 +849,7 @@ fn status(conn: &Connection, sweep: Option<&str>) -> Result<StatusSnapshot> {
 }
 
 fn sweeps(conn: &Connection) -> Result<Vec<SweepRow>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT name, baseline, results_written, seed_policy, space, description FROM sweeps ORDER BY created_ms, name",
     )?;
     let rows = stmt
@@ -830,7 +878,7 @@ fn sweep(conn: &Connection, name: &str) -> Result<SweepRow> {
 /// Per sweep, how many of its jobs are in each state: one query, however
 /// many jobs there are.
 fn state_counts(conn: &Connection) -> Result<HashMap<String, Vec<(JobState, u32)>>> {
-    let mut stmt = conn.prepare("SELECT sweep, state, COUNT(*) FROM jobs GROUP BY sweep, state")?;
+    let mut stmt = conn.prepare_cached("SELECT sweep, state, COUNT(*) FROM jobs GROUP BY sweep, state")?;
     let rows = stmt
         .query_map([], |r| {
             Ok((
@@ -866,14 +914,14 @@ pub struct NewSweep {
 fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Result<(u32, u32)> {
     let tx = conn.transaction()?;
     let known: Option<String> = tx
-        .query_row(
+        .row(
             "SELECT name FROM sweeps WHERE name = ?1",
             [&sweep.name],
             |r| r.get(0),
         )
         .optional()?;
     if known.is_some() {
-        let mut stmt = tx.prepare("SELECT id, seed FROM jobs WHERE sweep = ?1 ORDER BY id")?;
+        let mut stmt = tx.prepare_cached("SELECT id, seed FROM jobs WHERE sweep = ?1 ORDER BY id")?;
         let mut existing = stmt
             .query_map([&sweep.name], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
@@ -907,7 +955,7 @@ fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Result<
         .then(|| serde_json::to_string(&sweep.space))
         .transpose()
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO sweeps (name, description, seeds, metric, baseline, created_ms, seed_policy, space) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![sweep.name, sweep.description, seeds, sweep.metric, sweep.baseline, now_ms(), policy, space],
@@ -926,7 +974,7 @@ fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Result<
 /// Adds a pending job (nothing when its id is known already). Returns
 /// whether it was added.
 fn insert_job(tx: &Connection, spec: &JobSpec, why: &str) -> Result<bool> {
-    let added = tx.execute(
+    let added = tx.exec(
         "INSERT OR IGNORE INTO jobs (id, sweep, variant, seed, config_yaml, epochs, state, updated_ms, command) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
         params![
@@ -955,7 +1003,7 @@ fn insert_job(tx: &Connection, spec: &JobSpec, why: &str) -> Result<bool> {
 /// can never add a seed twice. Returns the jobs added.
 fn adapt_seeds(tx: &Connection, sweep: &str, variant: &str) -> Result<Vec<String>> {
     let row: Option<(Option<String>, String)> = tx
-        .query_row(
+        .row(
             "SELECT seed_policy, seeds FROM sweeps WHERE name = ?1",
             [sweep],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1014,7 +1062,7 @@ fn adapt_seeds(tx: &Connection, sweep: &str, variant: &str) -> Result<Vec<String
 /// included): a variant counts as having used up `seeds.max` only once they
 /// have all ended.
 fn jobs_per_variant(conn: &Connection, sweep: &str) -> Result<BTreeMap<String, usize>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT variant, COUNT(*) FROM jobs WHERE sweep = ?1 \
          AND state IN ('succeeded', 'failed', 'cancelled') GROUP BY variant",
     )?;
@@ -1028,12 +1076,12 @@ fn jobs_per_variant(conn: &Connection, sweep: &str) -> Result<BTreeMap<String, u
 
 fn register_worker(conn: &mut Connection, worker: &WorkerRow) -> Result<String> {
     let tx = conn.transaction()?;
-    let count: i64 = tx.query_row("SELECT COUNT(*) FROM workers", [], |r| r.get(0))?;
+    let count: i64 = tx.row("SELECT COUNT(*) FROM workers", [], |r| r.get(0))?;
     // Numbered so that ids are unique across restarts of the same worker
     // (each registration is a new incarnation whose leases are its own).
     let id = format!("w{}-{}", count + 1, worker.name);
     let now = now_ms();
-    tx.execute(
+    tx.exec(
         "INSERT INTO workers (id, name, host, device, threads, slots, registered_ms, last_seen_ms, allow_commands) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
         params![
@@ -1054,7 +1102,7 @@ fn register_worker(conn: &mut Connection, worker: &WorkerRow) -> Result<String> 
 /// Workers heard from since `since_ms` (registered or seen): what the
 /// worker limit counts, so that dead incarnations do not hold places.
 fn workers_seen_since(conn: &Connection, since_ms: i64) -> Result<usize> {
-    let count: i64 = conn.query_row(
+    let count: i64 = conn.row(
         "SELECT COUNT(*) FROM workers WHERE last_seen_ms >= ?1",
         params![since_ms],
         |r| r.get(0),
@@ -1070,12 +1118,12 @@ fn artifact_bytes(
     job_id: &str,
     except: &str,
 ) -> Result<(u64, u64)> {
-    let job: i64 = conn.query_row(
+    let job: i64 = conn.row(
         "SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE job_id = ?1 AND name != ?2",
         params![job_id, except],
         |r| r.get(0),
     )?;
-    let sweep: i64 = conn.query_row(
+    let sweep: i64 = conn.row(
         "SELECT COALESCE(SUM(a.size), 0) FROM artifacts a JOIN jobs j ON a.job_id = j.id \
          WHERE j.sweep = ?1 AND NOT (a.job_id = ?2 AND a.name = ?3)",
         params![sweep, job_id, except],
@@ -1086,7 +1134,7 @@ fn artifact_bytes(
 
 /// Marks the worker as heard from; NotFound when it is unknown (it must register).
 fn touch_worker(conn: &Connection, worker_id: &str) -> Result<()> {
-    let n = conn.execute(
+    let n = conn.exec(
         "UPDATE workers SET last_seen_ms = ?2 WHERE id = ?1",
         params![worker_id, now_ms()],
     )?;
@@ -1099,7 +1147,7 @@ fn touch_worker(conn: &Connection, worker_id: &str) -> Result<()> {
 }
 
 fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
-    let mut stmt = conn.prepare("SELECT id, name, host, device, threads, slots, last_seen_ms, allow_commands, jobs_done FROM workers ORDER BY registered_ms")?;
+    let mut stmt = conn.prepare_cached("SELECT id, name, host, device, threads, slots, last_seen_ms, allow_commands, jobs_done FROM workers ORDER BY registered_ms")?;
     let rows = stmt
         .query_map([], |r| {
             Ok(WorkerRow {
@@ -1115,7 +1163,7 @@ fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut jobs_of = conn.prepare(
+    let mut jobs_of = conn.prepare_cached(
         "SELECT id FROM jobs WHERE worker = ?1 AND state IN ('leased', 'running') ORDER BY id",
     )?;
     let mut out = Vec::with_capacity(rows.len());
@@ -1138,7 +1186,7 @@ fn lease(
 ) -> Result<Option<JobRow>> {
     let tx = conn.transaction()?;
     let allow_commands: bool = tx
-        .query_row(
+        .row(
             "SELECT allow_commands FROM workers WHERE id = ?1",
             [worker_id],
             |r| r.get(0),
@@ -1146,7 +1194,7 @@ fn lease(
         .optional()?
         .unwrap_or(false);
     let id: Option<String> = tx
-        .query_row(
+        .row(
             "SELECT id FROM jobs WHERE state = 'pending' AND (command = 0 OR ?1) ORDER BY rowid LIMIT 1",
             [allow_commands],
             |r| r.get(0),
@@ -1157,7 +1205,7 @@ fn lease(
     };
     let now = now_ms();
     let deadline = now + lease_timeout.as_millis() as i64;
-    tx.execute(
+    tx.exec(
         "UPDATE jobs SET state = 'leased', attempt = attempt + 1, worker = ?2, lease_deadline_ms = ?3, \
          error = NULL, updated_ms = ?4 WHERE id = ?1",
         params![id, worker_id, deadline, now],
@@ -1170,7 +1218,7 @@ fn lease(
         "leased",
         &format!("attempt {} on worker {worker_id}", job.attempt),
     )?;
-    tx.execute(
+    tx.exec(
         "INSERT OR REPLACE INTO attempts (job_id, attempt, worker_id, leased_ms, outcome) \
          VALUES (?1, ?2, ?3, ?4, 'running')",
         params![id, job.attempt, worker_id, now],
@@ -1218,7 +1266,7 @@ fn heartbeat(
                     && job.attempt == *attempt
                     && job.worker.as_deref() == Some(worker_id) =>
             {
-                tx.execute(
+                tx.exec(
                     "UPDATE jobs SET lease_deadline_ms = ?2 WHERE id = ?1",
                     params![job_id, deadline],
                 )?;
@@ -1252,7 +1300,7 @@ fn report_epoch(
     let text =
         serde_json::to_string(metrics).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
     let previous: Option<u32> = tx
-        .query_row(
+        .row(
             "SELECT attempt FROM epochs WHERE job_id = ?1 AND epoch = ?2",
             params![job_id, metrics.epoch],
             |r| r.get(0),
@@ -1262,15 +1310,15 @@ fn report_epoch(
     if new {
         // A later attempt that redoes an epoch (resumed from an older
         // checkpoint) replaces what the lost attempt reported.
-        tx.execute(
+        tx.exec(
             "INSERT OR REPLACE INTO epochs (job_id, epoch, attempt, metrics) VALUES (?1, ?2, ?3, ?4)",
             params![job_id, metrics.epoch, attempt, text],
         )?;
-        tx.execute(
+        tx.exec(
             "DELETE FROM epochs WHERE job_id = ?1 AND epoch > ?2",
             params![job_id, metrics.epoch],
         )?;
-        tx.execute(
+        tx.exec(
             "UPDATE jobs SET state = 'running', epochs_done = ?2, updated_ms = ?3 WHERE id = ?1",
             params![job_id, metrics.epoch, now_ms()],
         )?;
@@ -1291,7 +1339,7 @@ fn report_epoch(
 }
 
 fn epochs_of(conn: &Connection, job_id: &str) -> Result<Vec<EpochMetrics>> {
-    let mut stmt = conn.prepare("SELECT metrics FROM epochs WHERE job_id = ?1 ORDER BY epoch")?;
+    let mut stmt = conn.prepare_cached("SELECT metrics FROM epochs WHERE job_id = ?1 ORDER BY epoch")?;
     let texts = stmt
         .query_map([job_id], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1307,7 +1355,7 @@ fn epochs_of(conn: &Connection, job_id: &str) -> Result<Vec<EpochMetrics>> {
 /// Every recorded epoch of every job of a sweep, per job id, in epoch order:
 /// one query for the dashboard's curves instead of one per job.
 fn epochs_of_sweep(conn: &Connection, sweep: &str) -> Result<HashMap<String, Vec<EpochMetrics>>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT e.job_id, e.metrics FROM epochs e JOIN jobs j ON j.id = e.job_id \
          WHERE j.sweep = ?1 ORDER BY e.job_id, e.epoch",
     )?;
@@ -1333,7 +1381,7 @@ fn record_artifact(
     sha256: &str,
     size: u64,
 ) -> Result<()> {
-    conn.execute(
+    conn.exec(
         "INSERT OR REPLACE INTO artifacts (job_id, name, sha256, size, attempt) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![job_id, name, sha256, size as i64, attempt],
     )?;
@@ -1372,7 +1420,7 @@ fn complete(
         Outcome::Succeeded(metrics) => {
             let text = serde_json::to_string(metrics)
                 .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET state = 'succeeded', final_metrics = ?2, epochs_done = ?3, worker = NULL, \
                  lease_deadline_ms = NULL, updated_ms = ?4 WHERE id = ?1",
                 params![job_id, text, metrics.epochs.len() as u32, now],
@@ -1383,7 +1431,7 @@ fn complete(
                 .unwrap_or_default();
             event(&tx, job_id, attempt, "succeeded", &test)?;
             end_attempt(&tx, job_id, attempt, "succeeded", "")?;
-            tx.execute(
+            tx.exec(
                 "UPDATE workers SET jobs_done = jobs_done + 1 WHERE id = ?1",
                 [worker_id],
             )?;
@@ -1391,7 +1439,7 @@ fn complete(
         Outcome::Failed { message, permanent } => {
             let retry = !permanent && job.attempt < MAX_ATTEMPTS;
             let state = if retry { "pending" } else { "failed" };
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET state = ?2, error = ?3, worker = NULL, lease_deadline_ms = NULL, updated_ms = ?4 WHERE id = ?1",
                 params![job_id, state, message, now],
             )?;
@@ -1413,7 +1461,7 @@ fn complete(
 fn expire_leases(conn: &mut Connection) -> Result<Expired> {
     let tx = conn.transaction()?;
     let now = now_ms();
-    let mut stmt = tx.prepare(
+    let mut stmt = tx.prepare_cached(
         "SELECT id, sweep, attempt, worker FROM jobs WHERE state IN ('leased', 'running') AND lease_deadline_ms < ?1",
     )?;
     let stale = stmt
@@ -1434,20 +1482,20 @@ fn expire_leases(conn: &mut Connection) -> Result<Expired> {
             let message = format!(
                 "lease of attempt {attempt} on {worker} expired; giving up after {MAX_ATTEMPTS} attempts"
             );
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET state = 'failed', error = ?2, worker = NULL, lease_deadline_ms = NULL, updated_ms = ?3 WHERE id = ?1",
                 params![id, message, now],
             )?;
             event(&tx, &id, attempt, "failed", &message)?;
             end_attempt(&tx, &id, attempt, "expired", &message)?;
             let variant: String =
-                tx.query_row("SELECT variant FROM jobs WHERE id = ?1", [&id], |r| {
+                tx.row("SELECT variant FROM jobs WHERE id = ?1", [&id], |r| {
                     r.get(0)
                 })?;
             adapt_seeds(&tx, &sweep, &variant)?;
             expired.failed.push((id, sweep));
         } else {
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET state = 'pending', worker = NULL, lease_deadline_ms = NULL, updated_ms = ?2 WHERE id = ?1",
                 params![id, now],
             )?;
@@ -1470,7 +1518,7 @@ fn cancel(
 ) -> Result<(Vec<String>, u32)> {
     let tx = conn.transaction()?;
     let targets: Vec<(String, String, u32)> = {
-        let mut stmt = tx.prepare(
+        let mut stmt = tx.prepare_cached(
             "SELECT id, sweep, attempt FROM jobs WHERE state IN ('pending', 'leased', 'running') \
              AND (?1 IS NULL OR sweep = ?1) AND (?2 IS NULL OR id = ?2)",
         )?;
@@ -1486,7 +1534,7 @@ fn cancel(
         }
         if let Some(name) = sweep {
             let known: Option<String> = tx
-                .query_row("SELECT name FROM sweeps WHERE name = ?1", [name], |r| {
+                .row("SELECT name FROM sweeps WHERE name = ?1", [name], |r| {
                     r.get(0)
                 })
                 .optional()?;
@@ -1500,7 +1548,7 @@ fn cancel(
     for (id, sweep, attempt) in &targets {
         // The worker keeps its lease fields until it hears of the
         // cancellation through its heartbeat.
-        tx.execute(
+        tx.exec(
             "UPDATE jobs SET state = 'cancelled', updated_ms = ?2 WHERE id = ?1",
             params![id, now],
         )?;
@@ -1518,7 +1566,7 @@ fn cancel(
 /// time order.
 fn events(conn: &Connection, job_id: &str) -> Result<Vec<EventRow>> {
     get_job(conn, job_id)?;
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT time_ms, kind, attempt, message FROM events WHERE job_id = ?1 ORDER BY id",
     )?;
     let mut rows = stmt
@@ -1531,7 +1579,7 @@ fn events(conn: &Connection, job_id: &str) -> Result<Vec<EventRow>> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT time_ms, stream, attempt, text FROM job_output WHERE job_id = ?1 ORDER BY attempt, seq",
     )?;
     let output = stmt
@@ -1565,7 +1613,7 @@ fn append_output(
 ) -> Result<bool> {
     let tx = conn.transaction()?;
     check_fence(&tx, job_id, attempt, worker_id)?;
-    let held: i64 = tx.query_row(
+    let held: i64 = tx.row(
         "SELECT COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) FROM job_output WHERE job_id = ?1 AND attempt = ?2",
         params![job_id, attempt],
         |r| r.get(0),
@@ -1575,7 +1623,7 @@ fn append_output(
             "job {job_id} attempt {attempt} has sent {held} bytes of output; the limit is {MAX_OUTPUT_BYTES_PER_ATTEMPT}"
         )));
     }
-    let new = tx.execute(
+    let new = tx.exec(
         "INSERT OR IGNORE INTO job_output (job_id, attempt, seq, time_ms, stream, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![job_id, attempt, seq as i64, now_ms(), stream, text],
     )? > 0;
@@ -1621,7 +1669,7 @@ fn end_attempt(
     outcome: &str,
     message: &str,
 ) -> Result<()> {
-    tx.execute(
+    tx.exec(
         "UPDATE attempts SET ended_ms = ?3, outcome = ?4, message = NULLIF(?5, '') \
          WHERE job_id = ?1 AND attempt = ?2 AND ended_ms IS NULL",
         params![job_id, attempt, now_ms(), outcome, message],
@@ -1649,12 +1697,12 @@ fn record_attempt(
         now
     };
     // The row exists unless the lease predates this table (an upgrade).
-    tx.execute(
+    tx.exec(
         "INSERT OR IGNORE INTO attempts (job_id, attempt, worker_id, leased_ms, outcome) \
          VALUES (?1, ?2, ?3, ?4, 'running')",
         params![job_id, attempt, worker_id, now],
     )?;
-    tx.execute(
+    tx.exec(
         "UPDATE attempts SET provenance = ?3, started_ms = ?4 WHERE job_id = ?1 AND attempt = ?2",
         params![job_id, attempt, text, started],
     )?;
@@ -1734,7 +1782,7 @@ fn provenance(conn: &Connection, job_id: &str) -> Result<RunProvenance> {
 /// [`outcomes`] reports it.
 fn results_due(conn: &Connection, sweep: &str) -> Result<bool> {
     let written: Option<bool> = conn
-        .query_row(
+        .row(
             "SELECT results_written FROM sweeps WHERE name = ?1",
             [sweep],
             |r| r.get(0),
@@ -1744,7 +1792,7 @@ fn results_due(conn: &Connection, sweep: &str) -> Result<bool> {
         None => Ok(true),
         Some(true) => Ok(false),
         Some(false) => {
-            let open: i64 = conn.query_row(
+            let open: i64 = conn.row(
                 "SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'leased', 'running') AND sweep = ?1",
                 [sweep],
                 |r| r.get(0),
@@ -1755,7 +1803,7 @@ fn results_due(conn: &Connection, sweep: &str) -> Result<bool> {
 }
 
 fn mark_results_written(conn: &Connection, sweep: &str) -> Result<()> {
-    conn.execute(
+    conn.exec(
         "UPDATE sweeps SET results_written = 1 WHERE name = ?1",
         [sweep],
     )?;

@@ -29,13 +29,30 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 /// the new content is on disk before the rename makes it visible. Creates the
 /// parent directories.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_replacing(path, bytes, true)
+}
+
+/// Like [`write_atomic`] (readers see the old or the new content, whole),
+/// without waiting for the disk. For files copied from a database whose
+/// commits do not wait for the disk either (the coordinator's, in WAL mode
+/// with synchronous=NORMAL): a killed process loses neither, and only an OS
+/// crash can leave such a file, like the database, a moment behind. An fsync
+/// per file was most of the coordinator's time under a fleet's load
+/// (BENCHMARKS.md, "A fleet of simulated workers").
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_replacing(path, bytes, false)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
     let tmp = tmp_path(path);
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
+    if sync {
+        file.sync_all()?;
+    }
     std::fs::rename(&tmp, path)
 }
 
@@ -61,6 +78,9 @@ mod tests {
         write_atomic(&path, b"old").unwrap();
         write_atomic(&path, b"new content").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new content");
+        assert!(!tmp_path(&path).exists());
+        replace_file(&path, b"newer").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"newer");
         assert!(!tmp_path(&path).exists());
     }
 }
