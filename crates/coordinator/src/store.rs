@@ -429,7 +429,8 @@ impl Store {
                     // A call that panics drops its transaction (SQLite rolls
                     // it back) and its answer (its caller gets an error); the
                     // database stays usable for the next.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut db)));
+                    let _ =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut db)));
                 }
             })
             .map_err(|e| CoordinatorError::Internal(format!("starting the store thread: {e}")))?;
@@ -878,7 +879,8 @@ fn sweep(conn: &Connection, name: &str) -> Result<SweepRow> {
 /// Per sweep, how many of its jobs are in each state: one query, however
 /// many jobs there are.
 fn state_counts(conn: &Connection) -> Result<HashMap<String, Vec<(JobState, u32)>>> {
-    let mut stmt = conn.prepare_cached("SELECT sweep, state, COUNT(*) FROM jobs GROUP BY sweep, state")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT sweep, state, COUNT(*) FROM jobs GROUP BY sweep, state")?;
     let rows = stmt
         .query_map([], |r| {
             Ok((
@@ -921,7 +923,8 @@ fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Result<
         )
         .optional()?;
     if known.is_some() {
-        let mut stmt = tx.prepare_cached("SELECT id, seed FROM jobs WHERE sweep = ?1 ORDER BY id")?;
+        let mut stmt =
+            tx.prepare_cached("SELECT id, seed FROM jobs WHERE sweep = ?1 ORDER BY id")?;
         let mut existing = stmt
             .query_map([&sweep.name], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
@@ -1339,7 +1342,8 @@ fn report_epoch(
 }
 
 fn epochs_of(conn: &Connection, job_id: &str) -> Result<Vec<EpochMetrics>> {
-    let mut stmt = conn.prepare_cached("SELECT metrics FROM epochs WHERE job_id = ?1 ORDER BY epoch")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT metrics FROM epochs WHERE job_id = ?1 ORDER BY epoch")?;
     let texts = stmt
         .query_map([job_id], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1488,10 +1492,9 @@ fn expire_leases(conn: &mut Connection) -> Result<Expired> {
             )?;
             event(&tx, &id, attempt, "failed", &message)?;
             end_attempt(&tx, &id, attempt, "expired", &message)?;
-            let variant: String =
-                tx.row("SELECT variant FROM jobs WHERE id = ?1", [&id], |r| {
-                    r.get(0)
-                })?;
+            let variant: String = tx.row("SELECT variant FROM jobs WHERE id = ?1", [&id], |r| {
+                r.get(0)
+            })?;
             adapt_seeds(&tx, &sweep, &variant)?;
             expired.failed.push((id, sweep));
         } else {
