@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sweep_core::command::JobConfig;
-use sweep_core::lease::StoredFile;
+use sweep_core::lease::{JobFailure, StoredFile};
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::names;
 use sweep_core::provenance::AttemptProvenance;
@@ -416,16 +416,13 @@ impl Coordinator for Service {
         // the rule of every name that comes over the network.
         names::validate("worker name", &req.name).map_err(CoordinatorError::from)?;
         let limits = &self.shared.limits;
-        let row = store::WorkerRow {
-            id: String::new(),
+        let row = store::NewWorker {
             name: req.name.clone(),
             host: truncate_text(&req.host, names::MAX_NAME_LEN * 2),
             device: truncate_text(&req.device, names::MAX_NAME_LEN),
             threads: req.threads,
             slots: req.slots.max(1),
-            last_seen_ms: 0,
             allow_commands: req.allow_commands,
-            jobs_done: 0,
         };
         let (max_workers, alive_ms) = (
             limits.max_workers,
@@ -648,10 +645,13 @@ impl Coordinator for Service {
             PbOutcome::Metrics(m) => {
                 Outcome::Succeeded(RunMetrics::try_from(m).map_err(CoordinatorError::from)?)
             }
-            PbOutcome::Failure(f) => Outcome::Failed {
-                message: truncate_text(&f.message, max_text),
-                permanent: f.permanent,
-            },
+            PbOutcome::Failure(f) => {
+                let failure = JobFailure::from(f);
+                Outcome::Failed {
+                    message: truncate_text(&failure.message, max_text),
+                    permanent: failure.permanent,
+                }
+            }
         };
         let final_metrics = match &outcome {
             Outcome::Succeeded(m) => Some(m.clone()),
@@ -885,25 +885,15 @@ impl Coordinator for Service {
         &self,
         _request: Request<pb::ListWorkersRequest>,
     ) -> std::result::Result<Response<pb::ListWorkersResponse>, Status> {
-        let rows = self.shared.store.call(|db| db.workers()).await?;
-        let now = store::now_ms();
         let alive_ms = self.shared.lease_timeout.as_millis() as i64;
-        let workers = rows
-            .into_iter()
-            .map(|(w, jobs)| pb::WorkerInfo {
-                alive: now - w.last_seen_ms <= alive_ms,
-                worker_id: w.id,
-                name: w.name,
-                host: w.host,
-                device: w.device,
-                threads: w.threads,
-                slots: w.slots,
-                last_seen_ms: w.last_seen_ms,
-                allow_commands: w.allow_commands,
-                jobs,
-            })
-            .collect();
-        Ok(Response::new(pb::ListWorkersResponse { workers }))
+        let workers = self
+            .shared
+            .store
+            .call(move |db| db.workers(store::now_ms() - alive_ms))
+            .await?;
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: workers.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn get_job_logs(
@@ -912,17 +902,10 @@ impl Coordinator for Service {
     ) -> std::result::Result<Response<pb::GetJobLogsResponse>, Status> {
         let job_id = request.into_inner().job_id;
         non_empty(&job_id, "job_id")?;
-        let rows = self.shared.store.call(move |db| db.events(&job_id)).await?;
-        let events = rows
-            .into_iter()
-            .map(|e| pb::JobEvent {
-                time_ms: e.time_ms,
-                kind: e.kind,
-                attempt: e.attempt,
-                message: e.message,
-            })
-            .collect();
-        Ok(Response::new(pb::GetJobLogsResponse { events }))
+        let events = self.shared.store.call(move |db| db.events(&job_id)).await?;
+        Ok(Response::new(pb::GetJobLogsResponse {
+            events: events.into_iter().map(Into::into).collect(),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(job = %request.get_ref().job_id, attempt = request.get_ref().attempt))]

@@ -21,7 +21,7 @@ use sweep_core::results::{self, ResultsTable, RunOutcome};
 use sweep_core::command::{COMMAND_MAX_EPOCHS, JobConfig};
 use sweep_core::lease::{LeasedJob, StoredFile};
 use sweep_core::provenance::{AttemptProvenance, RunProvenance};
-use sweep_core::status::{JobStatus, StatusSnapshot, SweepStatus};
+use sweep_core::status::{JobEvent, JobStatus, StatusSnapshot, SweepStatus, WorkerStatus};
 use sweep_core::sweep::{JobSpec, SeedPolicy, extra_seed};
 
 use crate::error::{CoordinatorError, Result};
@@ -324,29 +324,16 @@ fn json_column<T: serde::de::DeserializeOwned>(
     .transpose()
 }
 
-/// A worker's registration.
+/// A worker's registration (the store gives it its id).
 #[derive(Debug, Clone)]
-pub struct WorkerRow {
-    pub id: String,
+pub struct NewWorker {
     pub name: String,
     pub host: String,
     pub device: String,
     pub threads: u32,
     pub slots: u32,
-    pub last_seen_ms: i64,
     /// Started with --allow-commands: may be leased command jobs.
     pub allow_commands: bool,
-    /// Jobs it completed successfully.
-    pub jobs_done: u64,
-}
-
-/// One line of a job's event log.
-#[derive(Debug, Clone)]
-pub struct EventRow {
-    pub time_ms: i64,
-    pub kind: String,
-    pub attempt: u32,
-    pub message: String,
 }
 
 /// What a lease expiry pass did.
@@ -511,7 +498,7 @@ impl Db {
     /// `alive_since_ms` (then ResourceExhausted).
     pub fn register_worker(
         &mut self,
-        worker: &WorkerRow,
+        worker: &NewWorker,
         max_workers: usize,
         alive_since_ms: i64,
     ) -> Result<String> {
@@ -524,8 +511,10 @@ impl Db {
         register_worker(&mut self.conn, worker)
     }
 
-    pub fn workers(&self) -> Result<Vec<(WorkerRow, Vec<String>)>> {
-        workers(&self.conn)
+    /// Every worker in the order they registered; those heard from since
+    /// `alive_since_ms` are alive.
+    pub fn workers(&self, alive_since_ms: i64) -> Result<Vec<WorkerStatus>> {
+        workers(&self.conn, alive_since_ms)
     }
 
     /// Marks the worker seen and leases it the next job, if any.
@@ -662,7 +651,7 @@ impl Db {
         cancel(&mut self.conn, sweep, job_id)
     }
 
-    pub fn events(&self, job_id: &str) -> Result<Vec<EventRow>> {
+    pub fn events(&self, job_id: &str) -> Result<Vec<JobEvent>> {
         events(&self.conn, job_id)
     }
 
@@ -1077,7 +1066,7 @@ fn jobs_per_variant(conn: &Connection, sweep: &str) -> Result<BTreeMap<String, u
     Ok(rows)
 }
 
-fn register_worker(conn: &mut Connection, worker: &WorkerRow) -> Result<String> {
+fn register_worker(conn: &mut Connection, worker: &NewWorker) -> Result<String> {
     let tx = conn.transaction()?;
     let count: i64 = tx.row("SELECT COUNT(*) FROM workers", [], |r| r.get(0))?;
     // Numbered so that ids are unique across restarts of the same worker
@@ -1149,34 +1138,35 @@ fn touch_worker(conn: &Connection, worker_id: &str) -> Result<()> {
     Ok(())
 }
 
-fn workers(conn: &Connection) -> Result<Vec<(WorkerRow, Vec<String>)>> {
+fn workers(conn: &Connection, alive_since_ms: i64) -> Result<Vec<WorkerStatus>> {
     let mut stmt = conn.prepare_cached("SELECT id, name, host, device, threads, slots, last_seen_ms, allow_commands, jobs_done FROM workers ORDER BY registered_ms")?;
-    let rows = stmt
+    let mut rows = stmt
         .query_map([], |r| {
-            Ok(WorkerRow {
+            let last_seen_ms: i64 = r.get(6)?;
+            Ok(WorkerStatus {
                 id: r.get(0)?,
                 name: r.get(1)?,
                 host: r.get(2)?,
                 device: r.get(3)?,
                 threads: r.get(4)?,
                 slots: r.get(5)?,
-                last_seen_ms: r.get(6)?,
+                last_seen_ms,
+                alive: last_seen_ms >= alive_since_ms,
                 allow_commands: r.get(7)?,
                 jobs_done: r.get::<_, i64>(8)? as u64,
+                jobs: Vec::new(),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut jobs_of = conn.prepare_cached(
         "SELECT id FROM jobs WHERE worker = ?1 AND state IN ('leased', 'running') ORDER BY id",
     )?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let jobs = jobs_of
+    for row in &mut rows {
+        row.jobs = jobs_of
             .query_map([&row.id], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
-        out.push((row, jobs));
     }
-    Ok(out)
+    Ok(rows)
 }
 
 /// Leases the first pending job (the costliest of its sweep, see [`submit`])
@@ -1567,14 +1557,14 @@ fn cancel(
 
 /// A job's events and its program's output (kinds `stdout`/`stderr`), in
 /// time order.
-fn events(conn: &Connection, job_id: &str) -> Result<Vec<EventRow>> {
+fn events(conn: &Connection, job_id: &str) -> Result<Vec<JobEvent>> {
     get_job(conn, job_id)?;
     let mut stmt = conn.prepare_cached(
         "SELECT time_ms, kind, attempt, message FROM events WHERE job_id = ?1 ORDER BY id",
     )?;
     let mut rows = stmt
         .query_map([job_id], |r| {
-            Ok(EventRow {
+            Ok(JobEvent {
                 time_ms: r.get(0)?,
                 kind: r.get(1)?,
                 attempt: r.get(2)?,
@@ -1587,7 +1577,7 @@ fn events(conn: &Connection, job_id: &str) -> Result<Vec<EventRow>> {
     )?;
     let output = stmt
         .query_map([job_id], |r| {
-            Ok(EventRow {
+            Ok(JobEvent {
                 time_ms: r.get(0)?,
                 kind: r.get(1)?,
                 attempt: r.get(2)?,
@@ -1858,16 +1848,13 @@ mod tests {
     }
 
     fn worker(conn: &mut Connection, name: &str) -> String {
-        let row = WorkerRow {
-            id: String::new(),
+        let row = NewWorker {
             name: name.into(),
             host: "h".into(),
             device: "cpu".into(),
             threads: 1,
             slots: 1,
-            last_seen_ms: 0,
             allow_commands: name.starts_with("cmd"),
-            jobs_done: 0,
         };
         register_worker(conn, &row).expect("register")
     }

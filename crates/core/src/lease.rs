@@ -1,7 +1,8 @@
 //! A leased job as a worker holds it: what the coordinator hands out with a
 //! lease, after the protocol boundary has checked it (`sweep-proto`'s
 //! `convert`), so that the worker's code works on checked values and never
-//! on the wire format.
+//! on the wire format; and how an attempt of it failed, as the worker
+//! reports it back.
 
 /// One job, leased to one worker for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,4 +41,13 @@ pub struct StoredFile {
     pub size: u64,
     /// Lower-case hex SHA-256 of the whole file.
     pub sha256: String,
+}
+
+/// Why an attempt failed, as the worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    pub message: String,
+    /// Retrying cannot help (config or data errors): the job fails for good
+    /// instead of going back to pending.
+    pub permanent: bool,
 }

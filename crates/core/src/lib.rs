@@ -12,8 +12,9 @@
 //! - [`sweep`]: a sweep spec (base config × variants × seeds) and its expansion
 //!   into jobs with stable ids.
 //! - `space`: `grid:` and `random:` search spaces, expanded into variants.
-//! - [`lease`]: a leased job as a worker holds it.
-//! - [`status`]: the progress of sweeps as the coordinator reports it.
+//! - [`lease`]: a leased job as a worker holds it, and how an attempt failed.
+//! - [`status`]: the progress of sweeps, the workers and job logs as the
+//!   coordinator reports them.
 //! - [`metrics`]: per-epoch and final metrics of one run, as `metrics.json` holds them.
 //! - [`tensorboard`]: a minimal TensorBoard event-file writer (TFRecord framing).
 //! - [`results`]: mean ± std across seeds, Welch's t-test against the baseline,

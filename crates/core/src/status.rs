@@ -1,7 +1,11 @@
-//! The progress of sweeps as the coordinator reports it (`sweepctl status`,
-//! `watch`): per-sweep job counts and one line per job. A domain type, so
-//! that the coordinator builds it from its store and the protocol boundary
+//! What the coordinator reports about its sweeps, workers and jobs: the
+//! progress of sweeps (`sweepctl status`, `watch`: per-sweep job counts and
+//! one line per job), the registered workers (`sweepctl workers`) and a job's
+//! log (`sweepctl logs`). Domain types, so that the coordinator builds them
+//! from its store, sweepctl reads them, and the protocol boundary
 //! (`sweep-proto`'s `convert`) alone knows the wire form.
+
+use serde::Serialize;
 
 use crate::metrics::{EpochMetrics, TestMetrics};
 
@@ -45,4 +49,42 @@ pub struct JobStatus {
     pub latest: Option<EpochMetrics>,
     pub test: Option<TestMetrics>,
     pub error: Option<String>,
+}
+
+/// A registered worker (one incarnation of a worker process) as the
+/// coordinator knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStatus {
+    /// `w{n}-{name}`: unique across restarts of the same worker.
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub device: String,
+    /// Threads of each job; 0 only from workers older than the default split.
+    pub threads: u32,
+    /// Jobs it runs at once.
+    pub slots: u32,
+    /// Unix milliseconds of the last call heard from it.
+    pub last_seen_ms: i64,
+    /// Heard from within a lease timeout.
+    pub alive: bool,
+    /// Started with --allow-commands: may be leased command jobs.
+    pub allow_commands: bool,
+    /// Jobs it completed successfully (the dashboard shows them; ListWorkers
+    /// does not carry them, so 0 when read from the wire).
+    pub jobs_done: u64,
+    /// Ids of the jobs it holds now (leased or running).
+    pub jobs: Vec<String>,
+}
+
+/// One line of a job's log: an event of the job model (submitted, leased,
+/// epoch, artifact, succeeded, failed, retry, expired, cancelled) or a batch
+/// of a command job's output (`stdout`, `stderr`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JobEvent {
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    pub kind: String,
+    pub attempt: u32,
+    pub message: String,
 }

@@ -8,11 +8,11 @@
 use std::path::PathBuf;
 
 use sweep_core::command::JobConfig;
-use sweep_core::lease::{LeasedJob, StoredFile};
+use sweep_core::lease::{JobFailure, LeasedJob, StoredFile};
 use sweep_core::metrics::{EpochMetrics, RunMetrics, TestMetrics};
 use sweep_core::names::{self, NameError};
 use sweep_core::provenance::{AttemptProvenance, DatasetFile, RunProvenance};
-use sweep_core::status::{JobStatus, StatusSnapshot, SweepStatus};
+use sweep_core::status::{JobEvent, JobStatus, StatusSnapshot, SweepStatus, WorkerStatus};
 use sweep_core::sweep::{SeedPolicy, SweepError, SweepSpec, Variant};
 
 use crate::pb;
@@ -474,6 +474,86 @@ impl From<StatusSnapshot> for pb::StatusSnapshot {
     }
 }
 
+impl From<WorkerStatus> for pb::WorkerInfo {
+    fn from(w: WorkerStatus) -> Self {
+        pb::WorkerInfo {
+            worker_id: w.id,
+            name: w.name,
+            host: w.host,
+            device: w.device,
+            threads: w.threads,
+            slots: w.slots,
+            last_seen_ms: w.last_seen_ms,
+            jobs: w.jobs,
+            alive: w.alive,
+            allow_commands: w.allow_commands,
+        }
+    }
+}
+
+/// Only shown (`sweepctl workers`), so nothing to refuse; the wire does not
+/// carry `jobs_done` (0 here).
+impl From<pb::WorkerInfo> for WorkerStatus {
+    fn from(w: pb::WorkerInfo) -> Self {
+        WorkerStatus {
+            id: w.worker_id,
+            name: w.name,
+            host: w.host,
+            device: w.device,
+            threads: w.threads,
+            slots: w.slots,
+            last_seen_ms: w.last_seen_ms,
+            alive: w.alive,
+            allow_commands: w.allow_commands,
+            jobs_done: 0,
+            jobs: w.jobs,
+        }
+    }
+}
+
+impl From<JobEvent> for pb::JobEvent {
+    fn from(e: JobEvent) -> Self {
+        pb::JobEvent {
+            time_ms: e.time_ms,
+            kind: e.kind,
+            attempt: e.attempt,
+            message: e.message,
+        }
+    }
+}
+
+/// Only shown (`sweepctl logs`), so nothing to refuse.
+impl From<pb::JobEvent> for JobEvent {
+    fn from(e: pb::JobEvent) -> Self {
+        JobEvent {
+            time_ms: e.time_ms,
+            kind: e.kind,
+            attempt: e.attempt,
+            message: e.message,
+        }
+    }
+}
+
+impl From<JobFailure> for pb::Failure {
+    fn from(f: JobFailure) -> Self {
+        pb::Failure {
+            message: f.message,
+            permanent: f.permanent,
+        }
+    }
+}
+
+/// The message's length is left to the receiver: the coordinator cuts it to
+/// its own limit.
+impl From<pb::Failure> for JobFailure {
+    fn from(f: pb::Failure) -> Self {
+        JobFailure {
+            message: f.message,
+            permanent: f.permanent,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,6 +695,50 @@ mod tests {
             SweepSpec::try_from(no_baseline),
             Err(SweepError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn workers_round_trip_but_for_jobs_done() {
+        let worker = WorkerStatus {
+            id: "w1-box".into(),
+            name: "box".into(),
+            host: "box.lan".into(),
+            device: "cuda:0".into(),
+            threads: 4,
+            slots: 2,
+            last_seen_ms: 1_700_000_000_000,
+            alive: true,
+            allow_commands: true,
+            jobs_done: 0,
+            jobs: vec!["v-seed-1-00000000".into(), "v-seed-2-00000000".into()],
+        };
+        assert_eq!(
+            WorkerStatus::from(pb::WorkerInfo::from(worker.clone())),
+            worker
+        );
+        let counted = WorkerStatus {
+            jobs_done: 7,
+            ..worker.clone()
+        };
+        assert_eq!(WorkerStatus::from(pb::WorkerInfo::from(counted)), worker);
+    }
+
+    #[test]
+    fn job_events_and_failures_round_trip() {
+        let event = JobEvent {
+            time_ms: 1_700_000_000_000,
+            kind: "failed".into(),
+            attempt: 3,
+            message: "out of memory".into(),
+        };
+        assert_eq!(JobEvent::from(pb::JobEvent::from(event.clone())), event);
+        let failure = JobFailure {
+            message: "config: no such dataset".into(),
+            permanent: true,
+        };
+        let wire = pb::Failure::from(failure.clone());
+        assert!(wire.permanent);
+        assert_eq!(JobFailure::from(wire), failure);
     }
 
     #[test]

@@ -21,6 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use sweep_core::command::JobConfig;
+use sweep_core::lease::LeasedJob;
+use sweep_core::metrics::{EpochMetrics, RunMetrics, TestMetrics};
+use sweep_core::sweep::{SweepSpec, Variant};
 use sweep_proto::{PROTOCOL_VERSION, pb};
 use tokio::sync::watch;
 
@@ -90,35 +94,50 @@ impl Shared {
     }
 }
 
-/// The synthetic sweep: `variants` × 100 seeds (fewer seeds for a small J).
-fn sweep_request(name: &str, jobs: usize, epochs: u32) -> (pb::SubmitSweepRequest, u64) {
+/// The synthetic sweep: `variants` × 100 seeds (fewer seeds for a small J),
+/// submitted as `sweepctl submit` submits a loaded one.
+fn sweep_request(
+    name: &str,
+    jobs: usize,
+    epochs: u32,
+) -> anyhow::Result<(pb::SubmitSweepRequest, u64)> {
     let seeds_per_variant = jobs.clamp(1, 100);
     let variants = jobs.div_ceil(seeds_per_variant).max(1);
-    let config = |i: usize| {
-        format!(
-            "name: v{i:04}\nseed: 1\n\
+    let config = JobConfig::from_yaml(
+        &format!(
+            "name: v0000\nseed: 1\n\
              model: {{type: fc, input_size: 784, hidden_sizes: [8], num_classes: 10}}\n\
              data: {{dataset: mnist, data_dir: /nonexistent/bench, subset: {{train: 100, test: 100}}}}\n\
              training: {{epochs: {epochs}, learning_rate: 0.001}}\n"
-        )
-    };
-    let request = pb::SubmitSweepRequest {
+        ),
+        std::path::Path::new("<bench-coordinator config>"),
+    )
+    .context("the bench sweep's config")?;
+    let spec = SweepSpec {
         name: name.to_string(),
-        description: "sweepctl bench-coordinator: simulated workers, nothing is trained".into(),
+        description: Some(
+            "sweepctl bench-coordinator: simulated workers, nothing is trained".into(),
+        ),
         seeds: (1..=seeds_per_variant as u64).collect(),
         metric: "test_acc".into(),
         baseline: "v0000".into(),
         variants: (0..variants)
-            .map(|i| pb::VariantSpec {
-                name: format!("v{i:04}"),
-                config_yaml: config(i),
-                swept: Vec::new(),
+            .map(|i| {
+                let name = format!("v{i:04}");
+                let mut config = config.clone();
+                config.set_name(&name);
+                Variant {
+                    name,
+                    config,
+                    swept: Vec::new(),
+                }
             })
             .collect(),
         seed_policy: None,
         swept_keys: Vec::new(),
     };
-    (request, (variants * seeds_per_variant) as u64)
+    let total = (variants * seeds_per_variant) as u64;
+    Ok((pb::SubmitSweepRequest::from(&spec), total))
 }
 
 /// The p-th percentile (0..=100) of sorted values, nearest rank.
@@ -177,7 +196,7 @@ async fn bench(connect: &ConnectArgs, args: BenchCoordinatorArgs) -> anyhow::Res
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis())
     );
-    let (request, total) = sweep_request(&name, args.jobs, args.epochs);
+    let (request, total) = sweep_request(&name, args.jobs, args.epochs)?;
     let submitted = Instant::now();
     let answer = admin
         .submit_sweep(request)
@@ -503,10 +522,15 @@ async fn worker(shared: Arc<Shared>, client: Client, index: usize) {
             _ = done.changed() => break,
         };
         let job = match leased {
-            Ok(response) => match response.into_inner().job {
-                Some(job) => {
+            Ok(response) => match response.into_inner().job.map(LeasedJob::try_from) {
+                Some(Ok(job)) => {
                     shared.record(|l| &mut l.lease, started);
                     job
+                }
+                Some(Err(err)) => {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %err, "leased a malformed job; leaving it to expire");
+                    continue;
                 }
                 // The poll timed out with nothing pending: ask again.
                 None => continue,
@@ -519,7 +543,7 @@ async fn worker(shared: Arc<Shared>, client: Client, index: usize) {
             }
         };
         if job.sweep != shared.sweep {
-            tracing::warn!(job = %job.job_id, sweep = %job.sweep, "leased a job of another sweep; leaving it to expire");
+            tracing::warn!(job = %job.id, sweep = %job.sweep, "leased a job of another sweep; leaving it to expire");
             continue;
         }
         shared
@@ -531,10 +555,10 @@ async fn worker(shared: Arc<Shared>, client: Client, index: usize) {
             .seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(job.job_id.clone())
+            .entry(job.id.clone())
             .or_default()
             .0 += 1;
-        *held.lock().unwrap_or_else(|p| p.into_inner()) = Some((job.job_id.clone(), job.attempt));
+        *held.lock().unwrap_or_else(|p| p.into_inner()) = Some((job.id.clone(), job.attempt));
         run_job(&shared, &client, &worker_id, &job).await;
         *held.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
@@ -542,10 +566,10 @@ async fn worker(shared: Arc<Shared>, client: Client, index: usize) {
 }
 
 /// Reports the job's epochs, waits its simulated length, completes it.
-async fn run_job(shared: &Shared, client: &Client, worker_id: &str, job: &pb::Job) {
+async fn run_job(shared: &Shared, client: &Client, worker_id: &str, job: &LeasedJob) {
     let epochs = shared.args.epochs;
     for epoch in 1..=epochs {
-        let metrics = pb::EpochMetrics {
+        let metrics = EpochMetrics {
             epoch,
             train_loss: 1.0 / f64::from(epoch),
             train_acc: 0.9,
@@ -556,9 +580,9 @@ async fn run_job(shared: &Shared, client: &Client, worker_id: &str, job: &pb::Jo
         };
         let request = pb::ReportEpochRequest {
             worker_id: worker_id.to_string(),
-            job_id: job.job_id.clone(),
+            job_id: job.id.clone(),
             attempt: job.attempt,
-            metrics: Some(metrics),
+            metrics: Some(metrics.into()),
         };
         let reported = call(
             shared,
@@ -576,23 +600,23 @@ async fn run_job(shared: &Shared, client: &Client, worker_id: &str, job: &pb::Jo
         tokio::time::sleep(Duration::from_secs_f64(shared.args.job_seconds)).await;
     }
     let jitter = (job.seed % 100) as f64 / 10_000.0;
-    let metrics = pb::RunMetrics {
+    let metrics = RunMetrics {
         epochs: Vec::new(),
         best_epoch: epochs,
         best_val_loss: Some(0.1),
         best_val_acc: Some(0.9 + jitter),
         stopped_early: false,
         train_seconds: shared.args.job_seconds,
-        test: Some(pb::TestMetrics {
+        test: Some(TestMetrics {
             test_loss: 0.1,
             test_acc: 0.9 + jitter,
         }),
     };
     let request = pb::CompleteJobRequest {
         worker_id: worker_id.to_string(),
-        job_id: job.job_id.clone(),
+        job_id: job.id.clone(),
         attempt: job.attempt,
-        outcome: Some(pb::complete_job_request::Outcome::Metrics(metrics)),
+        outcome: Some(pb::complete_job_request::Outcome::Metrics(metrics.into())),
     };
     // The last completion also writes the sweep's results and report before
     // it is answered: the dispatch window ends when it is sent.
@@ -612,7 +636,7 @@ async fn run_job(shared: &Shared, client: &Client, worker_id: &str, job: &pb::Jo
         .seen
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .entry(job.job_id.clone())
+        .entry(job.id.clone())
         .or_default()
         .1 += 1;
     {
@@ -646,11 +670,11 @@ mod tests {
 
     #[test]
     fn the_sweep_has_the_jobs_asked_for() {
-        let (request, total) = sweep_request("b", 10_000, 5);
+        let (request, total) = sweep_request("b", 10_000, 5).expect("a valid sweep");
         assert_eq!(total, 10_000);
         assert_eq!(request.variants.len(), 100);
         assert_eq!(request.seeds.len(), 100);
-        let (request, total) = sweep_request("b", 30, 5);
+        let (request, total) = sweep_request("b", 30, 5).expect("a valid sweep");
         assert_eq!((total, request.variants.len()), (30, 1));
         for v in &request.variants {
             sweep_core::command::JobConfig::from_yaml(&v.config_yaml, std::path::Path::new("t"))

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use sweep_core::provenance::RunProvenance;
 use sweep_core::results::{Format, ResultsTable};
+use sweep_core::status::{JobEvent, WorkerStatus};
 use sweep_core::sweep::SweepSpec;
 use sweep_proto::pb;
 
@@ -222,12 +223,16 @@ pub async fn cancel(connect: &ConnectArgs, args: CancelArgs) -> anyhow::Result<(
 
 pub async fn workers(connect: &ConnectArgs) -> anyhow::Result<()> {
     let mut client = client::connect(connect).await?;
-    let answer = client
+    let workers: Vec<WorkerStatus> = client
         .list_workers(pb::ListWorkersRequest {})
         .await
         .map_err(|s| client::status_error(&connect.coordinator, "listing workers", s))?
-        .into_inner();
-    if answer.workers.is_empty() {
+        .into_inner()
+        .workers
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    if workers.is_empty() {
         println!(
             "no workers have registered with the coordinator at {}",
             connect.coordinator
@@ -235,13 +240,13 @@ pub async fn workers(connect: &ConnectArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
-    println!("{}", tables::workers_table(&answer.workers, now_ms));
+    println!("{}", tables::workers_table(&workers, now_ms));
     Ok(())
 }
 
 pub async fn logs(connect: &ConnectArgs, job: String) -> anyhow::Result<()> {
     let mut client = client::connect(connect).await?;
-    let answer = client
+    let events: Vec<JobEvent> = client
         .get_job_logs(pb::GetJobLogsRequest {
             job_id: job.clone(),
         })
@@ -253,14 +258,18 @@ pub async fn logs(connect: &ConnectArgs, job: String) -> anyhow::Result<()> {
                 s,
             )
         })?
-        .into_inner();
-    if answer.events.is_empty() {
+        .into_inner()
+        .events
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    if events.is_empty() {
         bail!(
             "no events for job {job:?} on the coordinator at {}; `sweepctl status` lists the job ids",
             connect.coordinator
         );
     }
-    print!("{}", tables::render_logs(&answer.events));
+    print!("{}", tables::render_logs(&events));
     Ok(())
 }
 

@@ -1,11 +1,13 @@
 //! Rendering of what the coordinator answers: status, workers and job logs as
-//! text. Pure functions of the messages (and of "now" where ages are shown),
-//! so they are tested without a server.
+//! text. Pure functions of what it answered (status as its messages, workers
+//! and job logs as their domain types) and of "now" where ages are shown, so
+//! they are tested without a server.
 
 use std::fmt::Write as _;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
+use sweep_core::status::{JobEvent, WorkerStatus};
 use sweep_proto::pb;
 
 /// Shown where a value does not exist (yet): no epoch finished, no worker.
@@ -269,7 +271,7 @@ pub fn ago(now_ms: i64, then_ms: i64) -> String {
 }
 
 /// The `workers` table.
-pub fn workers_table(workers: &[pb::WorkerInfo], now_ms: i64) -> Table {
+pub fn workers_table(workers: &[WorkerStatus], now_ms: i64) -> Table {
     let mut table = new_table(&[
         "name",
         "host",
@@ -318,7 +320,7 @@ pub fn timestamp(time_ms: i64) -> String {
 }
 
 /// One line per event: time, attempt, kind, message.
-pub fn render_logs(events: &[pb::JobEvent]) -> String {
+pub fn render_logs(events: &[JobEvent]) -> String {
     let mut out = String::new();
     for e in events {
         let _ = write!(
@@ -463,13 +465,13 @@ mod tests {
     #[test]
     fn logs_have_one_line_per_event() {
         let events = vec![
-            pb::JobEvent {
+            JobEvent {
                 time_ms: 1_700_000_000_000,
                 kind: "submitted".into(),
                 attempt: 0,
                 message: String::new(),
             },
-            pb::JobEvent {
+            JobEvent {
                 time_ms: 1_700_000_001_000,
                 kind: "leased".into(),
                 attempt: 1,

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sweep_core::command::JobConfig;
 use sweep_core::config::{DatasetKind, ExperimentConfig};
-use sweep_core::lease::LeasedJob;
+use sweep_core::lease::{JobFailure, LeasedJob};
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_proto::pb;
 use sweep_train::checkpoint::Checkpoint;
@@ -206,25 +206,25 @@ async fn run_leased(ctx: &Ctx, job: &LeasedJob, stop: &Arc<AtomicBool>) {
                     // The job's result stands without its analysis.
                     tracing::warn!(job = %job.id, error = %status.message(), "uploading the analysis failed");
                 }
-                let outcome = match result {
+                match result {
                     Ok(metrics) => {
                         tracing::info!(job = %job.id, test_acc = metrics.test.map(|t| t.test_acc), "job trained");
-                        pb::complete_job_request::Outcome::Metrics(metrics.into())
+                        complete(
+                            ctx,
+                            job,
+                            pb::complete_job_request::Outcome::Metrics(metrics.into()),
+                        )
+                        .await;
                     }
                     // Cancelled or lease lost: the coordinator knows already.
                     Err(TrainError::Stopped) => {
                         tracing::info!(job = %job.id, "job stopped");
-                        break;
                     }
                     Err(err) => {
                         tracing::error!(job = %job.id, error = %err, permanent = err.is_permanent(), "job failed");
-                        pb::complete_job_request::Outcome::Failure(pb::Failure {
-                            message: err.to_string(),
-                            permanent: err.is_permanent(),
-                        })
+                        fail(ctx, job, err.to_string(), err.is_permanent()).await;
                     }
-                };
-                complete(ctx, job, outcome).await;
+                }
                 break;
             }
         }
@@ -489,13 +489,8 @@ async fn upload_analysis(
 
 /// Reports that this attempt failed; `permanent` failures are not retried.
 pub(crate) async fn fail(ctx: &Ctx, job: &LeasedJob, message: String, permanent: bool) {
-    let failure = pb::Failure { message, permanent };
-    complete(
-        ctx,
-        job,
-        pb::complete_job_request::Outcome::Failure(failure),
-    )
-    .await;
+    let failure = JobFailure { message, permanent };
+    send_failure(ctx, &job.id, job.attempt, failure).await;
 }
 
 pub(crate) async fn complete(
@@ -510,12 +505,17 @@ pub(crate) async fn complete(
 /// coordinator bug): a permanent failure, never tried.
 pub(crate) async fn refuse(ctx: &Ctx, job_id: String, attempt: u32, message: String) {
     tracing::error!(job = %job_id, error = %message, "refusing a malformed job");
-    let failure = pb::Failure {
+    let failure = JobFailure {
         message,
         permanent: true,
     };
-    let outcome = pb::complete_job_request::Outcome::Failure(failure);
-    send_outcome(ctx, &job_id, attempt, outcome).await;
+    send_failure(ctx, &job_id, attempt, failure).await;
+}
+
+/// The one way a failed attempt is reported, by [`fail`] and [`refuse`].
+async fn send_failure(ctx: &Ctx, job_id: &str, attempt: u32, failure: JobFailure) {
+    let outcome = pb::complete_job_request::Outcome::Failure(failure.into());
+    send_outcome(ctx, job_id, attempt, outcome).await;
 }
 
 async fn send_outcome(

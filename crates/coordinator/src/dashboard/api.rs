@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sweep_core::metrics::EpochMetrics;
 use sweep_core::results::Format;
+use sweep_core::status::JobEvent;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -275,35 +276,30 @@ pub struct WorkerView {
 }
 
 pub async fn worker_views(state: &AppState) -> ApiResult<Vec<WorkerView>> {
-    let rows = state.shared.store.call(|db| db.workers()).await?;
-    let now = store::now_ms();
     let alive_ms = state.shared.lease_timeout.as_millis() as i64;
-    Ok(rows
+    let workers = state
+        .shared
+        .store
+        .call(move |db| db.workers(store::now_ms() - alive_ms))
+        .await?;
+    Ok(workers
         .into_iter()
-        .map(|(w, jobs)| WorkerView {
-            alive: now - w.last_seen_ms <= alive_ms,
+        .map(|w| WorkerView {
             id: w.id,
             name: w.name,
             host: w.host,
             device: w.device,
             threads: w.threads,
-            jobs,
+            jobs: w.jobs,
             jobs_done: w.jobs_done,
             last_seen_ms: w.last_seen_ms,
+            alive: w.alive,
         })
         .collect())
 }
 
 pub async fn workers(State(state): State<AppState>) -> ApiResult<Json<Vec<WorkerView>>> {
     Ok(Json(worker_views(&state).await?))
-}
-
-#[derive(Debug, Serialize)]
-pub struct LogLine {
-    pub time_ms: i64,
-    pub kind: String,
-    pub attempt: u32,
-    pub message: String,
 }
 
 /// One job: its state, epochs, log (events and program output) and the
@@ -313,7 +309,7 @@ pub struct JobDetail {
     #[serde(flatten)]
     pub job: JobView,
     pub epochs_list: Vec<EpochMetrics>,
-    pub log: Vec<LogLine>,
+    pub log: Vec<JobEvent>,
     pub run_dir: String,
     pub figures: Vec<String>,
     /// Where and how each attempt ran (worker, device, versions, times).
@@ -329,16 +325,7 @@ pub async fn job_detail(state: &AppState, id: String) -> ApiResult<JobDetail> {
             let job = db.get_job(&id)?;
             let epochs_list = db.epochs_of(&id)?;
             let attempts = db.attempts_of(&id)?;
-            let log = db
-                .events(&id)?
-                .into_iter()
-                .map(|e| LogLine {
-                    time_ms: e.time_ms,
-                    kind: e.kind,
-                    attempt: e.attempt,
-                    message: e.message,
-                })
-                .collect();
+            let log = db.events(&id)?;
             let run_dir = crate::layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
             let relative = run_dir
                 .strip_prefix(&state_dir)
