@@ -176,6 +176,13 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
     // Leases that were live when a previous coordinator died are honoured
     // until their deadline, so reconnecting workers keep their jobs.
     shared.expire_leases().await?;
+    // A previous coordinator may have died between a sweep's last job and
+    // its results files.
+    for sweep in shared.store.call(|db| db.sweeps()).await? {
+        if !sweep.results_written {
+            shared.finish_sweep_if_done(&sweep.name).await?;
+        }
+    }
     if let Some(spec) = spec {
         shared.submit(spec).await?;
     }

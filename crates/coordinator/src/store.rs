@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::results::{self, ResultsTable, RunOutcome};
 
@@ -832,8 +832,15 @@ fn status(conn: &Connection, sweep: Option<&str>) -> Result<StatusSnapshot> {
             error: job.error,
         });
     }
+    // Done once its results are on disk, not merely when its last job
+    // ended: whoever sees "done" may read results.{md,csv,json} at once.
+    let written: HashSet<String> = self::sweeps(conn)?
+        .into_iter()
+        .filter(|s| s.results_written)
+        .map(|s| s.name)
+        .collect();
     for s in &mut sweeps {
-        s.done = s.pending == 0 && s.running == 0;
+        s.done = s.pending == 0 && s.running == 0 && written.contains(&s.name);
     }
     Ok(StatusSnapshot { sweeps, jobs: out })
 }

@@ -27,7 +27,7 @@ pub struct SweepStatus {
     pub succeeded: u32,
     pub failed: u32,
     pub cancelled: u32,
-    /// Every job has ended.
+    /// Every job has ended and the sweep's results are written.
     pub done: bool,
 }
 
