@@ -13,20 +13,13 @@ const HEARTBEAT: Duration = Duration::from_millis(200);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_stops_a_running_job_within_a_heartbeat() {
     let root = tempfile::tempdir().expect("tempdir");
-    let data = sweep_e2e::mnist_dir();
-    std::fs::write(
-        root.path().join("base.yaml"),
-        format!(
-            "name: base\nseed: 1\n\
-             model: {{type: fc, input_size: 784, hidden_sizes: [32], num_classes: 10}}\n\
-             data: {{dataset: mnist, data_dir: {}, batch_size: 64, subset: {{train: 500, test: 200}}}}\n\
-             training: {{epochs: 1000, threads: 1}}\n",
-            data.display()
-        ),
-    )
-    .expect("base");
-    let sweep = root.path().join("long.yaml");
-    std::fs::write(&sweep, "name: long\nbase: base.yaml\nseeds: [3]\n").expect("sweep");
+    let sweep = sweep_e2e::TinySweep {
+        name: "long",
+        seeds: &[3],
+        epochs: 1000,
+        ..Default::default()
+    }
+    .write(&root.path().join("long"));
 
     let mut config = CoordinatorConfig::new(root.path().join("runs"));
     config.sweep = Some(sweep);

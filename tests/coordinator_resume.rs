@@ -16,20 +16,13 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_worker_job_resumes_from_its_checkpoint() {
     let root = tempfile::tempdir().expect("tempdir");
-    let data = sweep_e2e::mnist_dir();
-    let sweep = root.path().join("one.yaml");
-    std::fs::write(
-        root.path().join("base.yaml"),
-        format!(
-            "name: base\nseed: 1\n\
-             model: {{type: fc, input_size: 784, hidden_sizes: [32], num_classes: 10, dropout: 0.2}}\n\
-             data: {{dataset: mnist, data_dir: {}, train_split: 0.8, batch_size: 64, subset: {{train: 500, test: 200}}}}\n\
-             training: {{epochs: 30, learning_rate: 0.001, optimizer: adam, threads: 1}}\n",
-            data.display()
-        ),
-    )
-    .expect("base");
-    std::fs::write(&sweep, "name: one\nbase: base.yaml\nseeds: [7]\n").expect("sweep");
+    let sweep = sweep_e2e::TinySweep {
+        name: "one",
+        seeds: &[7],
+        epochs: 30,
+        ..Default::default()
+    }
+    .write(&root.path().join("one"));
 
     let state_dir = root.path().join("runs");
     let mut config = CoordinatorConfig::new(state_dir.clone());

@@ -2,7 +2,7 @@
 //! processes runs a tiny sweep (2 variants × 2 seeds, 2 epochs,
 //! a 500-image subset), and the protocol's guards refuse what they must.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use sweep_coordinator::CoordinatorConfig;
@@ -14,32 +14,18 @@ use tonic::Code;
 /// Generous: two workers train four tiny jobs in well under a minute on 2 cores.
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn write_sweep(root: &Path) -> PathBuf {
-    let sweep = root.join("tiny");
-    std::fs::create_dir_all(&sweep).expect("mkdir");
-    let base = format!(
-        "name: base\nseed: 1\n\
-         model: {{type: fc, input_size: 784, hidden_sizes: [32], num_classes: 10, dropout: 0.2}}\n\
-         data: {{dataset: mnist, data_dir: {}, train_split: 0.8, batch_size: 64, subset: {{train: 500, test: 200}}}}\n\
-         training: {{epochs: 2, learning_rate: 0.001, optimizer: adam, threads: 1}}\n",
-        sweep_e2e::mnist_dir().display()
-    );
-    std::fs::write(root.join("base.yaml"), base).expect("base");
-    std::fs::write(
-        sweep.join("sweep.yaml"),
-        "name: tiny\nbase: ../base.yaml\nseeds: [1, 2]\n",
-    )
-    .expect("sweep");
-    std::fs::write(sweep.join("no_dropout.yaml"), "model: {dropout: 0.0}\n").expect("variant");
-    sweep
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_local_workers_run_a_sweep_exactly_once() {
     let root = tempfile::tempdir().expect("tempdir");
     let state_dir = root.path().join("runs");
     let mut config = CoordinatorConfig::new(state_dir.clone());
-    config.sweep = Some(write_sweep(root.path()));
+    config.sweep = Some(
+        sweep_e2e::TinySweep {
+            variants: &[sweep_e2e::NO_DROPOUT],
+            ..Default::default()
+        }
+        .write(&root.path().join("tiny")),
+    );
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.local_workers = 2;
     config.worker_binary = Some(sweep_e2e::release_bin_dir().join("sweep-worker"));

@@ -180,34 +180,6 @@ fn pip_has_python_option(python: &Path) -> bool {
     out.status.success() && (major, minor) >= (22, 3)
 }
 
-/// Two variants × two seeds of a small FC model, 2 epochs on 500 images.
-fn write_sweep(root: &Path) -> PathBuf {
-    let sweep = root.join("sweep");
-    std::fs::create_dir_all(&sweep).expect("mkdir sweep");
-    std::fs::write(
-        sweep.join("base.yaml"),
-        format!(
-            "name: baseline\n\
-             model: {{type: fc, hidden_sizes: [32], dropout: 0.2}}\n\
-             data: {{data_dir: {}, batch_size: 64, subset: {{train: 500, test: 200}}}}\n\
-             training: {{epochs: 2, threads: 1}}\n",
-            sweep_e2e::mnist_dir().display()
-        ),
-    )
-    .expect("base.yaml");
-    std::fs::write(sweep.join("no_dropout.yaml"), "model: {dropout: 0.0}\n").expect("variant");
-    let seeds: Vec<String> = SEEDS.iter().map(u64::to_string).collect();
-    std::fs::write(
-        sweep.join("sweep.yaml"),
-        format!(
-            "name: wheel\nbase: base.yaml\nbaseline: baseline\nseeds: [{}]\n",
-            seeds.join(", ")
-        ),
-    )
-    .expect("sweep.yaml");
-    sweep
-}
-
 fn write_token(path: &Path, value: &str) {
     std::fs::write(path, value).expect("token file");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod token");
@@ -436,7 +408,13 @@ async fn wheel_in_a_fresh_venv_runs_a_worker_through_a_sweep() {
 
     // 5. A real coordinator (target/release) on a port the OS picks, with TLS
     // and tokens as deploy/colab/README.md starts it.
-    let sweep = write_sweep(&root);
+    let sweep = sweep_e2e::TinySweep {
+        name: "wheel",
+        seeds: &SEEDS,
+        variants: &[sweep_e2e::NO_DROPOUT],
+        ..Default::default()
+    }
+    .write(&root.join("sweep"));
     let coordinator_log = root.join("coordinator.log");
     let worker_log = root.join("worker.log");
     let _logs = LogsOnPanic(vec![coordinator_log.clone(), worker_log.clone()]);

@@ -2,11 +2,11 @@
 //! The tests are the `[[test]]` targets of this package (see Cargo.toml); this
 //! library only holds what several of them share.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sweep_proto::{CoordinatorClient, pb};
-use tonic::transport::Channel;
+use tonic::codegen::{Body, Bytes, StdError};
 
 /// The repository root (this package lives in `tests/`).
 pub fn repo_root() -> PathBuf {
@@ -77,27 +77,112 @@ pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|word| word.strip_prefix(needle.as_str()))
 }
 
+/// A small sweep of FC models on the shipped MNIST, for tests that need
+/// jobs to run rather than particular figures. [`TinySweep::write`] lays it
+/// out as a sweep directory: `base.yaml` (the variant `baseline`: one hidden
+/// layer, dropout 0.2), `sweep.yaml`, and a file per further variant.
+#[derive(Debug, Clone)]
+pub struct TinySweep<'a> {
+    pub name: &'a str,
+    pub seeds: &'a [u64],
+    pub epochs: u32,
+    /// Width of the hidden layer.
+    pub hidden: u32,
+    /// Training and test images used.
+    pub subset: (u32, u32),
+    /// `training.threads`; None leaves it to the worker's default split.
+    pub threads: Option<u32>,
+    /// Variants beside the baseline: file stem and YAML overrides.
+    pub variants: &'a [(&'a str, &'a str)],
+}
+
+/// The variant most tiny sweeps compare with their baseline.
+pub const NO_DROPOUT: (&str, &str) = ("no_dropout", "model: {dropout: 0.0}\n");
+
+impl Default for TinySweep<'_> {
+    fn default() -> Self {
+        TinySweep {
+            name: "tiny",
+            seeds: &[1, 2],
+            epochs: 2,
+            hidden: 32,
+            subset: (500, 200),
+            threads: Some(1),
+            variants: &[],
+        }
+    }
+}
+
+impl TinySweep<'_> {
+    /// Writes the sweep into `dir` (created) and returns `dir`.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        std::fs::create_dir_all(dir).expect("mkdir sweep");
+        let threads = self
+            .threads
+            .map(|t| format!(", threads: {t}"))
+            .unwrap_or_default();
+        let base = format!(
+            "name: baseline\n\
+             model: {{type: fc, hidden_sizes: [{}], dropout: 0.2}}\n\
+             data: {{data_dir: {}, batch_size: 64, subset: {{train: {}, test: {}}}}}\n\
+             training: {{epochs: {}{threads}}}\n",
+            self.hidden,
+            mnist_dir().display(),
+            self.subset.0,
+            self.subset.1,
+            self.epochs,
+        );
+        std::fs::write(dir.join("base.yaml"), base).expect("base.yaml");
+        for (variant, yaml) in self.variants {
+            std::fs::write(dir.join(format!("{variant}.yaml")), yaml).expect("variant");
+        }
+        let seeds: Vec<String> = self.seeds.iter().map(u64::to_string).collect();
+        std::fs::write(
+            dir.join("sweep.yaml"),
+            format!(
+                "name: {}\nbase: base.yaml\nbaseline: baseline\nseeds: [{}]\n",
+                self.name,
+                seeds.join(", ")
+            ),
+        )
+        .expect("sweep.yaml");
+        dir.to_path_buf()
+    }
+}
+
 /// Polls the coordinator's status (every 50 ms) until `done` holds and
 /// returns that status; panics with `what` and the last status after `timeout`.
-pub async fn wait_for_status(
-    client: &mut CoordinatorClient<Channel>,
+/// A coordinator that does not answer yet (Unavailable: not started, or
+/// restarting) is asked again; any other error fails the test. Takes any
+/// client, with or without a token.
+pub async fn wait_for_status<T>(
+    client: &mut CoordinatorClient<T>,
     what: &str,
     timeout: Duration,
     mut done: impl FnMut(&pb::StatusSnapshot) -> bool,
-) -> pb::StatusSnapshot {
+) -> pb::StatusSnapshot
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<StdError>,
+    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let status = client
-            .get_status(pb::GetStatusRequest::default())
-            .await
-            .expect("status")
-            .into_inner();
-        if done(&status) {
-            return status;
-        }
+        let last = match client.get_status(pb::GetStatusRequest::default()).await {
+            Ok(status) => {
+                let status = status.into_inner();
+                if done(&status) {
+                    return status;
+                }
+                format!("{status:#?}")
+            }
+            Err(e) if e.code() == tonic::Code::Unavailable => format!("no answer: {e}"),
+            Err(e) => panic!("status while waiting for {what}: {e}"),
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}: {status:#?}"
+            "timed out after {timeout:?} waiting for {what}: {last}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -5,7 +5,6 @@
 //! show) and each attempt's provenance. Thread counts only: the time it
 //! saves is measured by the `threads` example (BENCHMARKS.md), never asserted.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sweep_coordinator::CoordinatorConfig;
@@ -19,36 +18,24 @@ const SWEEP_TIMEOUT: Duration = Duration::from_secs(600);
 /// What the config of the `pinned` variant asks for.
 const PINNED_THREADS: u32 = 3;
 
-/// A sweep whose base leaves `threads` unset, and a variant that sets it.
-fn write_sweep(root: &Path) -> PathBuf {
-    let sweep = root.join("split");
-    std::fs::create_dir_all(&sweep).expect("mkdir");
-    let base = format!(
-        "name: base\nseed: 1\n\
-         model: {{type: fc, hidden_sizes: [16]}}\n\
-         data: {{data_dir: {}, subset: {{train: 300, test: 100}}}}\n\
-         training: {{epochs: 1}}\n",
-        sweep_e2e::mnist_dir().display()
-    );
-    std::fs::write(root.join("base.yaml"), base).expect("base");
-    std::fs::write(
-        sweep.join("sweep.yaml"),
-        "name: split\nbase: ../base.yaml\nseeds: [1, 2]\n",
-    )
-    .expect("sweep");
-    std::fs::write(
-        sweep.join("pinned.yaml"),
-        format!("training: {{threads: {PINNED_THREADS}}}\n"),
-    )
-    .expect("variant");
-    sweep
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_workers_split_the_cores_unless_the_config_says() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut config = CoordinatorConfig::new(root.path().join("runs"));
-    config.sweep = Some(write_sweep(root.path()));
+    // The base leaves `threads` unset; the variant `pinned` sets it.
+    let pinned = format!("training: {{threads: {PINNED_THREADS}}}\n");
+    config.sweep = Some(
+        sweep_e2e::TinySweep {
+            name: "split",
+            epochs: 1,
+            hidden: 16,
+            subset: (300, 100),
+            threads: None,
+            variants: &[("pinned", &pinned)],
+            ..Default::default()
+        }
+        .write(&root.path().join("split")),
+    );
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.local_workers = 2;
     config.worker_binary = Some(sweep_e2e::release_bin_dir().join("sweep-worker"));

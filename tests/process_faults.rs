@@ -23,27 +23,16 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-fn write_sweep(root: &Path, seeds: &str, epochs: u32) -> PathBuf {
-    let data = sweep_e2e::mnist_dir();
-    std::fs::write(
-        root.join("base.yaml"),
-        format!(
-            "name: base\n\
-             model: {{type: fc, hidden_sizes: [64], dropout: 0.2}}\n\
-             data: {{data_dir: {}, subset: {{train: 4000, test: 500}}}}\n\
-             training: {{epochs: {epochs}, threads: 1}}\n",
-            data.display()
-        ),
-    )
-    .expect("base");
-    let sweep = root.join("sweep");
-    std::fs::create_dir_all(&sweep).expect("mkdir");
-    std::fs::write(
-        sweep.join("sweep.yaml"),
-        format!("name: faults\nbase: ../base.yaml\nseeds: [{seeds}]\n"),
-    )
-    .expect("sweep");
-    sweep
+fn write_sweep(root: &Path, seeds: &[u64], epochs: u32) -> PathBuf {
+    sweep_e2e::TinySweep {
+        name: "faults",
+        seeds,
+        epochs,
+        hidden: 64,
+        subset: (4000, 500),
+        ..Default::default()
+    }
+    .write(&root.join("sweep"))
 }
 
 struct Coordinator {
@@ -190,7 +179,7 @@ async fn worker_killed_mid_job_is_resumed_elsewhere_from_its_checkpoint() {
     let port = sweep_e2e::free_port();
     let epochs = 40;
     let _coordinator =
-        Coordinator::start(root.path(), &write_sweep(root.path(), "7", epochs), port);
+        Coordinator::start(root.path(), &write_sweep(root.path(), &[7], epochs), port);
     let mut first = Worker::start(root.path(), port, "first");
 
     // Kill the worker once epoch 2 is reported: epoch 1's checkpoint files,
@@ -243,7 +232,7 @@ async fn worker_killed_mid_job_is_resumed_elsewhere_from_its_checkpoint() {
 async fn coordinator_killed_mid_sweep_restarts_without_losing_results() {
     let root = tempfile::tempdir().expect("tempdir");
     let port = sweep_e2e::free_port();
-    let sweep = write_sweep(root.path(), "1, 2, 3, 4", 12);
+    let sweep = write_sweep(root.path(), &[1, 2, 3, 4], 12);
     let mut coordinator = Coordinator::start(root.path(), &sweep, port);
     let _workers = [
         Worker::start(root.path(), port, "w1"),

@@ -421,33 +421,6 @@ impl Coordinator {
     }
 }
 
-/// Two variants × two seeds of a small FC model on MNIST, one thread each.
-fn write_sweep(root: &Path) {
-    let sweep = root.join("sweep");
-    std::fs::create_dir_all(&sweep).expect("mkdir sweep");
-    std::fs::write(
-        sweep.join("base.yaml"),
-        format!(
-            "name: baseline\n\
-             model: {{type: fc, hidden_sizes: [64], dropout: 0.2}}\n\
-             data: {{data_dir: {}, subset: {{train: 4000, test: 500}}}}\n\
-             training: {{epochs: {EPOCHS}, threads: 1}}\n",
-            sweep_e2e::mnist_dir().display()
-        ),
-    )
-    .expect("base.yaml");
-    std::fs::write(sweep.join("no_dropout.yaml"), "model: {dropout: 0.0}\n").expect("variant");
-    let seeds: Vec<String> = SEEDS.iter().map(u64::to_string).collect();
-    std::fs::write(
-        sweep.join("sweep.yaml"),
-        format!(
-            "name: slurm\nbase: base.yaml\nbaseline: baseline\nseeds: [{}]\n",
-            seeds.join(", ")
-        ),
-    )
-    .expect("sweep.yaml");
-}
-
 fn write_token(path: &Path, value: &str) {
     std::fs::write(path, value).expect("token file");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod token");
@@ -459,29 +432,6 @@ async fn admin_client(port: u16) -> Client {
         .connect_lazy();
     let token = Token::new(ADMIN_TOKEN, "test").expect("admin token");
     sweep_proto::client::client(channel, Some(&token)).max_decoding_message_size(64 << 20)
-}
-
-/// Polls the coordinator's status until `done` says so, failing after `limit`.
-async fn wait_status(
-    client: &mut Client,
-    what: &str,
-    limit: Duration,
-    mut done: impl FnMut(&pb::StatusSnapshot) -> bool,
-) -> pb::StatusSnapshot {
-    let started = Instant::now();
-    loop {
-        if let Ok(snapshot) = client.get_status(pb::GetStatusRequest::default()).await {
-            let snapshot = snapshot.into_inner();
-            if done(&snapshot) {
-                return snapshot;
-            }
-        }
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn events(client: &mut Client, job_id: &str) -> Vec<pb::JobEvent> {
@@ -548,7 +498,16 @@ async fn sbatch_array_survives_a_scancelled_task() {
 
     let root = tempfile::tempdir().expect("tempdir");
     let root = root.path();
-    write_sweep(root);
+    sweep_e2e::TinySweep {
+        name: "slurm",
+        seeds: &SEEDS,
+        epochs: EPOCHS,
+        hidden: 64,
+        subset: (4000, 500),
+        variants: &[sweep_e2e::NO_DROPOUT],
+        ..Default::default()
+    }
+    .write(&root.join("sweep"));
     write_token(&root.join("worker_token"), WORKER_TOKEN);
     write_token(&root.join("admin_token"), ADMIN_TOKEN);
     let port = free_port();
@@ -605,7 +564,7 @@ async fn sbatch_array_survives_a_scancelled_task() {
 
     // Array task 0's worker trains a job whose epoch-1 checkpoint the
     // coordinator has committed (epoch 2 was reported after it), far from its end.
-    let snapshot = wait_status(
+    let snapshot = sweep_e2e::wait_for_status(
         &mut client,
         "array task 0's worker to train a job past epoch 2",
         SWEEP_TIMEOUT,
@@ -640,7 +599,7 @@ async fn sbatch_array_survives_a_scancelled_task() {
         || (!cluster.queue(&array).iter().any(|(id, _)| *id == task(0))).then_some(()),
     );
 
-    let done = wait_status(&mut client, "the sweep to finish", SWEEP_TIMEOUT, |s| {
+    let done = sweep_e2e::wait_for_status(&mut client, "the sweep to finish", SWEEP_TIMEOUT, |s| {
         s.sweeps.first().is_some_and(|sweep| sweep.done)
     })
     .await;

@@ -179,8 +179,10 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
     // A previous coordinator may have died between a sweep's last job and
     // its results files.
     for sweep in shared.store.call(|db| db.sweeps()).await? {
-        if !sweep.results_written {
-            shared.finish_sweep_if_done(&sweep.name).await?;
+        if !sweep.results_written
+            && let Err(e) = shared.finish_sweep_if_done(&sweep.name).await
+        {
+            tracing::warn!(sweep = %sweep.name, error = %e, "writing the results of a finished sweep failed");
         }
     }
     if let Some(spec) = spec {

@@ -379,12 +379,27 @@ impl Cached for Connection {
 /// load the pool's threads queued on the lock and most of the coordinator's
 /// time went to waking them (BENCHMARKS.md, "A fleet of simulated workers"),
 /// while a busy owner thread takes the next call without sleeping.
+///
+/// Group commit: the calls waiting when the thread turns to the queue (up to
+/// [`MAX_BATCH`]) run in one transaction, each in a savepoint of its own (a
+/// call that panics undoes only its own changes), and are answered after
+/// that transaction commits. Under load one commit then serves many calls;
+/// a lone call is a batch of one. No caller hears "done" before its change
+/// is committed, so a killed coordinator still loses nothing it confirmed.
 #[derive(Clone)]
 pub struct Store {
     calls: std::sync::mpsc::Sender<StoreCall>,
 }
 
-type StoreCall = Box<dyn FnOnce(&mut Db) + Send>;
+/// Runs against the database and returns how to answer its caller once the
+/// batch it ran in has committed (None) or failed to (the error).
+type StoreCall = Box<dyn FnOnce(&mut Db) -> Answer + Send>;
+type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// The most calls one transaction serves: enough that a commit's cost is
+/// shared under a fleet's load, few enough that the first caller of a batch
+/// does not wait long for the last.
+const MAX_BATCH: usize = 256;
 
 /// The database as the rest of the coordinator sees it: one method per
 /// query or rule. The connection never leaves this module, so every SQL
@@ -412,12 +427,14 @@ impl Store {
         std::thread::Builder::new()
             .name("sweep-store".into())
             .spawn(move || {
-                for call in queued {
-                    // A call that panics drops its transaction (SQLite rolls
-                    // it back) and its answer (its caller gets an error); the
-                    // database stays usable for the next.
-                    let _ =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut db)));
+                while let Ok(first) = queued.recv() {
+                    // Those waiting now, not those that arrive while the batch
+                    // runs: its first caller waits for no later one.
+                    let batch: Vec<StoreCall> = std::iter::once(first)
+                        .chain(std::iter::from_fn(|| queued.try_recv().ok()))
+                        .take(MAX_BATCH)
+                        .collect();
+                    db.run_batch(batch);
                 }
             })
             .map_err(|e| CoordinatorError::Internal(format!("starting the store thread: {e}")))?;
@@ -426,22 +443,104 @@ impl Store {
 
     /// Runs `f` with the database on the store's thread: what `f` does
     /// (queries, and the files that go with them) happens as one step for
-    /// every other caller.
+    /// every other caller, and its changes are committed before it returns.
     pub async fn call<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut Db) -> Result<R> + Send + 'static,
     {
-        let (answer, answered) = tokio::sync::oneshot::channel();
+        let (call, answered) = queued(f);
         self.calls
-            .send(Box::new(move |db: &mut Db| {
-                // The caller may have gone (a cancelled request): nothing to tell.
-                let _ = answer.send(f(db));
-            }))
+            .send(call)
             .map_err(|_| CoordinatorError::Internal("the store thread has stopped".into()))?;
         answered
             .await
             .map_err(|_| CoordinatorError::Internal("a database call panicked".into()))?
+    }
+}
+
+/// `f` as a call for the store's thread, and where its answer will arrive.
+fn queued<R, F>(f: F) -> (StoreCall, tokio::sync::oneshot::Receiver<Result<R>>)
+where
+    R: Send + 'static,
+    F: FnOnce(&mut Db) -> Result<R> + Send + 'static,
+{
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let call = Box::new(move |db: &mut Db| {
+        let result = f(db);
+        Box::new(move |commit_error: Option<&str>| {
+            let result = match commit_error {
+                None => result,
+                Some(e) => Err(CoordinatorError::Internal(format!(
+                    "the database did not commit: {e}"
+                ))),
+            };
+            // The caller may have gone (a cancelled request): nothing to tell.
+            let _ = answer.send(result);
+        }) as Answer
+    });
+    (call, answered)
+}
+
+impl Db {
+    /// One transaction for `batch`, each call in a savepoint, answered after
+    /// the commit. The writing functions below open savepoints of their own
+    /// (not transactions), which nest inside it and still commit alone
+    /// where no batch is open (the unit tests).
+    fn run_batch(&mut self, batch: Vec<StoreCall>) {
+        if !self.conn.is_autocommit() {
+            // Left open by a failed COMMIT and ROLLBACK: nothing in it was
+            // confirmed to anyone.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        let mut in_transaction = self.conn.execute_batch("BEGIN").is_ok();
+        let mut uncommitted: Vec<Answer> = Vec::new();
+        for call in batch {
+            // A call that panics is undone and its answer dropped (its
+            // caller gets an error); the batch goes on.
+            let marked = in_transaction && self.conn.execute_batch("SAVEPOINT call").is_ok();
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(self))).ok();
+            if marked && !self.conn.is_autocommit() {
+                let undo = if answer.is_none() {
+                    "ROLLBACK TO call; "
+                } else {
+                    ""
+                };
+                let _ = self.conn.execute_batch(&format!("{undo}RELEASE call"));
+            }
+            if in_transaction && self.conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (a disk error):
+                // what this call and those before it did is gone.
+                let lost = "the database rolled back its transaction";
+                tracing::error!(calls = uncommitted.len() + 1, "{lost}");
+                for answer in uncommitted.drain(..).chain(answer) {
+                    answer(Some(lost));
+                }
+                in_transaction = self.conn.execute_batch("BEGIN").is_ok();
+                continue;
+            }
+            match answer {
+                Some(answer) if in_transaction => uncommitted.push(answer),
+                // Outside a transaction each savepoint committed on its own,
+                // unless one is still open.
+                Some(answer) if self.conn.is_autocommit() => answer(None),
+                Some(answer) => answer(Some("a transaction was left open")),
+                None => {}
+            }
+        }
+        if !in_transaction {
+            return;
+        }
+        let error = self.conn.execute_batch("COMMIT").err().map(|e| {
+            tracing::error!(error = %e, calls = uncommitted.len(), "a store transaction failed to commit");
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            e.to_string()
+        });
+        for answer in uncommitted {
+            answer(error.as_deref());
+        }
     }
 }
 
@@ -807,15 +906,7 @@ fn status(conn: &Connection, sweep: Option<&str>) -> Result<StatusSnapshot> {
                 sweeps.len() - 1
             }
         };
-        let s = &mut sweeps[index];
-        s.total += 1;
-        match job.state {
-            JobState::Pending => s.pending += 1,
-            JobState::Leased | JobState::Running => s.running += 1,
-            JobState::Succeeded => s.succeeded += 1,
-            JobState::Failed => s.failed += 1,
-            JobState::Cancelled => s.cancelled += 1,
-        }
+        sweeps[index].jobs.add(job.state.as_str(), 1);
         let latest = epochs_of(conn, &job.id)?.last().copied();
         out.push(JobStatus {
             job_id: job.id,
@@ -840,7 +931,7 @@ fn status(conn: &Connection, sweep: Option<&str>) -> Result<StatusSnapshot> {
         .map(|s| s.name)
         .collect();
     for s in &mut sweeps {
-        s.done = s.pending == 0 && s.running == 0 && written.contains(&s.name);
+        s.done = s.jobs.all_ended() && written.contains(&s.name);
     }
     Ok(StatusSnapshot { sweeps, jobs: out })
 }
@@ -910,7 +1001,7 @@ pub struct NewSweep {
 /// job ids are stable); a different spec under a known name is refused, since
 /// its runs would land in the directories of the old one.
 fn submit(conn: &mut Connection, sweep: &NewSweep, specs: &[JobSpec]) -> Result<(u32, u32)> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let known: Option<String> = tx
         .row(
             "SELECT name FROM sweeps WHERE name = ?1",
@@ -1074,7 +1165,7 @@ fn jobs_per_variant(conn: &Connection, sweep: &str) -> Result<BTreeMap<String, u
 }
 
 fn register_worker(conn: &mut Connection, worker: &NewWorker) -> Result<String> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let count: i64 = tx.row("SELECT COUNT(*) FROM workers", [], |r| r.get(0))?;
     // Numbered so that ids are unique across restarts of the same worker
     // (each registration is a new incarnation whose leases are its own).
@@ -1184,7 +1275,7 @@ fn lease(
     worker_id: &str,
     lease_timeout: Duration,
 ) -> Result<Option<JobRow>> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let allow_commands: bool = tx
         .row(
             "SELECT allow_commands FROM workers WHERE id = ?1",
@@ -1254,7 +1345,7 @@ fn heartbeat(
     held: &[(String, u32)],
     lease_timeout: Duration,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     touch_worker(&tx, worker_id)?;
     let deadline = now_ms() + lease_timeout.as_millis() as i64;
     let (mut cancelled, mut lost) = (Vec::new(), Vec::new());
@@ -1295,7 +1386,7 @@ fn report_epoch(
     attempt: u32,
     metrics: &EpochMetrics,
 ) -> Result<EpochIngest> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let job = check_fence(&tx, job_id, attempt, worker_id)?;
     let text =
         serde_json::to_string(metrics).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
@@ -1414,7 +1505,7 @@ fn complete(
     attempt: u32,
     outcome: &Outcome,
 ) -> Result<JobRow> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let job = check_fence(&tx, job_id, attempt, worker_id)?;
     let now = now_ms();
     match outcome {
@@ -1460,7 +1551,7 @@ fn complete(
 /// Returns jobs whose lease deadline has passed to pending (or fails them
 /// after [`MAX_ATTEMPTS`]).
 fn expire_leases(conn: &mut Connection) -> Result<Expired> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let now = now_ms();
     let mut stmt = tx.prepare_cached(
         "SELECT id, sweep, attempt, worker FROM jobs WHERE state IN ('leased', 'running') AND lease_deadline_ms < ?1",
@@ -1516,7 +1607,7 @@ fn cancel(
     sweep: Option<&str>,
     job_id: Option<&str>,
 ) -> Result<(Vec<String>, u32)> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let targets: Vec<(String, String, u32)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT id, sweep, attempt FROM jobs WHERE state IN ('pending', 'leased', 'running') \
@@ -1611,7 +1702,7 @@ fn append_output(
     stream: &str,
     text: &str,
 ) -> Result<bool> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     check_fence(&tx, job_id, attempt, worker_id)?;
     let held: i64 = tx.row(
         "SELECT COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) FROM job_output WHERE job_id = ?1 AND attempt = ?2",
@@ -1686,7 +1777,7 @@ fn record_attempt(
     attempt: u32,
     provenance: &AttemptProvenance,
 ) -> Result<()> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     check_fence(&tx, job_id, attempt, worker_id)?;
     let text =
         serde_json::to_string(provenance).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
@@ -2165,5 +2256,62 @@ mod tests {
                 .expect("lease")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_batch_is_one_commit_and_a_panicking_call_undoes_only_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(SCHEMA).expect("schema");
+        add_missing_columns(&conn).expect("columns");
+        let mut db = Db { conn };
+        let new_worker = |name: &str| NewWorker {
+            name: name.into(),
+            host: "h".into(),
+            device: "cpu".into(),
+            threads: 1,
+            slots: 1,
+            allow_commands: false,
+        };
+        let (a, b) = (new_worker("a"), new_worker("b"));
+        let (first, first_answer) = queued(move |db| db.register_worker(&a, usize::MAX, 0));
+        // Registers a worker, then panics: the registration is undone.
+        let lost = new_worker("lost");
+        let (panics, panic_answer) = queued(move |db: &mut Db| -> Result<()> {
+            db.register_worker(&lost, usize::MAX, 0)?;
+            panic!("a bug in a call");
+        });
+        // Sees the first call's uncommitted worker in the same transaction.
+        let (second, second_answer) = queued(move |db| {
+            db.register_worker(&b, usize::MAX, 0)?;
+            Ok(db.workers(0)?.len())
+        });
+        db.run_batch(vec![first, panics, second]);
+
+        assert!(first_answer.blocking_recv().expect("answered").is_ok());
+        assert!(
+            panic_answer.blocking_recv().is_err(),
+            "its answer was dropped"
+        );
+        assert_eq!(
+            second_answer
+                .blocking_recv()
+                .expect("answered")
+                .expect("ok"),
+            2
+        );
+        // Committed: another connection sees both workers, not the lost one.
+        let other = Connection::open(&path).expect("open");
+        let mut names: Vec<String> = other
+            .prepare("SELECT name FROM workers")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        assert!(db.conn.is_autocommit(), "no transaction left open");
     }
 }

@@ -16,10 +16,19 @@ pub struct StatusSnapshot {
     pub jobs: Vec<JobStatus>,
 }
 
-/// Counts of a sweep's jobs by state.
+/// A sweep's progress.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepStatus {
     pub name: String,
+    pub jobs: JobCounts,
+    /// Every job has ended and the sweep's results are written.
+    pub done: bool,
+}
+
+/// How many jobs are in each state: of a sweep (`sweepctl status`, the
+/// dashboard) or of one variant (`sweepctl watch`'s summaries).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct JobCounts {
     pub total: u32,
     pub pending: u32,
     /// Leased or running.
@@ -27,8 +36,47 @@ pub struct SweepStatus {
     pub succeeded: u32,
     pub failed: u32,
     pub cancelled: u32,
-    /// Every job has ended and the sweep's results are written.
-    pub done: bool,
+}
+
+impl JobCounts {
+    /// Counts `n` more jobs in `state`, one of the job model's state names
+    /// (pending, leased, running, succeeded, failed, cancelled); a name from
+    /// a newer coordinator counts in the total only.
+    pub fn add(&mut self, state: &str, n: u32) {
+        self.total += n;
+        match state {
+            "pending" => self.pending += n,
+            "leased" | "running" => self.running += n,
+            "succeeded" => self.succeeded += n,
+            "failed" => self.failed += n,
+            "cancelled" => self.cancelled += n,
+            _ => {}
+        }
+    }
+
+    /// Jobs that succeeded, failed or were cancelled.
+    pub fn ended(&self) -> u32 {
+        self.succeeded + self.failed + self.cancelled
+    }
+
+    /// No job is pending or running (also true of no jobs at all).
+    pub fn all_ended(&self) -> bool {
+        self.pending == 0 && self.running == 0
+    }
+
+    /// `3/10 finished (2 running, 5 pending, 2 succeeded, 1 failed, 0 cancelled)`.
+    pub fn line(&self) -> String {
+        format!(
+            "{}/{} finished ({} running, {} pending, {} succeeded, {} failed, {} cancelled)",
+            self.ended(),
+            self.total,
+            self.running,
+            self.pending,
+            self.succeeded,
+            self.failed,
+            self.cancelled
+        )
+    }
 }
 
 /// One job's state and latest figures.
@@ -87,4 +135,35 @@ pub struct JobEvent {
     pub kind: String,
     pub attempt: u32,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_group_leased_with_running_and_end_with_the_terminal_states() {
+        let mut counts = JobCounts::default();
+        for (state, n) in [
+            ("pending", 5),
+            ("leased", 1),
+            ("running", 1),
+            ("succeeded", 2),
+            ("failed", 1),
+        ] {
+            counts.add(state, n);
+        }
+        assert_eq!(counts.total, 10);
+        assert_eq!(counts.running, 2);
+        assert_eq!(counts.ended(), 3);
+        assert!(!counts.all_ended());
+        assert_eq!(
+            counts.line(),
+            "3/10 finished (2 running, 5 pending, 2 succeeded, 1 failed, 0 cancelled)"
+        );
+        counts = JobCounts::default();
+        counts.add("cancelled", 4);
+        assert!(counts.all_ended());
+        assert_eq!(counts.ended(), counts.total);
+    }
 }

@@ -12,7 +12,9 @@ use sweep_core::lease::{JobFailure, LeasedJob, StoredFile};
 use sweep_core::metrics::{EpochMetrics, RunMetrics, TestMetrics};
 use sweep_core::names::{self, NameError};
 use sweep_core::provenance::{AttemptProvenance, DatasetFile, RunProvenance};
-use sweep_core::status::{JobEvent, JobStatus, StatusSnapshot, SweepStatus, WorkerStatus};
+use sweep_core::status::{
+    JobCounts, JobEvent, JobStatus, StatusSnapshot, SweepStatus, WorkerStatus,
+};
 use sweep_core::sweep::{SeedPolicy, SweepError, SweepSpec, Variant};
 
 use crate::pb;
@@ -433,15 +435,36 @@ impl TryFrom<pb::SubmitSweepRequest> for SweepSpec {
 
 impl From<SweepStatus> for pb::SweepStatus {
     fn from(s: SweepStatus) -> Self {
+        let JobCounts {
+            total,
+            pending,
+            running,
+            succeeded,
+            failed,
+            cancelled,
+        } = s.jobs;
         pb::SweepStatus {
             name: s.name,
+            total,
+            pending,
+            running,
+            succeeded,
+            failed,
+            cancelled,
+            done: s.done,
+        }
+    }
+}
+
+impl From<&pb::SweepStatus> for JobCounts {
+    fn from(s: &pb::SweepStatus) -> Self {
+        JobCounts {
             total: s.total,
             pending: s.pending,
             running: s.running,
             succeeded: s.succeeded,
             failed: s.failed,
             cancelled: s.cancelled,
-            done: s.done,
         }
     }
 }

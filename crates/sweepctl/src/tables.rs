@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
-use sweep_core::status::{JobEvent, WorkerStatus};
+use sweep_core::status::{JobCounts, JobEvent, WorkerStatus};
 use sweep_proto::pb;
 
 /// Shown where a value does not exist (yet): no epoch finished, no worker.
@@ -62,29 +62,44 @@ pub fn progress(job: &pb::JobStatus) -> String {
     format!("{}/{}", job.epoch, job.epochs)
 }
 
+/// A row's job counts: jobs, pending, running, succeeded, failed, cancelled.
+const COUNT_COLUMNS: [&str; 6] = [
+    "jobs",
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+];
+
+fn count_cells(c: &JobCounts) -> [String; 6] {
+    [
+        c.total,
+        c.pending,
+        c.running,
+        c.succeeded,
+        c.failed,
+        c.cancelled,
+    ]
+    .map(|n| n.to_string())
+}
+
+/// The columns `first`, the counts, then `last`.
+fn counts_table(first: &str, last: &str) -> Table {
+    let mut headers = vec![first];
+    headers.extend(COUNT_COLUMNS);
+    headers.push(last);
+    new_table(&headers)
+}
+
 /// One line per sweep with its job counts.
 pub fn sweeps_table(sweeps: &[pb::SweepStatus]) -> Table {
-    let mut table = new_table(&[
-        "sweep",
-        "jobs",
-        "pending",
-        "running",
-        "succeeded",
-        "failed",
-        "cancelled",
-        "done",
-    ]);
+    let mut table = counts_table("sweep", "done");
     for s in sweeps {
-        table.add_row(vec![
-            s.name.clone(),
-            s.total.to_string(),
-            s.pending.to_string(),
-            s.running.to_string(),
-            s.succeeded.to_string(),
-            s.failed.to_string(),
-            s.cancelled.to_string(),
-            if s.done { "yes" } else { "no" }.to_string(),
-        ]);
+        let mut row = vec![s.name.clone()];
+        row.extend(count_cells(&JobCounts::from(s)));
+        row.push(if s.done { "yes" } else { "no" }.to_string());
+        table.add_row(row);
     }
     align_right(&mut table, &[1, 2, 3, 4, 5, 6]);
     table
@@ -118,39 +133,9 @@ pub fn jobs_table<'a>(jobs: impl IntoIterator<Item = &'a pb::JobStatus>) -> Tabl
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VariantCounts {
     pub variant: String,
-    pub total: u32,
-    pub pending: u32,
-    pub running: u32,
-    pub succeeded: u32,
-    pub failed: u32,
-    pub cancelled: u32,
+    pub jobs: JobCounts,
     pub epochs_done: u64,
     pub epochs_total: u64,
-}
-
-impl VariantCounts {
-    pub fn finished(&self) -> u32 {
-        self.succeeded + self.failed + self.cancelled
-    }
-
-    /// Every job of the variant has ended.
-    pub fn done(&self) -> bool {
-        self.finished() == self.total
-    }
-
-    /// The counts in one line: `3/10 finished (2 running, 5 pending, ...)`.
-    pub fn line(&self) -> String {
-        format!(
-            "{}/{} finished ({} running, {} pending, {} succeeded, {} failed, {} cancelled)",
-            self.finished(),
-            self.total,
-            self.running,
-            self.pending,
-            self.succeeded,
-            self.failed,
-            self.cancelled
-        )
-    }
 }
 
 /// The jobs counted per variant, by variant name.
@@ -163,15 +148,7 @@ pub fn variant_counts<'a>(jobs: impl IntoIterator<Item = &'a pb::JobStatus>) -> 
                 variant: job.variant.clone(),
                 ..Default::default()
             });
-        c.total += 1;
-        match job.state.as_str() {
-            "pending" => c.pending += 1,
-            "leased" | "running" => c.running += 1,
-            "succeeded" => c.succeeded += 1,
-            "failed" => c.failed += 1,
-            "cancelled" => c.cancelled += 1,
-            _ => {}
-        }
+        c.jobs.add(&job.state, 1);
         c.epochs_done += u64::from(job.epoch.min(job.epochs));
         c.epochs_total += u64::from(job.epochs);
     }
@@ -180,27 +157,12 @@ pub fn variant_counts<'a>(jobs: impl IntoIterator<Item = &'a pb::JobStatus>) -> 
 
 /// One line per variant with its counts by state.
 pub fn variants_table(counts: &[VariantCounts]) -> Table {
-    let mut table = new_table(&[
-        "variant",
-        "jobs",
-        "pending",
-        "running",
-        "succeeded",
-        "failed",
-        "cancelled",
-        "epochs",
-    ]);
+    let mut table = counts_table("variant", "epochs");
     for c in counts {
-        table.add_row(vec![
-            c.variant.clone(),
-            c.total.to_string(),
-            c.pending.to_string(),
-            c.running.to_string(),
-            c.succeeded.to_string(),
-            c.failed.to_string(),
-            c.cancelled.to_string(),
-            format!("{}/{}", c.epochs_done, c.epochs_total),
-        ]);
+        let mut row = vec![c.variant.clone()];
+        row.extend(count_cells(&c.jobs));
+        row.push(format!("{}/{}", c.epochs_done, c.epochs_total));
+        table.add_row(row);
     }
     align_right(&mut table, &[1, 2, 3, 4, 5, 6, 7]);
     table
@@ -437,9 +399,9 @@ mod tests {
         // Well under a second even in a debug build.
         assert!(took < std::time::Duration::from_secs(1), "{took:?}");
         let counts = variant_counts(&snapshot.jobs);
-        assert_eq!(counts.iter().map(|c| c.total).sum::<u32>(), 10_000);
-        assert_eq!(counts.iter().map(|c| c.failed).sum::<u32>(), 1);
-        assert_eq!(counts.iter().map(|c| c.running).sum::<u32>(), 2_500);
+        assert_eq!(counts.iter().map(|c| c.jobs.total).sum::<u32>(), 10_000);
+        assert_eq!(counts.iter().map(|c| c.jobs.failed).sum::<u32>(), 1);
+        assert_eq!(counts.iter().map(|c| c.jobs.running).sum::<u32>(), 2_500);
         // --all: every job.
         let everything = render_status(&snapshot, true);
         assert!(everything.lines().count() > 10_000);

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sweep_core::results::Format;
+use sweep_core::status::JobCounts;
 use sweep_proto::pb;
 
 use crate::client::{self, ConnectArgs};
@@ -46,16 +47,12 @@ fn summarised_sweeps(snapshot: &pb::StatusSnapshot, all: bool) -> HashSet<String
 
 /// A variant's counts in one line, with its sweep.
 fn variant_line(sweep: &str, c: &tables::VariantCounts) -> String {
-    format!("sweep {sweep} variant {}: {}", c.variant, c.line())
+    format!("sweep {sweep} variant {}: {}", c.variant, c.jobs.line())
 }
 
 /// States after which a job never changes again.
 fn has_ended(job: &pb::JobStatus) -> bool {
     matches!(job.state.as_str(), "succeeded" | "failed" | "cancelled")
-}
-
-fn finished(sweep: &pb::SweepStatus) -> u32 {
-    sweep.succeeded + sweep.failed + sweep.cancelled
 }
 
 /// Every sweep in the snapshot has ended (and there is at least one).
@@ -65,17 +62,7 @@ fn all_done(snapshot: &pb::StatusSnapshot) -> bool {
 
 /// A sweep's counts in one line.
 pub fn sweep_line(s: &pb::SweepStatus) -> String {
-    format!(
-        "sweep {}: {}/{} finished ({} running, {} pending, {} succeeded, {} failed, {} cancelled)",
-        s.name,
-        finished(s),
-        s.total,
-        s.running,
-        s.pending,
-        s.succeeded,
-        s.failed,
-        s.cancelled
-    )
+    format!("sweep {}: {}", s.name, JobCounts::from(s).line())
 }
 
 /// What a job is doing, in one line (without its id).
@@ -178,7 +165,10 @@ impl Lines {
         }
         for sweep in &summarised {
             let jobs = snapshot.jobs.iter().filter(|j| &j.sweep == sweep);
-            for c in tables::variant_counts(jobs).iter().filter(|c| c.done()) {
+            for c in tables::variant_counts(jobs)
+                .iter()
+                .filter(|c| c.jobs.all_ended())
+            {
                 let line = variant_line(sweep, c);
                 if self.changed(format!("variant\0{sweep}\0{}", c.variant), &line) {
                     out.push(line);
@@ -257,7 +247,7 @@ impl Bars {
         let jobs = snapshot.jobs.iter().filter(|j| j.sweep == sweep);
         for c in tables::variant_counts(jobs) {
             let key = format!("{sweep}\0{}", c.variant);
-            if c.done() {
+            if c.jobs.all_ended() {
                 if let Some(bar) = self.variants.remove(&key) {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
@@ -269,16 +259,17 @@ impl Bars {
             }
             let bar = self.variants.entry(key).or_insert_with(|| {
                 let bar = self.multi.add(
-                    ProgressBar::new(u64::from(c.total)).with_style(self.variant_style.clone()),
+                    ProgressBar::new(u64::from(c.jobs.total))
+                        .with_style(self.variant_style.clone()),
                 );
                 bar.set_prefix(c.variant.clone());
                 bar
             });
-            bar.set_length(u64::from(c.total.max(1)));
-            bar.set_position(u64::from(c.finished()));
+            bar.set_length(u64::from(c.jobs.total.max(1)));
+            bar.set_position(u64::from(c.jobs.ended()));
             bar.set_message(format!(
                 "{} running, {} pending, {} failed · epochs {}/{}",
-                c.running, c.pending, c.failed, c.epochs_done, c.epochs_total
+                c.jobs.running, c.jobs.pending, c.jobs.failed, c.epochs_done, c.epochs_total
             ));
         }
         for job in snapshot
@@ -308,7 +299,7 @@ impl View for Bars {
                 bar
             });
             bar.set_length(u64::from(s.total));
-            bar.set_position(u64::from(finished(s)));
+            bar.set_position(u64::from(JobCounts::from(s).ended()));
             bar.set_message(format!(
                 "{} running, {} pending, {} failed, {} cancelled",
                 s.running, s.pending, s.failed, s.cancelled

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sweep_core::metrics::EpochMetrics;
 use sweep_core::results::Format;
-use sweep_core::status::JobEvent;
+use sweep_core::status::{JobCounts, JobEvent};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -22,7 +22,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use super::AppState;
 use crate::error::CoordinatorError;
 use crate::events::{JobView, Numbered, Replay};
-use crate::store::{self, JobState};
+use crate::store;
 
 /// A failed API call: the status that fits and a message.
 pub struct ApiError(CoordinatorError);
@@ -60,45 +60,21 @@ pub type ApiResult<T> = std::result::Result<T, ApiError>;
 pub struct SweepSummary {
     pub name: String,
     pub description: String,
-    pub total: u32,
-    pub pending: u32,
-    pub running: u32,
-    pub succeeded: u32,
-    pub failed: u32,
-    pub cancelled: u32,
+    #[serde(flatten)]
+    pub jobs: JobCounts,
     /// Every job ended and the results are written.
     pub finished: bool,
 }
 
 impl SweepSummary {
+    /// The sweep with no job counted yet.
     fn new(row: &store::SweepRow) -> Self {
         SweepSummary {
             name: row.name.clone(),
             description: row.description.clone(),
-            total: 0,
-            pending: 0,
-            running: 0,
-            succeeded: 0,
-            failed: 0,
-            cancelled: 0,
+            jobs: JobCounts::default(),
             finished: row.results_written,
         }
-    }
-
-    /// Counts `n` more jobs in `state`.
-    fn add(&mut self, state: JobState, n: u32) {
-        self.total += n;
-        *match state {
-            JobState::Pending => &mut self.pending,
-            JobState::Leased | JobState::Running => &mut self.running,
-            JobState::Succeeded => &mut self.succeeded,
-            JobState::Failed => &mut self.failed,
-            JobState::Cancelled => &mut self.cancelled,
-        } += n;
-    }
-
-    pub fn ended(&self) -> u32 {
-        self.succeeded + self.failed + self.cancelled
     }
 }
 
@@ -114,7 +90,7 @@ pub async fn sweep_summaries(state: &AppState) -> ApiResult<Vec<SweepSummary>> {
                 .map(|row| {
                     let mut summary = SweepSummary::new(row);
                     for (state, n) in counts.get(&row.name).into_iter().flatten() {
-                        summary.add(*state, *n);
+                        summary.jobs.add(state.as_str(), *n);
                     }
                     summary
                 })
@@ -163,7 +139,7 @@ pub async fn sweep_snapshot(state: &AppState, name: String) -> ApiResult<SweepSn
                 .jobs(Some(&name))?
                 .iter()
                 .map(|job| {
-                    summary.add(job.state, 1);
+                    summary.jobs.add(job.state.as_str(), 1);
                     JobWithCurve {
                         job: JobView::from(job),
                         curve: curves.remove(&job.id).unwrap_or_default(),

@@ -97,8 +97,8 @@ fn sweeps_table(sweeps: &[api::SweepSummary]) -> Markup {
                             td { a href={ "/sweeps/" (seg(&s.name)) } { (s.name) } }
                             td.desc { (s.description) }
                             td { (progress(s)) }
-                            td.num { (s.pending) } td.num { (s.running) } td.num { (s.succeeded) }
-                            td.num.failed[s.failed > 0] { (s.failed) } td.num { (s.cancelled) }
+                            td.num { (s.jobs.pending) } td.num { (s.jobs.running) } td.num { (s.jobs.succeeded) }
+                            td.num.failed[s.jobs.failed > 0] { (s.jobs.failed) } td.num { (s.jobs.cancelled) }
                         }
                     }
                 }
@@ -108,18 +108,19 @@ fn sweeps_table(sweeps: &[api::SweepSummary]) -> Markup {
 }
 
 fn progress(s: &api::SweepSummary) -> Markup {
-    let done = percent(s.succeeded, s.total);
-    let failed = percent(s.failed + s.cancelled, s.total);
-    let running = percent(s.running, s.total);
+    let jobs = &s.jobs;
+    let done = percent(jobs.succeeded, jobs.total);
+    let failed = percent(jobs.failed + jobs.cancelled, jobs.total);
+    let running = percent(jobs.running, jobs.total);
     html! {
-        div.progress title={ (s.ended()) " of " (s.total) " jobs ended" } {
+        div.progress title={ (jobs.ended()) " of " (jobs.total) " jobs ended" } {
             // Widths through the SVG, not inline styles, which the policy forbids.
             svg viewBox="0 0 100 10" preserveAspectRatio="none" {
                 rect.done x="0" y="0" height="10" width=(format!("{done:.2}")) {}
                 rect.failed x=(format!("{done:.2}")) y="0" height="10" width=(format!("{failed:.2}")) {}
                 rect.running x=(format!("{:.2}", done + failed)) y="0" height="10" width=(format!("{running:.2}")) {}
             }
-            span { (s.ended()) "/" (s.total) @if s.finished { " · finished" } }
+            span { (jobs.ended()) "/" (jobs.total) @if s.finished { " · finished" } }
         }
     }
 }
