@@ -524,23 +524,13 @@ async fn wheel_in_a_fresh_venv_runs_a_worker_through_a_sweep() {
             .connect_lazy();
     let token = Token::new(ADMIN_TOKEN, "test").expect("admin token");
     let mut client: Client = sweep_proto::client::client(channel, Some(&token));
-    let deadline = Instant::now() + SWEEP_TIMEOUT;
-    let status = loop {
-        if let Ok(Some(status)) = worker.0.try_wait() {
-            panic!("the venv's sweep-worker exited during the sweep ({status})");
+    let status = sweep_e2e::wait_for_status(&mut client, "the sweep", SWEEP_TIMEOUT, |status| {
+        if let Ok(Some(exit)) = worker.0.try_wait() {
+            panic!("the venv's sweep-worker exited during the sweep ({exit})");
         }
-        if let Ok(status) = client.get_status(pb::GetStatusRequest::default()).await {
-            let status = status.into_inner();
-            if sweep_e2e::all_sweeps_done(&status) {
-                break status;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {SWEEP_TIMEOUT:?} waiting for the sweep"
-        );
-        tokio::time::sleep(POLL).await;
-    };
+        sweep_e2e::all_sweeps_done(status)
+    })
+    .await;
     let jobs = VARIANTS.len() * SEEDS.len();
     assert_eq!(status.sweeps[0].succeeded as usize, jobs, "{status:#?}");
     assert_eq!(status.jobs.len(), jobs, "{status:#?}");

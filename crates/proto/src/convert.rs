@@ -435,22 +435,15 @@ impl TryFrom<pb::SubmitSweepRequest> for SweepSpec {
 
 impl From<SweepStatus> for pb::SweepStatus {
     fn from(s: SweepStatus) -> Self {
-        let JobCounts {
-            total,
-            pending,
-            running,
-            succeeded,
-            failed,
-            cancelled,
-        } = s.jobs;
+        let jobs = s.jobs;
         pb::SweepStatus {
             name: s.name,
-            total,
-            pending,
-            running,
-            succeeded,
-            failed,
-            cancelled,
+            total: jobs.total,
+            pending: jobs.pending,
+            running: jobs.running,
+            succeeded: jobs.succeeded,
+            failed: jobs.failed,
+            cancelled: jobs.cancelled,
             done: s.done,
         }
     }
