@@ -568,6 +568,7 @@ async fn worker(shared: Arc<Shared>, client: Client, index: usize) {
 /// Reports the job's epochs, waits its simulated length, completes it.
 async fn run_job(shared: &Shared, client: &Client, worker_id: &str, job: &LeasedJob) {
     let epochs = shared.args.epochs;
+    let mut reported_epochs = Vec::with_capacity(epochs as usize);
     for epoch in 1..=epochs {
         let metrics = EpochMetrics {
             epoch,
@@ -595,13 +596,15 @@ async fn run_job(shared: &Shared, client: &Client, worker_id: &str, job: &Leased
         if reported.await.is_none() {
             return;
         }
+        reported_epochs.push(metrics);
     }
     if shared.args.job_seconds > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(shared.args.job_seconds)).await;
     }
     let jitter = (job.seed % 100) as f64 / 10_000.0;
+    // As a worker completes: with every epoch it reported.
     let metrics = RunMetrics {
-        epochs: Vec::new(),
+        epochs: reported_epochs,
         best_epoch: epochs,
         best_val_loss: Some(0.1),
         best_val_acc: Some(0.9 + jitter),
