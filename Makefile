@@ -39,12 +39,9 @@ export PROPTEST_RNG_SEED
 test: lint test-deps build
 	$(CARGO) test $(PROFILE) --workspace
 
-# The second clippy checks the light client as `cargo install
-# --no-default-features` builds it (no `report`; see README, "The light client").
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy $(PROFILE) --workspace --all-targets -- -D warnings
-	$(CARGO) clippy $(PROFILE) -p sweepctl --no-default-features -- -D warnings
 
 test-deps:
 	scripts/test-deps.sh

@@ -1,14 +1,11 @@
 //! `sweepctl report`: the per-sweep report (`index.html` + `report.md`) and
 //! the seed-averaged TensorBoard files, from a sweep's run directories on
 //! this machine (the coordinator's `--state-dir`, or a copy of it). Needs no
-//! coordinator and no libtorch; built with the `report` feature (a default
-//! one), and without it says where the coordinator's copy of the report is.
+//! coordinator and no libtorch.
 
 use std::path::PathBuf;
 
-#[cfg(feature = "report")]
-use anyhow::Context;
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
@@ -25,19 +22,6 @@ pub struct ReportArgs {
     pub baseline: Option<String>,
 }
 
-/// Built without the `report` feature (the light install): say where the
-/// report is and how to get the command.
-#[cfg(not(feature = "report"))]
-pub fn run(_args: ReportArgs) -> anyhow::Result<()> {
-    bail!(
-        "this sweepctl was built without `report` (--no-default-features). The coordinator \
-         writes each sweep's report to <state-dir>/<sweep>/report when the sweep ends; for this \
-         command install sweepctl with its default features: \
-         cargo install --locked --path crates/sweepctl"
-    )
-}
-
-#[cfg(feature = "report")]
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let sweep = match args.sweep {
         Some(s) => {
@@ -76,7 +60,6 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 }
 
 /// The one sweep directory under `runs` (one holding variant/seed-N runs).
-#[cfg(feature = "report")]
 fn only_sweep(runs: &std::path::Path) -> anyhow::Result<String> {
     let entries = std::fs::read_dir(runs).with_context(|| format!("listing {}", runs.display()))?;
     let mut sweeps: Vec<String> = entries
