@@ -177,11 +177,9 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
     // until their deadline, so reconnecting workers keep their jobs.
     shared.expire_leases().await?;
     // A previous coordinator may have died between a sweep's last job and
-    // its results files.
+    // its results files (finish_sweep_if_done skips sweeps that have them).
     for sweep in shared.store.call(|db| db.sweeps()).await? {
-        if !sweep.results_written
-            && let Err(e) = shared.finish_sweep_if_done(&sweep.name).await
-        {
+        if let Err(e) = shared.finish_sweep_if_done(&sweep.name).await {
             tracing::warn!(sweep = %sweep.name, error = %e, "writing the results of a finished sweep failed");
         }
     }

@@ -1911,11 +1911,17 @@ mod tests {
 
     const CONFIG: &str = "name: v\nseed: 1\nmodel: {type: fc, input_size: 784, hidden_sizes: [8], num_classes: 10}\n";
 
-    fn store_with_job() -> (tempfile::TempDir, Connection, String) {
+    /// A database with the schema, in a fresh temporary directory.
+    fn empty_db() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut conn = Connection::open(dir.path().join("db.sqlite")).expect("open");
+        let conn = Connection::open(dir.path().join("db.sqlite")).expect("open");
         conn.execute_batch(SCHEMA).expect("schema");
         add_missing_columns(&conn).expect("columns");
+        (dir, conn)
+    }
+
+    fn store_with_job() -> (tempfile::TempDir, Connection, String) {
+        let (dir, mut conn) = empty_db();
         let config = ExperimentConfig::from_yaml(CONFIG, Path::new("test")).expect("config");
         let job = JobSpec {
             id: "v-seed-1-00000000".into(),
@@ -1945,16 +1951,20 @@ mod tests {
         (dir, conn, job.id)
     }
 
-    fn worker(conn: &mut Connection, name: &str) -> String {
-        let row = NewWorker {
+    /// A one-slot CPU worker; one named `cmd…` may run command jobs.
+    fn new_worker(name: &str) -> NewWorker {
+        NewWorker {
             name: name.into(),
             host: "h".into(),
             device: "cpu".into(),
             threads: 1,
             slots: 1,
             allow_commands: name.starts_with("cmd"),
-        };
-        register_worker(conn, &row).expect("register")
+        }
+    }
+
+    fn worker(conn: &mut Connection, name: &str) -> String {
+        register_worker(conn, &new_worker(name)).expect("register")
     }
 
     #[test]
@@ -2138,10 +2148,7 @@ mod tests {
 
     /// A store holding sweep `a` (variant `v`, seeds 1 and 2) with a seed policy.
     fn adaptive_store(config: &str) -> (tempfile::TempDir, Connection) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut conn = Connection::open(dir.path().join("db.sqlite")).expect("open");
-        conn.execute_batch(SCHEMA).expect("schema");
-        add_missing_columns(&conn).expect("columns");
+        let (dir, mut conn) = empty_db();
         let config = JobConfig::from_yaml(config, Path::new("test")).expect("config");
         let jobs: Vec<JobSpec> = [1, 2]
             .into_iter()
@@ -2260,20 +2267,8 @@ mod tests {
 
     #[test]
     fn a_batch_is_one_commit_and_a_panicking_call_undoes_only_itself() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("db.sqlite");
-        let conn = Connection::open(&path).expect("open");
-        conn.execute_batch(SCHEMA).expect("schema");
-        add_missing_columns(&conn).expect("columns");
+        let (dir, conn) = empty_db();
         let mut db = Db { conn };
-        let new_worker = |name: &str| NewWorker {
-            name: name.into(),
-            host: "h".into(),
-            device: "cpu".into(),
-            threads: 1,
-            slots: 1,
-            allow_commands: false,
-        };
         let (a, b) = (new_worker("a"), new_worker("b"));
         let (first, first_answer) = queued(move |db| db.register_worker(&a, usize::MAX, 0));
         // Registers a worker, then panics: the registration is undone.
@@ -2302,7 +2297,7 @@ mod tests {
             2
         );
         // Committed: another connection sees both workers, not the lost one.
-        let other = Connection::open(&path).expect("open");
+        let other = Connection::open(dir.path().join("db.sqlite")).expect("open");
         let mut names: Vec<String> = other
             .prepare("SELECT name FROM workers")
             .expect("prepare")
