@@ -16,9 +16,8 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 use sweep_core::lease::StoredFile;
-use sweep_core::metrics::{EpochMetrics, RunMetrics, TestMetrics};
+use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::results::{Format, ResultsTable};
-use sweep_core::tensorboard::EventWriter;
 
 use crate::error::{CoordinatorError, Result};
 
@@ -79,10 +78,13 @@ pub fn write_provenance(
     write_copy(&run_dir.join(sweep_core::provenance::FILE_NAME), &json)
 }
 
+/// A run's metrics: its epochs so far, or its final metrics once it ended.
+pub const METRICS_FILE: &str = "metrics.json";
+
 pub fn write_metrics(run_dir: &Path, metrics: &RunMetrics) -> Result<()> {
     let json = serde_json::to_vec_pretty(metrics)
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-    write_copy(&run_dir.join("metrics.json"), &json)
+    write_copy(&run_dir.join(METRICS_FILE), &json)
 }
 
 /// metrics.json of a run in progress, from the epochs streamed so far (the
@@ -98,53 +100,6 @@ pub fn metrics_from_epochs(epochs: &[EpochMetrics]) -> RunMetrics {
     metrics
 }
 
-/// One TensorBoard event file per job and coordinator process, open while the
-/// job runs.
-#[derive(Default)]
-pub struct TensorBoard {
-    writers: Mutex<HashMap<String, EventWriter>>,
-}
-
-impl TensorBoard {
-    fn with_writer(
-        &self,
-        job_id: &str,
-        run_dir: &Path,
-        f: impl FnOnce(&mut EventWriter) -> std::io::Result<()>,
-    ) -> Result<()> {
-        let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
-        let writer = match writers.entry(job_id.to_string()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(EventWriter::create(run_dir).map_err(CoordinatorError::io(run_dir))?)
-            }
-        };
-        f(writer).map_err(CoordinatorError::io(run_dir))
-    }
-
-    /// The same tags as sweep-train's local runs, so both kinds compare in one TensorBoard.
-    pub fn epoch(&self, job_id: &str, run_dir: &Path, m: &EpochMetrics) -> Result<()> {
-        self.with_writer(job_id, run_dir, |w| w.add_epoch(m))
-    }
-
-    pub fn finish(
-        &self,
-        job_id: &str,
-        run_dir: &Path,
-        test: Option<TestMetrics>,
-        step: u32,
-    ) -> Result<()> {
-        if let Some(test) = test {
-            self.with_writer(job_id, run_dir, |w| w.add_test(&test, step))?;
-        }
-        self.writers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(job_id);
-        Ok(())
-    }
-}
-
 /// How often a running job's metrics.json is rewritten from its epochs.
 pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -152,26 +107,32 @@ pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 /// [`PROGRESS_INTERVAL`], because every rewrite creates a file and replaces
 /// another, and that churn was the largest cost of a fleet's epoch reports
 /// (BENCHMARKS.md, "A fleet of simulated workers"); an epoch of real
-/// training takes longer anyway. The store has every epoch at once; the final
-/// metrics replace the file at completion, and a sweep's end rewrites it for
-/// the runs that did not complete.
+/// training takes longer anyway. The first rewrite waits an interval after
+/// the lease, so a job shorter than that writes the file once, at its end.
+/// The store has every epoch at once; the final metrics replace the file at
+/// completion, and a sweep's end rewrites it for the runs that did not
+/// complete.
 #[derive(Default)]
 pub struct ProgressFiles {
     written: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl ProgressFiles {
-    /// True (and noted) when the job's metrics.json is due for a rewrite.
+    /// True when the job's metrics.json is due for a rewrite.
     pub fn due(&self, job_id: &str) -> bool {
-        let now = std::time::Instant::now();
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        match written.get(job_id) {
-            Some(last) if now.duration_since(*last) < PROGRESS_INTERVAL => false,
-            _ => {
-                written.insert(job_id.to_string(), now);
-                true
-            }
-        }
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written
+            .get(job_id)
+            .is_none_or(|last| last.elapsed() >= PROGRESS_INTERVAL)
+    }
+
+    /// The job's next rewrite is an interval from now: it was just leased,
+    /// or its metrics.json rewritten.
+    pub fn restart(&self, job_id: &str) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job_id.to_string(), std::time::Instant::now());
     }
 
     /// The job has ended: its metrics.json is final.

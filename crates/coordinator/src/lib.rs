@@ -26,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod layout;
 pub mod limits;
+pub mod run_files;
 pub mod service;
 pub mod store;
 
@@ -166,6 +167,7 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
     let (finished, finished_sweeps) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared::new(
         store,
+        run_files::RunFiles::start()?,
         config.state_dir.clone(),
         config.lease_timeout,
         config.heartbeat_interval,

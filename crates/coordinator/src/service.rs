@@ -28,8 +28,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{CoordinatorError, Result};
 use crate::events::{Event, EventBus, JobView};
-use crate::layout::{self, ProgressFiles, TensorBoard};
+use crate::layout::{self, ProgressFiles};
 use crate::limits::{Limits, truncate_text};
+use crate::run_files::{RunFile, RunFiles};
 use crate::store::{self, JobState, Outcome, Store};
 
 /// How long a LeaseJob call waits for a job before answering "none": short
@@ -47,6 +48,8 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + 
 /// State shared by the handlers and the coordinator's background tasks.
 pub struct Shared {
     pub store: Store,
+    /// Writes the run files that follow a job's progress.
+    files: RunFiles,
     /// Root of the run layout (`runs/`).
     pub state_dir: PathBuf,
     pub lease_timeout: Duration,
@@ -58,7 +61,6 @@ pub struct Shared {
     pub changes: watch::Sender<u64>,
     /// What changed, for the dashboard's live pages.
     pub events: EventBus,
-    tensorboard: TensorBoard,
     progress: ProgressFiles,
     /// Sweep reports being written: `--exit-when-done` waits for them.
     reports_in_flight: std::sync::atomic::AtomicUsize,
@@ -69,8 +71,10 @@ pub struct Shared {
 }
 
 impl Shared {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
+        files: RunFiles,
         state_dir: PathBuf,
         lease_timeout: Duration,
         heartbeat_interval: Duration,
@@ -80,6 +84,7 @@ impl Shared {
     ) -> Self {
         Shared {
             store,
+            files,
             state_dir,
             lease_timeout,
             heartbeat_interval,
@@ -87,7 +92,6 @@ impl Shared {
             reports_in_flight: std::sync::atomic::AtomicUsize::new(0),
             changes: watch::Sender::new(0),
             events: EventBus::default(),
-            tensorboard: TensorBoard::default(),
             progress: ProgressFiles::default(),
             stopping,
             finished,
@@ -222,19 +226,6 @@ impl Shared {
             })
     }
 
-    /// Runs `write` (run files that follow from a change just committed) on
-    /// a blocking thread, outside the store's lock: file system waits never
-    /// stall the async threads, nor other callers of the store.
-    async fn write_files<R: Send + 'static>(
-        self: &Arc<Self>,
-        write: impl FnOnce(&Shared) -> Result<R> + Send + 'static,
-    ) -> Result<R> {
-        let shared = Arc::clone(self);
-        tokio::task::spawn_blocking(move || write(&shared))
-            .await
-            .map_err(|e| CoordinatorError::Internal(format!("file task: {e}")))?
-    }
-
     /// One pass of lease expiry.
     pub async fn expire_leases(&self) -> Result<()> {
         let expired = self.store.call(|db| db.expire_leases()).await?;
@@ -365,20 +356,6 @@ fn upload_header(
 }
 
 /// Streams the data messages of an upload into its part file.
-/// Writes a run's provenance.json. A failure is logged, not returned: what
-/// it would record is already committed, and the sweep's end rewrites it.
-fn write_provenance_of(state_dir: &Path, provenance: &sweep_core::provenance::RunProvenance) {
-    let dir = layout::run_dir(
-        state_dir,
-        &provenance.sweep,
-        &provenance.variant,
-        provenance.seed,
-    );
-    if let Err(err) = layout::write_provenance(&dir, provenance) {
-        tracing::warn!(error = %err, "writing provenance.json failed");
-    }
-}
-
 async fn receive_upload(
     stream: &mut Streaming<pb::UploadArtifactRequest>,
     part: &mut layout::UploadPart,
@@ -476,6 +453,7 @@ impl Coordinator for Service {
                 .await?;
             if let Some((job, checkpoints)) = leased {
                 tracing::info!(job = %job.id, attempt = job.attempt, worker = %worker_id, resume = !checkpoints.is_empty(), "job leased");
+                shared.progress.restart(&job.id);
                 shared.bump();
                 shared.events.publish(Event::Job(JobView::from(&job)));
                 return Ok(Response::new(pb::LeaseJobResponse {
@@ -522,22 +500,31 @@ impl Coordinator for Service {
             .map_err(CoordinatorError::from)?;
         let (worker, job_id) = (req.worker_id, req.job_id);
         let slack = self.shared.limits.epoch_slack;
+        let progress_due = self.shared.progress.due(&job_id);
         let ingest = self
             .shared
             .store
-            .call(move |db| db.report_epoch(&worker, &job_id, req.attempt, &metrics, slack))
+            .call(move |db| {
+                db.report_epoch(&worker, &job_id, req.attempt, &metrics, slack, progress_due)
+            })
             .await?;
         if ingest.new {
             let dir = self.shared.run_dir(&ingest.job);
-            let (job_id, epochs) = (ingest.job.id.clone(), ingest.epochs);
-            self.shared
-                .write_files(move |shared| {
-                    if shared.progress.due(&job_id) {
-                        layout::write_metrics(&dir, &layout::metrics_from_epochs(&epochs))?;
-                    }
-                    shared.tensorboard.epoch(&job_id, &dir, &metrics)
-                })
-                .await?;
+            let job_id = ingest.job.id.clone();
+            let mut files = Vec::with_capacity(2);
+            if let Some(epochs) = &ingest.epochs {
+                self.shared.progress.restart(&job_id);
+                files.push(RunFile::Metrics {
+                    dir: dir.clone(),
+                    metrics: layout::metrics_from_epochs(epochs),
+                });
+            }
+            files.push(RunFile::Epoch {
+                job_id,
+                dir,
+                metrics,
+            });
+            self.shared.files.write(files).await;
             self.shared.bump();
             let job = ingest.job;
             self.shared.events.publish(Event::Epoch {
@@ -669,20 +656,30 @@ impl Coordinator for Service {
             })
             .await?;
         let dir = self.shared.run_dir(&job);
-        let job_id = job.id.clone();
+        self.shared.progress.forget(&job.id);
         let test_acc = final_metrics.as_ref().map(|m| m.test.map(|t| t.test_acc));
-        self.shared
-            .write_files(move |shared| {
-                shared.progress.forget(&job_id);
-                write_provenance_of(&shared.state_dir, &provenance);
-                let Some(metrics) = final_metrics else {
-                    return shared.tensorboard.finish(&job_id, &dir, None, 0);
-                };
-                layout::write_metrics(&dir, &metrics)?;
-                let step = metrics.epochs.len() as u32;
-                shared.tensorboard.finish(&job_id, &dir, metrics.test, step)
-            })
-            .await?;
+        let mut files = vec![RunFile::Provenance {
+            dir: dir.clone(),
+            provenance,
+        }];
+        let (test, step) = match final_metrics {
+            Some(metrics) => {
+                let ended = (metrics.test, metrics.epochs.len() as u32);
+                files.push(RunFile::Metrics {
+                    dir: dir.clone(),
+                    metrics,
+                });
+                ended
+            }
+            None => (None, 0),
+        };
+        files.push(RunFile::Ended {
+            job_id: job.id.clone(),
+            dir,
+            test,
+            step,
+        });
+        self.shared.files.write(files).await;
         match test_acc {
             Some(test_acc) => tracing::info!(job = %job.id, test_acc, "job succeeded"),
             None => {
@@ -929,12 +926,16 @@ impl Coordinator for Service {
                 db.provenance(&job_id)
             })
             .await?;
+        let dir = layout::run_dir(
+            &self.shared.state_dir,
+            &provenance.sweep,
+            &provenance.variant,
+            provenance.seed,
+        );
         self.shared
-            .write_files(move |shared| {
-                write_provenance_of(&shared.state_dir, &provenance);
-                Ok(())
-            })
-            .await?;
+            .files
+            .write(vec![RunFile::Provenance { dir, provenance }])
+            .await;
         Ok(Response::new(pb::RecordAttemptResponse {}))
     }
 

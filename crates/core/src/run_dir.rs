@@ -44,11 +44,18 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
     let tmp = tmp_path(path);
-    let mut file = std::fs::File::create(&tmp)?;
+    // The directories are made only when missing: most writes replace a
+    // file in a directory that exists, and a fleet's worth of them counts.
+    let mut file = match std::fs::File::create(&tmp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::create(&tmp)?
+        }
+        opened => opened?,
+    };
     file.write_all(bytes)?;
     if sync {
         file.sync_all()?;
@@ -58,13 +65,20 @@ fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()>
 
 /// This machine's host name, for provenance records and file names; any
 /// failure to read it falls back to `localhost`.
+/// Read once per process: the coordinator names an event file after it for
+/// every job.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+    static HOSTNAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOSTNAME
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".to_string())
+        })
+        .clone()
 }
 
 #[cfg(test)]

@@ -132,6 +132,37 @@ impl EventWriter {
     /// epoch and a live TensorBoard sees the point at once (epochs are rare
     /// enough for a flush each to cost nothing).
     pub fn add_scalar(&mut self, tag: &str, value: f64, step: i64) -> io::Result<()> {
+        self.write_scalar(tag, value, step)?;
+        self.flush()
+    }
+
+    /// One epoch's scalars, under the tags every run uses (local runs and the
+    /// coordinator's alike), so all runs compare in one TensorBoard; flushed
+    /// together (one write for the epoch, which counts under a fleet's load).
+    pub fn add_epoch(&mut self, m: &crate::metrics::EpochMetrics) -> io::Result<()> {
+        let step = i64::from(m.epoch);
+        self.write_scalar("loss/train", m.train_loss, step)?;
+        self.write_scalar("loss/val", m.val_loss, step)?;
+        self.write_scalar("accuracy/train", m.train_acc, step)?;
+        self.write_scalar("accuracy/val", m.val_acc, step)?;
+        self.write_scalar("lr", m.lr, step)?;
+        self.write_scalar("epoch_seconds", m.seconds, step)?;
+        self.flush()
+    }
+
+    /// The final test metrics, at the step of the last epoch.
+    pub fn add_test(&mut self, test: &crate::metrics::TestMetrics, step: u32) -> io::Result<()> {
+        self.write_scalar("test/loss", test.test_loss, i64::from(step))?;
+        self.write_scalar("test/accuracy", test.test_acc, i64::from(step))?;
+        self.flush()
+    }
+
+    /// Pushes buffered records to the file.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+
+    fn write_scalar(&mut self, tag: &str, value: f64, step: i64) -> io::Result<()> {
         let summary = Summary {
             value: vec![SummaryValue {
                 tag: tag.to_string(),
@@ -142,31 +173,7 @@ impl EventWriter {
             wall_time: wall_time(),
             step,
             what: Some(event::What::Summary(summary)),
-        })?;
-        self.flush()
-    }
-
-    /// One epoch's scalars, under the tags every run uses (local runs and the
-    /// coordinator's alike), so all runs compare in one TensorBoard.
-    pub fn add_epoch(&mut self, m: &crate::metrics::EpochMetrics) -> io::Result<()> {
-        let step = i64::from(m.epoch);
-        self.add_scalar("loss/train", m.train_loss, step)?;
-        self.add_scalar("loss/val", m.val_loss, step)?;
-        self.add_scalar("accuracy/train", m.train_acc, step)?;
-        self.add_scalar("accuracy/val", m.val_acc, step)?;
-        self.add_scalar("lr", m.lr, step)?;
-        self.add_scalar("epoch_seconds", m.seconds, step)
-    }
-
-    /// The final test metrics, at the step of the last epoch.
-    pub fn add_test(&mut self, test: &crate::metrics::TestMetrics, step: u32) -> io::Result<()> {
-        self.add_scalar("test/loss", test.test_loss, i64::from(step))?;
-        self.add_scalar("test/accuracy", test.test_acc, i64::from(step))
-    }
-
-    /// Pushes buffered records to the file.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        })
     }
 
     fn write_event(&mut self, event: &Event) -> io::Result<()> {

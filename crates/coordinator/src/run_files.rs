@@ -1,0 +1,289 @@
+//! The run files that follow a running job (`metrics.json`,
+//! `provenance.json`, its TensorBoard event file), written by one thread of
+//! their own that owns every open event file.
+//!
+//! Handlers hand it the files a committed change calls for and wait until
+//! they are written, so a completion is never confirmed before its
+//! `metrics.json` is on disk. One thread rather than a blocking task per
+//! request: under a fleet's load those tasks queued on the lock over the
+//! open event files, the blocking pool grew to its 512 threads, and waking
+//! them was most of the coordinator's time (BENCHMARKS.md, "One thread for
+//! the run files"). What is waiting when the thread turns to its queue is
+//! written together: a file replaced twice in it is written once.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use sweep_core::metrics::{EpochMetrics, RunMetrics, TestMetrics};
+use sweep_core::provenance::RunProvenance;
+use sweep_core::tensorboard::EventWriter;
+use tokio::sync::oneshot;
+
+use crate::error::{CoordinatorError, Result};
+use crate::layout;
+
+/// One file change in a run directory.
+pub enum RunFile {
+    /// Replaces `metrics.json`.
+    Metrics { dir: PathBuf, metrics: RunMetrics },
+    /// Replaces `provenance.json`.
+    Provenance {
+        dir: PathBuf,
+        provenance: RunProvenance,
+    },
+    /// Appends an epoch's scalars to the job's event file (created by the
+    /// job's first epoch in this coordinator process).
+    Epoch {
+        job_id: String,
+        dir: PathBuf,
+        metrics: EpochMetrics,
+    },
+    /// Appends the test metrics, if any, at `step` and closes the job's
+    /// event file: the job has ended.
+    Ended {
+        job_id: String,
+        dir: PathBuf,
+        test: Option<TestMetrics>,
+        step: u32,
+    },
+}
+
+/// Files to write, and whom to tell once they are.
+type Request = (Vec<RunFile>, oneshot::Sender<()>);
+
+/// The most requests written together: bounds how long the first of them
+/// waits for the others.
+const MAX_BATCH: usize = 256;
+
+/// The handle to the run files' thread. Cloning shares it; the thread ends,
+/// after the requests already queued, when the last clone is dropped.
+#[derive(Clone)]
+pub struct RunFiles {
+    queue: mpsc::Sender<Request>,
+}
+
+impl RunFiles {
+    pub fn start() -> Result<RunFiles> {
+        let (queue, queued) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("sweep-files".into())
+            .spawn(move || {
+                let mut writer = Writer::default();
+                while let Ok(first) = queued.recv() {
+                    let requests: Vec<Request> = std::iter::once(first)
+                        .chain(std::iter::from_fn(|| queued.try_recv().ok()))
+                        .take(MAX_BATCH)
+                        .collect();
+                    let mut answers = Vec::with_capacity(requests.len());
+                    for (files, answer) in requests {
+                        files.into_iter().for_each(|file| writer.apply(file));
+                        answers.push(answer);
+                    }
+                    writer.write_replaced();
+                    for answer in answers {
+                        // The handler may have gone (a cancelled request).
+                        let _ = answer.send(());
+                    }
+                }
+            })
+            .map_err(|e| CoordinatorError::Internal(format!("starting the files thread: {e}")))?;
+        Ok(RunFiles { queue })
+    }
+
+    /// Writes `files` after everything handed over before them, and returns
+    /// once they are written. A failure is logged, not returned: what the
+    /// files copy is committed in the store already, which a retried request
+    /// would not change (and the sweep's end rewrites the files of runs
+    /// that did not complete).
+    pub async fn write(&self, files: Vec<RunFile>) {
+        let (answer, written) = oneshot::channel();
+        if self.queue.send((files, answer)).is_err() {
+            tracing::error!("the run files' thread has stopped; run files are not written");
+            return;
+        }
+        // An error here means the thread panicked: logged where it did.
+        let _ = written.await;
+    }
+}
+
+/// What the thread keeps between requests: the open event files, and the
+/// whole-file replacements not yet written.
+#[derive(Default)]
+struct Writer {
+    event_files: HashMap<String, EventWriter>,
+    replaced: HashMap<PathBuf, Replacement>,
+}
+
+enum Replacement {
+    Metrics(RunMetrics),
+    Provenance(RunProvenance),
+}
+
+impl Writer {
+    fn apply(&mut self, file: RunFile) {
+        match file {
+            RunFile::Metrics { dir, metrics } => {
+                self.replaced.insert(
+                    dir.join(layout::METRICS_FILE),
+                    Replacement::Metrics(metrics),
+                );
+            }
+            RunFile::Provenance { dir, provenance } => {
+                self.replaced.insert(
+                    dir.join(sweep_core::provenance::FILE_NAME),
+                    Replacement::Provenance(provenance),
+                );
+            }
+            RunFile::Epoch {
+                job_id,
+                dir,
+                metrics,
+            } => {
+                let written = match self.event_files.entry(job_id) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        e.into_mut().add_epoch(&metrics)
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => EventWriter::create(&dir)
+                        .and_then(|writer| e.insert(writer).add_epoch(&metrics)),
+                };
+                if let Err(err) = written {
+                    tracing::warn!(dir = %dir.display(), error = %err, "writing TensorBoard events failed");
+                }
+            }
+            RunFile::Ended {
+                job_id,
+                dir,
+                test,
+                step,
+            } => {
+                let (Some(mut writer), Some(test)) = (self.event_files.remove(&job_id), test)
+                else {
+                    return;
+                };
+                if let Err(err) = writer.add_test(&test, step) {
+                    tracing::warn!(dir = %dir.display(), error = %err, "writing TensorBoard events failed");
+                }
+            }
+        }
+    }
+
+    fn write_replaced(&mut self) {
+        for (path, replacement) in self.replaced.drain() {
+            let json = match &replacement {
+                Replacement::Metrics(metrics) => serde_json::to_vec_pretty(metrics),
+                Replacement::Provenance(provenance) => serde_json::to_vec_pretty(provenance),
+            };
+            let written = json
+                .map_err(std::io::Error::other)
+                .and_then(|json| sweep_core::run_dir::replace_file(&path, &json));
+            if let Err(err) = written {
+                tracing::warn!(path = %path.display(), error = %err, "writing a run file failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(n: u32) -> EpochMetrics {
+        EpochMetrics {
+            epoch: n,
+            train_loss: 1.0 / f64::from(n),
+            train_acc: 0.5,
+            val_loss: 1.0 / f64::from(n),
+            val_acc: 0.5,
+            lr: 0.1,
+            seconds: 0.5,
+        }
+    }
+
+    #[tokio::test]
+    async fn files_are_written_when_write_returns_and_an_event_file_holds_every_epoch() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("sweep/baseline/seed-1");
+        let files = RunFiles::start().expect("start");
+        let mut metrics = RunMetrics::default();
+        for n in 1..=3 {
+            metrics.record_epoch(epoch(n), true);
+            files
+                .write(vec![
+                    RunFile::Epoch {
+                        job_id: "j".into(),
+                        dir: dir.clone(),
+                        metrics: epoch(n),
+                    },
+                    RunFile::Metrics {
+                        dir: dir.clone(),
+                        metrics: metrics.clone(),
+                    },
+                ])
+                .await;
+            let on_disk: RunMetrics = serde_json::from_slice(
+                &std::fs::read(dir.join(layout::METRICS_FILE)).expect("metrics.json"),
+            )
+            .expect("json");
+            assert_eq!(on_disk.epochs.len(), n as usize);
+        }
+        let test = TestMetrics {
+            test_loss: 0.2,
+            test_acc: 0.9,
+        };
+        files
+            .write(vec![RunFile::Ended {
+                job_id: "j".into(),
+                dir: dir.clone(),
+                test: Some(test),
+                step: 3,
+            }])
+            .await;
+        let event_files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("run dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("tfevents"))
+            .collect();
+        assert_eq!(event_files.len(), 1, "one event file per job");
+        let scalars =
+            sweep_core::tensorboard::read_scalars(&event_files[0].path()).expect("events");
+        let val_loss: Vec<i64> = scalars
+            .iter()
+            .filter(|s| s.tag == "loss/val")
+            .map(|s| s.step)
+            .collect();
+        assert_eq!(val_loss, [1, 2, 3]);
+        assert!(
+            scalars
+                .iter()
+                .any(|s| s.tag == "test/accuracy" && s.step == 3 && (s.value - 0.9).abs() < 1e-6)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_of_two_replacements_in_one_request_wins() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let files = RunFiles::start().expect("start");
+        let (mut first, mut last) = (RunMetrics::default(), RunMetrics::default());
+        first.record_epoch(epoch(1), true);
+        last.record_epoch(epoch(1), true);
+        last.record_epoch(epoch(2), true);
+        let dir = root.path().to_path_buf();
+        files
+            .write(vec![
+                RunFile::Metrics {
+                    dir: dir.clone(),
+                    metrics: first,
+                },
+                RunFile::Metrics {
+                    dir: dir.clone(),
+                    metrics: last,
+                },
+            ])
+            .await;
+        let on_disk: RunMetrics =
+            serde_json::from_slice(&std::fs::read(dir.join(layout::METRICS_FILE)).expect("file"))
+                .expect("json");
+        assert_eq!(on_disk.epochs.len(), 2);
+    }
+}
