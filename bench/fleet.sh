@@ -19,6 +19,9 @@ export SWEEP_COORDINATOR="127.0.0.1:$PORT"
 RUST_LOG=warn "$BIN/sweep-coordinator" --state-dir "$dir/runs" --listen "$SWEEP_COORDINATOR" \
   > "$dir/coordinator.log" 2>&1 &
 coordinator=$!
-until "$BIN/sweepctl" workers >/dev/null 2>&1; do sleep 0.1; done
+until "$BIN/sweepctl" workers >/dev/null 2>&1; do
+  kill -0 "$coordinator" 2>/dev/null || { echo "the coordinator exited:" >&2; cat "$dir/coordinator.log" >&2; exit 1; }
+  sleep 0.1
+done
 "$BIN/sweepctl" bench-coordinator --workers "$WORKERS" --jobs "$JOBS" --epochs "$EPOCHS" \
   --job-seconds "$JOB_SECONDS" --coordinator-pid "$coordinator" --state-dir "$dir/runs" ${JSON:+--json}

@@ -56,6 +56,10 @@ pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30);
 /// lost heartbeats, and cancellation reaches a job within 5 seconds.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// With `exit_when_done`, how often at most the coordinator looks whether
+/// every sweep has ended.
+const DONE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Upper bound on how often expired leases are looked for: often enough that
 /// a dead worker's job is requeued at most a second after its lease ends.
 const MAX_EXPIRY_SCAN_INTERVAL: Duration = Duration::from_secs(1);
@@ -422,31 +426,13 @@ impl Coordinator {
     /// Serves until `shutdown`, or (with `exit_when_done`) until every sweep
     /// has ended; then stops the local workers, then the server.
     pub async fn wait(self) -> Result<()> {
-        let mut changes = self.shared.changes.subscribe();
-        let mut outcome = Ok(());
-        loop {
-            changes.borrow_and_update();
-            if self.exit_when_done {
-                match self.shared.all_done().await {
-                    Ok(true) => {
-                        tracing::info!("every sweep has ended; exiting");
-                        break;
-                    }
-                    Ok(false) => {}
-                    Err(err) => {
-                        outcome = Err(err);
-                        break;
-                    }
-                }
-            }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => {
-                    tracing::info!("shutting down");
-                    break;
-                }
-                changed = changes.changed() => if changed.is_err() { break },
-            }
-        }
+        let outcome = if self.exit_when_done {
+            self.wait_until_done().await
+        } else {
+            self.shutdown.cancelled().await;
+            tracing::info!("shutting down");
+            Ok(())
+        };
         stop_local_workers(self.workers).await;
         self.shared.stopping.cancel();
         let _ = self.expiry.await;
@@ -458,5 +444,27 @@ impl Coordinator {
             .await
             .map_err(|e| CoordinatorError::Internal(format!("server task: {e}")))?;
         outcome.and(served)
+    }
+
+    /// Until every sweep has ended, or `shutdown`. Looks again after a
+    /// change, at most every [`DONE_CHECK_INTERVAL`]: a fleet changes the
+    /// job model thousands of times a second.
+    async fn wait_until_done(&self) -> Result<()> {
+        let mut changes = self.shared.changes.subscribe();
+        loop {
+            changes.borrow_and_update();
+            if self.shared.all_done().await? {
+                tracing::info!("every sweep has ended; exiting");
+                return Ok(());
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    tracing::info!("shutting down");
+                    return Ok(());
+                }
+                changed = changes.changed() => if changed.is_err() { return Ok(()) },
+            }
+            tokio::time::sleep(DONE_CHECK_INTERVAL).await;
+        }
     }
 }
