@@ -7,6 +7,8 @@
 //!   (fencing by attempt, exactly-once completion, lease expiry) lives there.
 //! - [`layout`]: the files the coordinator writes (run directories, staged
 //!   checkpoint uploads, results).
+//! - [`run_files`]: the thread that writes the run files following each
+//!   job's progress (metrics.json, provenance.json, TensorBoard events).
 //! - [`service`]: the gRPC handlers over the store and the layout.
 //! - [`events`]: what changed, published by the handlers for live pages.
 //! - [`dashboard`]: the web pages and JSON API (`--http`), beside the gRPC
@@ -171,14 +173,13 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> Re
     let (finished, finished_sweeps) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared::new(
         store,
-        run_files::RunFiles::start()?,
         config.state_dir.clone(),
         config.lease_timeout,
         config.heartbeat_interval,
         config.limits.clone(),
         stopping.clone(),
         finished,
-    ));
+    )?);
     // Leases that were live when a previous coordinator died are honoured
     // until their deadline, so reconnecting workers keep their jobs.
     shared.expire_leases().await?;

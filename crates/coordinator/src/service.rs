@@ -1,7 +1,7 @@
 //! The gRPC face of the coordinator: each handler converts its request at
 //! the protocol boundary (`sweep_proto::convert`), applies it to the store
-//! (the one owner of the job model and of every SQL statement) and has the
-//! layout write the run files that follow from it, so that a handler reads
+//! (the one owner of the job model and of every SQL statement) and hands
+//! the run files that follow from it to [`RunFiles`], so that a handler reads
 //! as a short sequence of those calls. Errors leave through the single
 //! `From<CoordinatorError> for Status` mapping; results go to the binary
 //! through [`Shared::finished`] (the library prints nothing).
@@ -71,20 +71,19 @@ pub struct Shared {
 }
 
 impl Shared {
-    #[allow(clippy::too_many_arguments)]
+    /// Starts the run files' thread too.
     pub fn new(
         store: Store,
-        files: RunFiles,
         state_dir: PathBuf,
         lease_timeout: Duration,
         heartbeat_interval: Duration,
         limits: Limits,
         stopping: CancellationToken,
         finished: mpsc::UnboundedSender<ResultsTable>,
-    ) -> Self {
-        Shared {
+    ) -> Result<Self> {
+        Ok(Shared {
             store,
-            files,
+            files: RunFiles::start()?,
             state_dir,
             lease_timeout,
             heartbeat_interval,
@@ -95,7 +94,7 @@ impl Shared {
             progress: ProgressFiles::default(),
             stopping,
             finished,
-        }
+        })
     }
 
     pub fn bump(&self) {

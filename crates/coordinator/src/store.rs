@@ -372,10 +372,10 @@ impl Cached for Connection {
 }
 
 /// A savepoint whose statements come from the statement cache: rusqlite's
-/// own parses `SAVEPOINT` and `RELEASE` anew each time, and with one per
-/// store call (and one more per call in a batch) that parsing was a tenth
-/// of the store's time under a fleet's load. Dropped without
-/// [`Savepoint::commit`], it undoes what was done since it began.
+/// own parses `SAVEPOINT` and `RELEASE` anew each time, and a fleet's load
+/// opens two per store call (this one, and the batch's), thousands a
+/// second. Dropped without [`Savepoint::commit`], it undoes what was done
+/// since it began.
 struct Savepoint<'c> {
     conn: &'c Connection,
     open: bool,
@@ -459,7 +459,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // A checkpoint (WAL pages copied into the database, and its fsyncs)
         // runs on the store's thread at the commit that crosses this many
-        // pages: SQLite's 1,000 made it a tenth of the store's time under a
+        // pages: at SQLite's 1,000 it was 9% of the store's time under a
         // fleet's load, and a page rewritten often is copied once per
         // checkpoint however often it changed. The WAL stays under ~40 MB.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
@@ -470,7 +470,7 @@ impl Store {
         // Plans fixed at prepare time: SQLite (built with STAT4) otherwise
         // re-prepares some cached statements whenever a bound value changes,
         // and that re-parsing of one query per completion (a job's
-        // attempts) was a tenth of the store's time under a fleet's load.
+        // attempts) was 12% of the store's time under a fleet's load.
         conn.set_db_config(
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
             true,
