@@ -109,32 +109,22 @@ impl RunFiles {
 }
 
 /// What the thread keeps between requests: the open event files, and the
-/// whole-file replacements not yet written.
+/// whole-file replacements not yet written, by run directory.
 #[derive(Default)]
 struct Writer {
     event_files: HashMap<String, EventWriter>,
-    replaced: HashMap<PathBuf, Replacement>,
-}
-
-enum Replacement {
-    Metrics(RunMetrics),
-    Provenance(RunProvenance),
+    metrics: HashMap<PathBuf, RunMetrics>,
+    provenance: HashMap<PathBuf, RunProvenance>,
 }
 
 impl Writer {
     fn apply(&mut self, file: RunFile) {
         match file {
             RunFile::Metrics { dir, metrics } => {
-                self.replaced.insert(
-                    dir.join(layout::METRICS_FILE),
-                    Replacement::Metrics(metrics),
-                );
+                self.metrics.insert(dir, metrics);
             }
             RunFile::Provenance { dir, provenance } => {
-                self.replaced.insert(
-                    dir.join(sweep_core::provenance::FILE_NAME),
-                    Replacement::Provenance(provenance),
-                );
+                self.provenance.insert(dir, provenance);
             }
             RunFile::Epoch {
                 job_id,
@@ -178,17 +168,17 @@ impl Writer {
     }
 
     fn write_replaced(&mut self) {
-        for (path, replacement) in self.replaced.drain() {
-            let json = match &replacement {
-                Replacement::Metrics(metrics) => serde_json::to_vec_pretty(metrics),
-                Replacement::Provenance(provenance) => serde_json::to_vec_pretty(provenance),
-            };
-            let written = json
-                .map_err(std::io::Error::other)
-                .and_then(|json| sweep_core::run_dir::replace_file(&path, &json));
-            if let Err(err) = written {
-                tracing::warn!(path = %path.display(), error = %err, "writing a run file failed");
-            }
+        let written = self
+            .metrics
+            .drain()
+            .map(|(dir, metrics)| layout::write_metrics(&dir, &metrics))
+            .chain(
+                self.provenance
+                    .drain()
+                    .map(|(dir, provenance)| layout::write_provenance(&dir, &provenance)),
+            );
+        for err in written.filter_map(Result::err) {
+            tracing::warn!(error = %err, "writing a run file failed");
         }
     }
 }
@@ -207,6 +197,16 @@ mod tests {
             lr: 0.1,
             seconds: 0.5,
         }
+    }
+
+    /// The TensorBoard event files in `dir`.
+    fn event_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .expect("run dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("tfevents"))
+            .map(|e| e.path())
+            .collect()
     }
 
     #[tokio::test]
@@ -248,14 +248,9 @@ mod tests {
                 step: 3,
             }])
             .await;
-        let event_files: Vec<_> = std::fs::read_dir(&dir)
-            .expect("run dir")
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().contains("tfevents"))
-            .collect();
+        let event_files = event_files(&dir);
         assert_eq!(event_files.len(), 1, "one event file per job");
-        let scalars =
-            sweep_core::tensorboard::read_scalars(&event_files[0].path()).expect("events");
+        let scalars = sweep_core::tensorboard::read_scalars(&event_files[0]).expect("events");
         let val_loss: Vec<i64> = scalars
             .iter()
             .filter(|s| s.tag == "loss/val")
@@ -286,12 +281,9 @@ mod tests {
                 step: 4,
             }])
             .await;
-        let event_file = std::fs::read_dir(root.path())
-            .expect("dir")
-            .filter_map(|e| e.ok())
-            .find(|e| e.file_name().to_string_lossy().contains("tfevents"))
-            .expect("an event file");
-        let scalars = sweep_core::tensorboard::read_scalars(&event_file.path()).expect("events");
+        let event_files = event_files(root.path());
+        assert_eq!(event_files.len(), 1, "an event file");
+        let scalars = sweep_core::tensorboard::read_scalars(&event_files[0]).expect("events");
         assert!(
             scalars.iter().any(|s| s.tag == "test/loss" && s.step == 4),
             "{scalars:?}"

@@ -65,6 +65,7 @@ fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()>
 
 /// This machine's host name, for provenance records and file names; any
 /// failure to read it falls back to `localhost`.
+///
 /// Read once per process: the coordinator names an event file after it for
 /// every job.
 pub fn hostname() -> String {
