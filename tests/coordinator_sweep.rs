@@ -162,6 +162,7 @@ async fn two_local_workers_run_a_sweep_exactly_once() {
                 worker_id: intruder.worker_id.clone(),
                 job_id: job.job_id.clone(),
                 attempt,
+                lease_next: false,
                 outcome: Some(pb::complete_job_request::Outcome::Failure(pb::Failure {
                     message: "late".into(),
                     permanent: true,

@@ -106,6 +106,7 @@ impl Play {
                 worker_id: self.worker_id.clone(),
                 job_id: job.job_id.clone(),
                 attempt: job.attempt,
+                lease_next: false,
                 outcome: Some(pb::complete_job_request::Outcome::Metrics(pb::RunMetrics {
                     epochs,
                     best_epoch: EPOCHS,

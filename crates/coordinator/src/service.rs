@@ -56,9 +56,13 @@ pub struct Shared {
     pub heartbeat_interval: Duration,
     /// What one client may make us store (checked by the handlers).
     pub limits: Limits,
-    /// Bumped after every change of the job model: wakes long-polling
-    /// LeaseJob calls, WatchStatus streams and the exit-when-done check.
+    /// Bumped after every change of the job model: wakes WatchStatus
+    /// streams and the exit-when-done check.
     pub changes: watch::Sender<u64>,
+    /// Bumped when a job may have become pending: wakes long-polling
+    /// LeaseJob calls. Not [`Shared::changes`]: every epoch report would
+    /// wake every idle worker's poll to look for a job in vain.
+    queued: watch::Sender<u64>,
     /// What changed, for the dashboard's live pages.
     pub events: EventBus,
     progress: ProgressFiles,
@@ -90,6 +94,7 @@ impl Shared {
             limits,
             reports_in_flight: std::sync::atomic::AtomicUsize::new(0),
             changes: watch::Sender::new(0),
+            queued: watch::Sender::new(0),
             events: EventBus::default(),
             progress: ProgressFiles::default(),
             stopping,
@@ -99,6 +104,12 @@ impl Shared {
 
     pub fn bump(&self) {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A job may have become pending (after its change is committed).
+    fn job_queued(&self) {
+        self.queued.send_modify(|v| *v = v.wrapping_add(1));
+        self.bump();
     }
 
     fn run_dir(&self, job: &store::JobRow) -> PathBuf {
@@ -138,7 +149,7 @@ impl Shared {
             })
             .await?;
         tracing::info!(sweep = %spec.name, jobs = counts.0, new = counts.1, "sweep submitted");
-        self.bump();
+        self.job_queued();
         self.events.publish(Event::Sweep {
             sweep: spec.name.clone(),
         });
@@ -234,7 +245,11 @@ impl Shared {
         for (id, _) in &expired.requeued {
             tracing::warn!(job = %id, "lease expired; job returns to pending");
         }
-        self.bump();
+        if expired.queued() {
+            self.job_queued();
+        } else {
+            self.bump();
+        }
         let mut sweeps: Vec<&String> = expired
             .requeued
             .iter()
@@ -253,6 +268,38 @@ impl Shared {
             self.finish_sweep_if_done(sweep).await?;
         }
         Ok(())
+    }
+
+    /// Leases the worker a pending job, if there is one now, with the
+    /// checkpoints to resume it from.
+    async fn lease(&self, worker_id: &str) -> Result<Option<pb::Job>> {
+        let worker = worker_id.to_string();
+        let lease_timeout = self.lease_timeout;
+        let state_dir = self.state_dir.clone();
+        let leased = self
+            .store
+            .call(move |db| {
+                let Some(job) = db.lease(&worker, lease_timeout)? else {
+                    return Ok(None);
+                };
+                let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
+                layout::clear_staging(&dir)?;
+                // Seeds added by the coordinator (adaptive) get theirs here.
+                if !dir.join("config.yaml").is_file() {
+                    layout::write_config(&dir, &job.config_yaml)?;
+                }
+                let checkpoints = layout::committed_checkpoints(&dir)?;
+                Ok(Some((job, checkpoints)))
+            })
+            .await?;
+        let Some((job, checkpoints)) = leased else {
+            return Ok(None);
+        };
+        tracing::info!(job = %job.id, attempt = job.attempt, worker = %worker_id, resume = !checkpoints.is_empty(), "job leased");
+        self.progress.restart(&job.id);
+        self.bump();
+        self.events.publish(Event::Job(JobView::from(&job)));
+        Ok(Some(job.leased(checkpoints).into()))
     }
 
     async fn snapshot(&self, sweep: Option<String>) -> Result<pb::StatusSnapshot> {
@@ -426,41 +473,16 @@ impl Coordinator for Service {
         let worker_id = request.into_inner().worker_id;
         non_empty(&worker_id, "worker_id")?;
         let shared = &self.shared;
-        let mut changes = shared.changes.subscribe();
+        let mut queued = shared.queued.subscribe();
         let deadline = tokio::time::Instant::now() + LEASE_POLL_TIMEOUT;
         loop {
             // Marked seen before looking, so a job queued after the look wakes us.
-            changes.borrow_and_update();
-            let worker = worker_id.clone();
-            let lease_timeout = shared.lease_timeout;
-            let state_dir = shared.state_dir.clone();
-            let leased = shared
-                .store
-                .call(move |db| {
-                    let Some(job) = db.lease(&worker, lease_timeout)? else {
-                        return Ok(None);
-                    };
-                    let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
-                    layout::clear_staging(&dir)?;
-                    // Seeds added by the coordinator (adaptive) get theirs here.
-                    if !dir.join("config.yaml").is_file() {
-                        layout::write_config(&dir, &job.config_yaml)?;
-                    }
-                    let checkpoints = layout::committed_checkpoints(&dir)?;
-                    Ok(Some((job, checkpoints)))
-                })
-                .await?;
-            if let Some((job, checkpoints)) = leased {
-                tracing::info!(job = %job.id, attempt = job.attempt, worker = %worker_id, resume = !checkpoints.is_empty(), "job leased");
-                shared.progress.restart(&job.id);
-                shared.bump();
-                shared.events.publish(Event::Job(JobView::from(&job)));
-                return Ok(Response::new(pb::LeaseJobResponse {
-                    job: Some(job.leased(checkpoints).into()),
-                }));
+            queued.borrow_and_update();
+            if let Some(job) = shared.lease(&worker_id).await? {
+                return Ok(Response::new(pb::LeaseJobResponse { job: Some(job) }));
             }
             tokio::select! {
-                changed = changes.changed() => if changed.is_err() { break },
+                changed = queued.changed() => if changed.is_err() { break },
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = shared.stopping.cancelled() => break,
             }
@@ -644,14 +666,15 @@ impl Coordinator for Service {
             Outcome::Failed { .. } => None,
         };
         let (worker, job_id, attempt) = (req.worker_id, req.job_id, req.attempt);
+        let lease_next = req.lease_next.then(|| worker.clone());
         let slack = self.shared.limits.epoch_slack;
-        let (job, provenance) = self
+        let (store::Completed { job, queued }, provenance) = self
             .shared
             .store
             .call(move |db| {
-                let job = db.complete(&worker, &job_id, attempt, &outcome, slack)?;
-                let provenance = db.provenance(&job.id)?;
-                Ok((job, provenance))
+                let completed = db.complete(&worker, &job_id, attempt, &outcome, slack)?;
+                let provenance = db.provenance(&completed.job.id)?;
+                Ok((completed, provenance))
             })
             .await?;
         let dir = self.shared.run_dir(&job);
@@ -685,12 +708,27 @@ impl Coordinator for Service {
                 tracing::warn!(job = %job.id, state = job.state.as_str(), error = job.error.as_deref().unwrap_or(""), "attempt failed")
             }
         }
-        self.shared.bump();
+        if queued {
+            self.shared.job_queued();
+        } else {
+            self.shared.bump();
+        }
         self.shared.events.publish(Event::Job(JobView::from(&job)));
         if job.state.is_terminal() {
             self.shared.finish_sweep_if_done(&job.sweep).await?;
         }
-        Ok(Response::new(pb::CompleteJobResponse {}))
+        // The outcome is committed whatever happens here: a failed lease
+        // answers without a job, and the worker polls for one.
+        let next = match lease_next {
+            Some(worker) if !self.shared.stopping.is_cancelled() => {
+                self.shared.lease(&worker).await.unwrap_or_else(|err| {
+                    tracing::warn!(worker = %worker, error = %err, "leasing the next job with a completion failed");
+                    None
+                })
+            }
+            _ => None,
+        };
+        Ok(Response::new(pb::CompleteJobResponse { next }))
     }
 
     #[tracing::instrument(skip_all, fields(job = %request.get_ref().job_id, attempt = request.get_ref().attempt))]

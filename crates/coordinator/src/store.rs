@@ -343,6 +343,25 @@ pub struct Expired {
     pub requeued: Vec<(String, String)>,
     /// Jobs failed for good (too many attempts), with their sweep.
     pub failed: Vec<(String, String)>,
+    /// Jobs added by a seed policy after those failures.
+    pub seeds_added: usize,
+}
+
+impl Expired {
+    /// Whether a job became pending: only then do idle workers need waking.
+    pub fn queued(&self) -> bool {
+        !self.requeued.is_empty() || self.seeds_added > 0
+    }
+}
+
+/// An attempt's outcome, committed.
+#[derive(Debug)]
+pub struct Completed {
+    /// The job as it now stands.
+    pub job: JobRow,
+    /// Whether a job became pending: this one (to be retried), or seeds its
+    /// end made a seed policy add.
+    pub queued: bool,
 }
 
 /// Statements through the connection's prepared-statement cache: under a
@@ -785,7 +804,7 @@ impl Db {
         attempt: u32,
         outcome: &Outcome,
         slack: u32,
-    ) -> Result<JobRow> {
+    ) -> Result<Completed> {
         if let Outcome::Succeeded(metrics) = outcome {
             let job = get_job(&self.conn, job_id)?;
             let last = metrics
@@ -1562,14 +1581,14 @@ pub enum Outcome {
 }
 
 /// Commits an attempt's outcome, once: the fence refuses a stale attempt and
-/// any report after the job ended. Returns the job as it now stands.
+/// any report after the job ended.
 fn complete(
     conn: &mut Connection,
     worker_id: &str,
     job_id: &str,
     attempt: u32,
     outcome: &Outcome,
-) -> Result<JobRow> {
+) -> Result<Completed> {
     let tx = Savepoint::begin(conn)?;
     let job = check_fence(&tx, job_id, attempt, worker_id)?;
     let now = now_ms();
@@ -1606,11 +1625,14 @@ fn complete(
         }
     }
     let job = get_job(&tx, job_id)?;
-    if job.state.is_terminal() {
-        adapt_seeds(&tx, &job.sweep, &job.variant)?;
-    }
+    let seeds_added = if job.state.is_terminal() {
+        adapt_seeds(&tx, &job.sweep, &job.variant)?.len()
+    } else {
+        0
+    };
     tx.commit()?;
-    Ok(job)
+    let queued = job.state == JobState::Pending || seeds_added > 0;
+    Ok(Completed { job, queued })
 }
 
 /// Returns jobs whose lease deadline has passed to pending (or fails them
@@ -1648,7 +1670,7 @@ fn expire_leases(conn: &mut Connection) -> Result<Expired> {
             let variant: String = tx.row("SELECT variant FROM jobs WHERE id = ?1", [&id], |r| {
                 r.get(0)
             })?;
-            adapt_seeds(&tx, &sweep, &variant)?;
+            expired.seeds_added += adapt_seeds(&tx, &sweep, &variant)?.len();
             expired.failed.push((id, sweep));
         } else {
             tx.exec(
@@ -2087,6 +2109,7 @@ mod tests {
         assert_eq!(
             complete(&mut conn, &b, &id, 2, &done)
                 .expect("complete")
+                .job
                 .state,
             JobState::Succeeded
         );
@@ -2187,11 +2210,11 @@ mod tests {
             message: "oom".into(),
             permanent: false,
         };
-        assert_eq!(
-            complete(&mut conn, &a, &id, 1, &transient)
-                .expect("complete")
-                .state,
-            JobState::Pending
+        let retried = complete(&mut conn, &a, &id, 1, &transient).expect("complete");
+        assert_eq!(retried.job.state, JobState::Pending);
+        assert!(
+            retried.queued,
+            "a job back to pending must wake idle workers"
         );
         lease(&mut conn, &a, Duration::from_secs(60)).expect("lease");
         let permanent = Outcome::Failed {
@@ -2201,6 +2224,7 @@ mod tests {
         assert_eq!(
             complete(&mut conn, &a, &id, 2, &permanent)
                 .expect("complete")
+                .job
                 .state,
             JobState::Failed
         );
@@ -2235,7 +2259,7 @@ mod tests {
         (dir, conn)
     }
 
-    fn succeed(conn: &mut Connection, worker: &str, test_acc: f64) -> Option<JobRow> {
+    fn succeed(conn: &mut Connection, worker: &str, test_acc: f64) -> Option<Completed> {
         let job = lease(conn, worker, Duration::from_secs(60)).expect("lease")?;
         let metrics = RunMetrics {
             test: Some(sweep_core::metrics::TestMetrics {
@@ -2260,10 +2284,11 @@ mod tests {
     fn adaptive_seeds_are_added_while_the_ci_is_wide_and_never_twice() {
         let (_dir, mut conn) = adaptive_store(CONFIG);
         let w = worker(&mut conn, "w");
-        succeed(&mut conn, &w, 0.90).expect("first");
+        assert!(!succeed(&mut conn, &w, 0.90).expect("first").queued);
         // One seed of two ended: no decision yet.
         assert_eq!(jobs(&conn, Some("a")).expect("jobs").len(), 2);
-        succeed(&mut conn, &w, 0.95).expect("second");
+        let second = succeed(&mut conn, &w, 0.95).expect("second");
+        assert!(second.queued, "the added seeds must wake idle workers");
         // A spread of 5 points over two seeds: far above 0.5; up to max (5).
         let all = jobs(&conn, Some("a")).expect("jobs");
         assert_eq!(all.len(), 5, "{all:?}");

@@ -163,6 +163,7 @@ async fn pages_keep_what_users_wrote_as_text_under_a_strict_policy() {
             worker_id: worker_id.clone(),
             job_id: job.job_id.clone(),
             attempt: job.attempt,
+            lease_next: false,
             outcome: Some(pb::complete_job_request::Outcome::Failure(pb::Failure {
                 message: "<script>alert(2)</script>".into(),
                 permanent: true,

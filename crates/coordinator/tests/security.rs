@@ -921,6 +921,7 @@ fn handlers_answer_arbitrary_requests_with_a_sane_status() {
                     worker_id: w,
                     job_id: j,
                     attempt,
+                    lease_next: false,
                     outcome: Some(outcome),
                 })
             }),

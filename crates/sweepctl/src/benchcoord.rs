@@ -6,8 +6,9 @@
 //! that are never trained), then runs N simulated workers on this process's
 //! runtime, spread over C HTTP/2 connections: each registers, heartbeats at
 //! the interval the coordinator asks for, leases a job, reports its E epochs,
-//! sleeps `--job-seconds` if asked, and completes it, until every job of the
-//! sweep has ended. It measures dispatch throughput, the latency of each call,
+//! sleeps `--job-seconds` if asked, and completes it asking for its next job
+//! (`lease_next`, as `sweep-worker` does; it polls LeaseJob when none comes),
+//! until every job of the sweep has ended. It measures dispatch throughput, the latency of each call,
 //! and, given the coordinator's pid and state directory, its CPU time, peak
 //! RSS and database size; and it checks that every job completed exactly once
 //! (each completion acknowledged once, each job leased once, and the
@@ -84,6 +85,8 @@ struct Shared {
     /// Becomes true when every job has been completed.
     done: watch::Sender<bool>,
     errors: AtomicU64,
+    /// Jobs leased with a completion (`lease_next`) rather than by LeaseJob.
+    handed: AtomicU64,
 }
 
 impl Shared {
@@ -228,6 +231,7 @@ async fn bench(connect: &ConnectArgs, args: BenchCoordinatorArgs) -> anyhow::Res
         last_complete: Mutex::new(None),
         done,
         errors: AtomicU64::new(0),
+        handed: AtomicU64::new(0),
     });
     // Peak RSS is the kernel's high-water mark; sampling only shows progress.
     let mut tasks = Vec::with_capacity(args.workers);
@@ -356,6 +360,10 @@ async fn bench(connect: &ConnectArgs, args: BenchCoordinatorArgs) -> anyhow::Res
             values.len()
         );
     }
+    let handed = shared.handed.load(Ordering::Relaxed);
+    println!(
+        "  handed over     {handed} of {total} jobs came with the completion before them (lease_next), not from LeaseJob"
+    );
     if let Some(max) = l.complete.last() {
         println!(
             "  sweep end       {:.2}s: the slowest CompleteJob (the last one writes the results and the report first)",
@@ -398,6 +406,7 @@ async fn bench(connect: &ConnectArgs, args: BenchCoordinatorArgs) -> anyhow::Res
             "coordinator_peak_rss_mib": peak_rss,
             "sqlite_mib": db_mib,
             "exactly_once": exactly_once,
+            "handed_with_completion": handed,
         });
         println!("{figures}");
     }
@@ -512,21 +521,28 @@ async fn worker(shared: Arc<Shared>, client: Client, index: usize) {
 
     let mut c = client.clone();
     let mut done = shared.done.subscribe();
+    // The next job, when the coordinator leased it with the last completion.
+    let mut handed: Option<pb::Job> = None;
     loop {
         if *done.borrow() {
             break;
         }
         let started = Instant::now();
-        let leased = tokio::select! {
-            r = c.lease_job(pb::LeaseJobRequest { worker_id: worker_id.clone() }) => r,
-            _ = done.changed() => break,
+        let leased = match handed.take() {
+            Some(job) => {
+                shared.handed.fetch_add(1, Ordering::Relaxed);
+                Ok(tonic::Response::new(pb::LeaseJobResponse {
+                    job: Some(job),
+                }))
+            }
+            None => tokio::select! {
+                r = c.lease_job(pb::LeaseJobRequest { worker_id: worker_id.clone() }) => r.inspect(|_| shared.record(|l| &mut l.lease, started)),
+                _ = done.changed() => break,
+            },
         };
         let job = match leased {
             Ok(response) => match response.into_inner().job.map(LeasedJob::try_from) {
-                Some(Ok(job)) => {
-                    shared.record(|l| &mut l.lease, started);
-                    job
-                }
+                Some(Ok(job)) => job,
                 Some(Err(err)) => {
                     shared.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %err, "leased a malformed job; leaving it to expire");
@@ -559,14 +575,20 @@ async fn worker(shared: Arc<Shared>, client: Client, index: usize) {
             .or_default()
             .0 += 1;
         *held.lock().unwrap_or_else(|p| p.into_inner()) = Some((job.id.clone(), job.attempt));
-        run_job(&shared, &client, &worker_id, &job).await;
+        handed = run_job(&shared, &client, &worker_id, &job).await;
         *held.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
     let _ = beats.await;
 }
 
 /// Reports the job's epochs, waits its simulated length, completes it.
-async fn run_job(shared: &Shared, client: &Client, worker_id: &str, job: &LeasedJob) {
+/// Returns the next job when the coordinator leased one with the completion.
+async fn run_job(
+    shared: &Shared,
+    client: &Client,
+    worker_id: &str,
+    job: &LeasedJob,
+) -> Option<pb::Job> {
     let epochs = shared.args.epochs;
     let mut reported_epochs = Vec::with_capacity(epochs as usize);
     for epoch in 1..=epochs {
@@ -593,9 +615,7 @@ async fn run_job(shared: &Shared, client: &Client, worker_id: &str, job: &Leased
                 async move { c.report_epoch(request).await }
             },
         );
-        if reported.await.is_none() {
-            return;
-        }
+        reported.await?;
         reported_epochs.push(metrics);
     }
     if shared.args.job_seconds > 0.0 {
@@ -620,6 +640,7 @@ async fn run_job(shared: &Shared, client: &Client, worker_id: &str, job: &Leased
         job_id: job.id.clone(),
         attempt: job.attempt,
         outcome: Some(pb::complete_job_request::Outcome::Metrics(metrics.into())),
+        lease_next: true,
     };
     // The last completion also writes the sweep's results and report before
     // it is answered: the dispatch window ends when it is sent.
@@ -632,9 +653,7 @@ async fn run_job(shared: &Shared, client: &Client, worker_id: &str, job: &Leased
             async move { c.complete_job(request).await }
         },
     );
-    if completed.await.is_none() {
-        return;
-    }
+    let completed = completed.await?;
     shared
         .seen
         .lock()
@@ -655,6 +674,7 @@ async fn run_job(shared: &Shared, client: &Client, worker_id: &str, job: &Leased
     if n >= shared.total {
         shared.done.send_replace(true);
     }
+    completed.next
 }
 
 #[cfg(test)]

@@ -529,8 +529,12 @@ async fn send_outcome(
         job_id: job_id.to_string(),
         attempt,
         outcome: Some(outcome),
+        // The next job with this answer saves a LeaseJob call; a worker that
+        // is shutting down takes none (one handed over as it stops runs out
+        // its lease, like a job leased by a poll it left).
+        lease_next: !ctx.shutdown.is_cancelled(),
     };
-    if let Err(status) = ctx
+    match ctx
         .retry_final("complete job", || {
             let mut client = ctx.client();
             let arg = request.clone();
@@ -538,6 +542,16 @@ async fn send_outcome(
         })
         .await
     {
-        tracing::warn!(job = %job_id, error = %status.message(), "coordinator did not take the outcome");
+        Ok(response) => {
+            if let Some(next) = response.into_inner().next {
+                ctx.handed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(next);
+            }
+        }
+        Err(status) => {
+            tracing::warn!(job = %job_id, error = %status.message(), "coordinator did not take the outcome");
+        }
     }
 }

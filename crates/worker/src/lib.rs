@@ -154,6 +154,9 @@ pub(crate) struct Ctx {
     config: WorkerConfig,
     worker_id: Mutex<String>,
     held: Mutex<HashMap<String, Held>>,
+    /// Jobs the coordinator leased us with a completion (`lease_next`), not
+    /// started yet: the next free slot takes one before it polls.
+    handed: Mutex<Vec<pb::Job>>,
     shutdown: CancellationToken,
 }
 
@@ -253,6 +256,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         config,
         worker_id: Mutex::new(String::new()),
         held: Mutex::new(HashMap::new()),
+        handed: Mutex::new(Vec::new()),
         shutdown,
     });
     let Some(heartbeat_interval) = register(&ctx).await? else {
@@ -374,6 +378,11 @@ async fn heartbeat_loop(ctx: Arc<Ctx>, interval: Duration, stop: CancellationTok
 async fn lease_loop(ctx: Arc<Ctx>, slot: usize) -> Result<(), WorkerError> {
     let mut delays = backoff().build();
     while !ctx.shutdown.is_cancelled() {
+        let handed = ctx.handed.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some(leased) = handed {
+            start(&ctx, leased).await;
+            continue;
+        }
         let request = pb::LeaseJobRequest {
             worker_id: ctx.worker_id(),
         };
@@ -386,11 +395,7 @@ async fn lease_loop(ctx: Arc<Ctx>, slot: usize) -> Result<(), WorkerError> {
             Ok(response) => {
                 delays = backoff().build();
                 if let Some(leased) = response.into_inner().job {
-                    let (id, attempt) = (leased.job_id.clone(), leased.attempt);
-                    match LeasedJob::try_from(leased) {
-                        Ok(job) => job::run(&ctx, job).await,
-                        Err(err) => job::refuse(&ctx, id, attempt, err.to_string()).await,
-                    }
+                    start(&ctx, leased).await;
                 }
             }
             Err(status) if status.code() == Code::NotFound => {
@@ -411,6 +416,16 @@ async fn lease_loop(ctx: Arc<Ctx>, slot: usize) -> Result<(), WorkerError> {
         }
     }
     Ok(())
+}
+
+/// Runs a leased job, or refuses it when it does not pass the protocol
+/// boundary's checks.
+async fn start(ctx: &Ctx, leased: pb::Job) {
+    let (id, attempt) = (leased.job_id.clone(), leased.attempt);
+    match LeasedJob::try_from(leased) {
+        Ok(job) => job::run(ctx, job).await,
+        Err(err) => job::refuse(ctx, id, attempt, err.to_string()).await,
+    }
 }
 
 /// Local run directory of a job (names validated by the caller).

@@ -191,6 +191,7 @@ pub fn success(
         worker_id: worker_id.into(),
         job_id: job.job_id.clone(),
         attempt,
+        lease_next: false,
         outcome: Some(pb::complete_job_request::Outcome::Metrics(pb::RunMetrics {
             epochs: (1..=epochs).map(epoch).collect(),
             best_epoch: epochs,

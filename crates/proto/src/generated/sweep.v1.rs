@@ -224,6 +224,12 @@ pub struct CompleteJobRequest {
     pub job_id: ::prost::alloc::string::String,
     #[prost(uint32, tag = "3")]
     pub attempt: u32,
+    /// Also lease this worker its next job if one is pending now (never waits):
+    /// a worker that goes from job to job saves a LeaseJob call for each. A
+    /// coordinator that predates the field answers without a job, and the
+    /// worker polls with LeaseJob as before.
+    #[prost(bool, tag = "6")]
+    pub lease_next: bool,
     #[prost(oneof = "complete_job_request::Outcome", tags = "4, 5")]
     pub outcome: ::core::option::Option<complete_job_request::Outcome>,
 }
@@ -237,8 +243,13 @@ pub mod complete_job_request {
         Failure(super::Failure),
     }
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct CompleteJobResponse {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CompleteJobResponse {
+    /// The next job, leased as LeaseJob leases one; absent when lease_next was
+    /// not asked or nothing was pending.
+    #[prost(message, optional, tag = "1")]
+    pub next: ::core::option::Option<Job>,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct FetchDatasetRequest {
     #[prost(string, tag = "1")]
@@ -805,6 +816,7 @@ pub mod coordinator_client {
             self.inner.server_streaming(req, path, codec).await
         }
         /// The job's final outcome; accepted once, for the current attempt only.
+        /// With lease_next, the answer may carry the worker's next job.
         pub async fn complete_job(
             &mut self,
             request: impl tonic::IntoRequest<super::CompleteJobRequest>,
@@ -1165,6 +1177,7 @@ pub mod coordinator_server {
             tonic::Status,
         >;
         /// The job's final outcome; accepted once, for the current attempt only.
+        /// With lease_next, the answer may carry the worker's next job.
         async fn complete_job(
             &self,
             request: tonic::Request<super::CompleteJobRequest>,
