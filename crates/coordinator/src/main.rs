@@ -13,6 +13,13 @@ use sweep_coordinator::{
 use sweep_core::results::{Format, ResultsTable};
 use sweep_core::token::Token;
 
+/// Many small allocations a second per worker (HTTP/2 frames, protobuf
+/// messages, SQL rows) across threads: glibc's malloc and free were a quarter
+/// of the request threads' time under a fleet's load (BENCHMARKS.md, "A
+/// fleet of simulated workers").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Serves sweeps to workers, keeps their state and writes their runs and results.
 #[derive(Parser)]
 #[command(version)]

@@ -6,11 +6,12 @@
 //! that are never trained), then runs N simulated workers on this process's
 //! runtime, spread over C HTTP/2 connections: each registers, heartbeats at
 //! the interval the coordinator asks for, leases a job, reports its E epochs,
-//! sleeps `--job-seconds` if asked, and completes it asking for its next job
-//! (`lease_next`, as `sweep-worker` does; it polls LeaseJob when none comes),
-//! until every job of the sweep has ended. It measures dispatch throughput, the latency of each call,
-//! and, given the coordinator's pid and state directory, its CPU time, peak
-//! RSS and database size; and it checks that every job completed exactly once
+//! sleeps about `--job-seconds` if asked (0.5–1.5×, by seed), and completes
+//! it asking for its next job (`lease_next`, as `sweep-worker` does; it polls
+//! LeaseJob when none comes), until every job of the sweep has ended. It
+//! measures dispatch throughput, the latency of each call, and, given the
+//! coordinator's pid and state directory, its CPU time, peak RSS and
+//! database size; and it checks that every job completed exactly once
 //! (each completion acknowledged once, each job leased once, and the
 //! coordinator's own status and results agreeing).
 
@@ -43,7 +44,8 @@ pub struct BenchCoordinatorArgs {
     /// Epochs each job reports.
     #[arg(long, default_value_t = 5)]
     pub epochs: u32,
-    /// How long each simulated job "trains" after its last epoch (0: none).
+    /// How long each simulated job "trains" after its last epoch, on average
+    /// (each job 0.5–1.5× this, by its seed; 0: none).
     #[arg(long, default_value_t = 0.0)]
     pub job_seconds: f64,
     /// HTTP/2 connections the workers share (default: one per worker, up to 64).
@@ -528,7 +530,8 @@ async fn worker(shared: Arc<Shared>, client: Client, index: usize) {
             break;
         }
         let started = Instant::now();
-        let leased = match handed.take() {
+        let handed_over = handed.take();
+        let leased = match handed_over.clone() {
             Some(job) => {
                 shared.handed.fetch_add(1, Ordering::Relaxed);
                 Ok(tonic::Response::new(pb::LeaseJobResponse {
@@ -536,13 +539,20 @@ async fn worker(shared: Arc<Shared>, client: Client, index: usize) {
                 }))
             }
             None => tokio::select! {
-                r = c.lease_job(pb::LeaseJobRequest { worker_id: worker_id.clone() }) => r.inspect(|_| shared.record(|l| &mut l.lease, started)),
+                r = c.lease_job(pb::LeaseJobRequest { worker_id: worker_id.clone() }) => r,
                 _ = done.changed() => break,
             },
         };
         let job = match leased {
             Ok(response) => match response.into_inner().job.map(LeasedJob::try_from) {
-                Some(Ok(job)) => job,
+                Some(Ok(job)) => {
+                    // The latency of a LeaseJob call that brought a job (a
+                    // job handed over with a completion is in CompleteJob's).
+                    if handed_over.is_none() {
+                        shared.record(|l| &mut l.lease, started);
+                    }
+                    job
+                }
                 Some(Err(err)) => {
                     shared.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %err, "leased a malformed job; leaving it to expire");
@@ -579,6 +589,13 @@ async fn worker(shared: Arc<Shared>, client: Client, index: usize) {
         *held.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
     let _ = beats.await;
+}
+
+/// How long a job "trains": spread evenly over 0.5–1.5 × the mean by its
+/// seed, as real jobs differ, so that a fleet started at once does not stay
+/// in lockstep (a thousand completions in the same millisecond, forever).
+fn job_length(mean_seconds: f64, seed: u64) -> f64 {
+    mean_seconds * (0.5 + (seed % 100) as f64 / 99.0)
 }
 
 /// Reports the job's epochs, waits its simulated length, completes it.
@@ -618,8 +635,9 @@ async fn run_job(
         reported.await?;
         reported_epochs.push(metrics);
     }
-    if shared.args.job_seconds > 0.0 {
-        tokio::time::sleep(Duration::from_secs_f64(shared.args.job_seconds)).await;
+    let length = job_length(shared.args.job_seconds, job.seed);
+    if length > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(length)).await;
     }
     let jitter = (job.seed % 100) as f64 / 10_000.0;
     // As a worker completes: with every epoch it reported.
@@ -629,7 +647,7 @@ async fn run_job(
         best_val_loss: Some(0.1),
         best_val_acc: Some(0.9 + jitter),
         stopped_early: false,
-        train_seconds: shared.args.job_seconds,
+        train_seconds: length,
         test: Some(TestMetrics {
             test_loss: 0.1,
             test_acc: 0.9 + jitter,
@@ -689,6 +707,21 @@ mod tests {
         assert_eq!(percentile(&values, 100.0), Some(100.0));
         assert_eq!(percentile(&[], 50.0), None);
         assert_eq!(percentile(&[7000], 99.0), Some(7.0));
+    }
+
+    #[test]
+    fn job_lengths_spread_around_the_mean() {
+        let lengths: Vec<f64> = (1..=100).map(|seed| job_length(2.0, seed)).collect();
+        let mean = lengths.iter().sum::<f64>() / 100.0;
+        assert!((mean - 2.0).abs() < 1e-9, "mean {mean}");
+        let (min, max) = lengths
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+        assert!(
+            (min - 1.0).abs() < 1e-9 && (max - 3.0).abs() < 1e-9,
+            "{min}..{max}"
+        );
+        assert_eq!(job_length(0.0, 7), 0.0);
     }
 
     #[test]
