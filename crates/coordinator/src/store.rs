@@ -1474,14 +1474,19 @@ fn report_epoch(
     check_epochs(metrics.epoch as usize, job.epochs, slack)?;
     let text =
         serde_json::to_string(metrics).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-    let previous: Option<u32> = tx
-        .row(
-            "SELECT attempt FROM epochs WHERE job_id = ?1 AND epoch = ?2",
-            params![job_id, metrics.epoch],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let new = previous != Some(attempt);
+    // No recorded epoch is past `epochs_done` (each one recorded drops those
+    // after it), so the next epoch in order, the common case, is new and
+    // has nothing after it: two statements fewer per report.
+    let next_in_order = metrics.epoch > job.epochs_done;
+    let new = next_in_order
+        || tx
+            .row(
+                "SELECT attempt FROM epochs WHERE job_id = ?1 AND epoch = ?2",
+                params![job_id, metrics.epoch],
+                |r| r.get::<_, u32>(0),
+            )
+            .optional()?
+            != Some(attempt);
     if new {
         // A later attempt that redoes an epoch (resumed from an older
         // checkpoint) replaces what the lost attempt reported.
@@ -1489,10 +1494,12 @@ fn report_epoch(
             "INSERT OR REPLACE INTO epochs (job_id, epoch, attempt, metrics) VALUES (?1, ?2, ?3, ?4)",
             params![job_id, metrics.epoch, attempt, text],
         )?;
-        tx.exec(
-            "DELETE FROM epochs WHERE job_id = ?1 AND epoch > ?2",
-            params![job_id, metrics.epoch],
-        )?;
+        if !next_in_order {
+            tx.exec(
+                "DELETE FROM epochs WHERE job_id = ?1 AND epoch > ?2",
+                params![job_id, metrics.epoch],
+            )?;
+        }
         tx.exec(
             "UPDATE jobs SET state = 'running', epochs_done = ?2, updated_ms = ?3 WHERE id = ?1",
             params![job_id, metrics.epoch, now_ms()],
@@ -2120,6 +2127,83 @@ mod tests {
         let (_, outcomes, pending) = outcomes(&conn, "s").expect("outcomes");
         assert_eq!(pending, 0);
         assert!(outcomes.is_empty(), "no test metrics, so no outcome");
+    }
+
+    #[test]
+    fn a_resumed_attempt_replaces_the_epochs_it_redoes_and_drops_those_after() {
+        let (_dir, mut conn, id) = store_with_job();
+        let w = worker(&mut conn, "w");
+        let epoch = |epoch: u32, loss: f64| EpochMetrics {
+            epoch,
+            train_loss: loss,
+            train_acc: 0.5,
+            val_loss: loss,
+            val_acc: 0.5,
+            lr: 0.001,
+            seconds: 1.0,
+        };
+        let losses = |ingest: EpochIngest| -> Vec<(u32, f64)> {
+            let epochs = ingest.epochs.expect("asked for");
+            epochs.iter().map(|e| (e.epoch, e.train_loss)).collect()
+        };
+        let first = lease(&mut conn, &w, Duration::from_secs(60))
+            .expect("lease")
+            .expect("a job");
+        for n in 1..=3 {
+            let ingest = report_epoch(
+                &mut conn,
+                &w,
+                (&id, first.attempt),
+                &epoch(n, 1.0),
+                0,
+                false,
+            );
+            assert!(ingest.expect("epoch").new);
+        }
+        let oom = Outcome::Failed {
+            message: "oom".into(),
+            permanent: false,
+        };
+        complete(&mut conn, &w, &id, first.attempt, &oom).expect("fail");
+        // The retry resumes from its checkpoint of epoch 1: epoch 2 again.
+        let second = lease(&mut conn, &w, Duration::from_secs(60))
+            .expect("lease")
+            .expect("the retry");
+        let redone = report_epoch(
+            &mut conn,
+            &w,
+            (&id, second.attempt),
+            &epoch(2, 0.5),
+            0,
+            true,
+        )
+        .expect("epoch");
+        assert!(redone.new);
+        assert_eq!(
+            losses(redone),
+            vec![(1, 1.0), (2, 0.5)],
+            "epoch 3 of the lost attempt is dropped"
+        );
+        let resent = report_epoch(
+            &mut conn,
+            &w,
+            (&id, second.attempt),
+            &epoch(2, 0.5),
+            0,
+            false,
+        );
+        assert!(!resent.expect("epoch again").new);
+        let next = report_epoch(
+            &mut conn,
+            &w,
+            (&id, second.attempt),
+            &epoch(3, 0.25),
+            0,
+            true,
+        )
+        .expect("epoch");
+        assert!(next.new);
+        assert_eq!(losses(next), vec![(1, 1.0), (2, 0.5), (3, 0.25)]);
     }
 
     #[test]
