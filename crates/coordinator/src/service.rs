@@ -143,7 +143,7 @@ impl Shared {
                 let counts = db.submit(&sweep, &jobs)?;
                 for job in &jobs {
                     let dir = layout::run_dir(&state_dir, &job.sweep, &job.variant, job.seed);
-                    layout::write_config(&dir, &job.config.to_yaml())?;
+                    layout::write_config(&dir, &job.config_yaml)?;
                 }
                 Ok(counts)
             })

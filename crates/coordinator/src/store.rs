@@ -1152,7 +1152,7 @@ fn insert_job(tx: &Connection, spec: &JobSpec, why: &str) -> Result<bool> {
             spec.sweep,
             spec.variant,
             spec.seed as i64,
-            spec.config.to_yaml(),
+            spec.config_yaml,
             spec.config.epochs(),
             now_ms(),
             spec.config.is_command(),
@@ -2017,12 +2017,14 @@ mod tests {
     fn store_with_job() -> (tempfile::TempDir, Connection, String) {
         let (dir, mut conn) = empty_db();
         let config = ExperimentConfig::from_yaml(CONFIG, Path::new("test")).expect("config");
+        let config = JobConfig::Builtin(config);
         let job = JobSpec {
             id: "v-seed-1-00000000".into(),
             sweep: "s".into(),
             variant: "v".into(),
             seed: 1,
-            config: JobConfig::Builtin(config),
+            config_yaml: config.to_yaml(),
+            config,
         };
         let sweep = NewSweep {
             name: "s".into(),

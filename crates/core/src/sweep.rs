@@ -146,6 +146,10 @@ pub struct JobSpec {
     pub seed: u64,
     /// The config to run: `seed` is the job's seed, `name` the variant's name.
     pub config: JobConfig,
+    /// `config` rendered once, as the id's hash, the store and the run's
+    /// config.yaml all take it (rendering was an eighth of a sweep's
+    /// submission when each of them did it again; BENCHMARKS.md).
+    pub config_yaml: String,
 }
 
 impl JobSpec {
@@ -638,12 +642,14 @@ impl JobSpec {
         let mut config = config.clone();
         config.set_seed(seed);
         config.set_name(variant);
+        let config_yaml = config.to_yaml();
         JobSpec {
-            id: job_id(sweep, variant, seed, &config),
+            id: job_id(sweep, variant, seed, &config_yaml),
             sweep: sweep.to_string(),
             variant: variant.to_string(),
             seed,
             config,
+            config_yaml,
         }
     }
 }
@@ -660,9 +666,9 @@ pub fn job_dir(state_dir: &Path, sweep: &str, variant: &str, seed: u64) -> PathB
 /// The readable part says which run it is; the hash changes whenever the
 /// resolved config (or the sweep) does, so that an edited variant gets new
 /// jobs rather than reusing results computed for the old config.
-fn job_id(sweep: &str, variant: &str, seed: u64, config: &JobConfig) -> String {
+fn job_id(sweep: &str, variant: &str, seed: u64, config_yaml: &str) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(config.to_yaml().as_bytes());
+    hasher.update(config_yaml.as_bytes());
     // A separator keeps (yaml, sweep) pairs from colliding by concatenation.
     hasher.update([0u8]);
     hasher.update(sweep.as_bytes());
