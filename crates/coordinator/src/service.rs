@@ -668,12 +668,19 @@ impl Coordinator for Service {
         let (worker, job_id, attempt) = (req.worker_id, req.job_id, req.attempt);
         let lease_next = req.lease_next.then(|| worker.clone());
         let slack = self.shared.limits.epoch_slack;
-        let (store::Completed { job, queued }, provenance) = self
+        let (
+            store::Completed {
+                job,
+                queued,
+                sweep_ended,
+            },
+            provenance,
+        ) = self
             .shared
             .store
             .call(move |db| {
                 let completed = db.complete(&worker, &job_id, attempt, &outcome, slack)?;
-                let provenance = db.provenance(&completed.job.id)?;
+                let provenance = db.provenance_of(&completed.job)?;
                 Ok((completed, provenance))
             })
             .await?;
@@ -714,7 +721,7 @@ impl Coordinator for Service {
             self.shared.bump();
         }
         self.shared.events.publish(Event::Job(JobView::from(&job)));
-        if job.state.is_terminal() {
+        if sweep_ended {
             self.shared.finish_sweep_if_done(&job.sweep).await?;
         }
         // The outcome is committed whatever happens here: a failed lease

@@ -248,8 +248,14 @@ impl JobRow {
     }
 }
 
-const JOB_COLUMNS: &str = "id, sweep, variant, seed, config_yaml, epochs, state, attempt, worker, \
-                           lease_deadline_ms, epochs_done, final_metrics, error";
+/// The columns [`job_from_row`] reads, as a literal so that the queries
+/// built from it are `&'static str` (no string formatted per call).
+macro_rules! job_columns {
+    () => {
+        "id, sweep, variant, seed, config_yaml, epochs, state, attempt, worker, \
+         lease_deadline_ms, epochs_done, final_metrics, error"
+    };
+}
 
 fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(JobRow, String, Option<String>)> {
     let state: String = row.get(6)?;
@@ -362,6 +368,9 @@ pub struct Completed {
     /// Whether a job became pending: this one (to be retried), or seeds its
     /// end made a seed policy add.
     pub queued: bool,
+    /// Whether this was the sweep's last open job: its results may be due
+    /// ([`Db::results_due`] decides, once).
+    pub sweep_ended: bool,
 }
 
 /// Statements through the connection's prepared-statement cache: under a
@@ -805,17 +814,7 @@ impl Db {
         outcome: &Outcome,
         slack: u32,
     ) -> Result<Completed> {
-        if let Outcome::Succeeded(metrics) = outcome {
-            let job = get_job(&self.conn, job_id)?;
-            let last = metrics
-                .epochs
-                .iter()
-                .map(|e| e.epoch as usize)
-                .max()
-                .unwrap_or(0);
-            check_epochs(metrics.epochs.len().max(last), job.epochs, slack)?;
-        }
-        complete(&mut self.conn, worker_id, job_id, attempt, outcome)
+        complete(&mut self.conn, worker_id, (job_id, attempt), outcome, slack)
     }
 
     pub fn expire_leases(&mut self) -> Result<Expired> {
@@ -872,6 +871,11 @@ impl Db {
 
     pub fn provenance(&self, job_id: &str) -> Result<RunProvenance> {
         provenance(&self.conn, job_id)
+    }
+
+    /// [`Db::provenance`] of a job already read (a completion's).
+    pub fn provenance_of(&self, job: &JobRow) -> Result<RunProvenance> {
+        provenance_of(&self.conn, job)
     }
 
     /// The sweep's results table when every job of it has ended and the
@@ -950,7 +954,7 @@ fn event(tx: &Connection, job_id: &str, attempt: u32, kind: &str, message: &str)
 fn get_job(conn: &Connection, job_id: &str) -> Result<JobRow> {
     let row = conn
         .row(
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+            concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1"),
             [job_id],
             job_from_row,
         )
@@ -960,8 +964,10 @@ fn get_job(conn: &Connection, job_id: &str) -> Result<JobRow> {
 }
 
 fn jobs(conn: &Connection, sweep: Option<&str>) -> Result<Vec<JobRow>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE ?1 IS NULL OR sweep = ?1 ORDER BY rowid"
+    let mut stmt = conn.prepare(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE ?1 IS NULL OR sweep = ?1 ORDER BY rowid"
     ))?;
     let rows = stmt
         .query_map([sweep], job_from_row)?
@@ -1592,15 +1598,22 @@ pub enum Outcome {
 fn complete(
     conn: &mut Connection,
     worker_id: &str,
-    job_id: &str,
-    attempt: u32,
+    (job_id, attempt): (&str, u32),
     outcome: &Outcome,
+    slack: u32,
 ) -> Result<Completed> {
     let tx = Savepoint::begin(conn)?;
-    let job = check_fence(&tx, job_id, attempt, worker_id)?;
+    let mut job = check_fence(&tx, job_id, attempt, worker_id)?;
     let now = now_ms();
     match outcome {
         Outcome::Succeeded(metrics) => {
+            let last = metrics
+                .epochs
+                .iter()
+                .map(|e| e.epoch as usize)
+                .max()
+                .unwrap_or(0);
+            check_epochs(metrics.epochs.len().max(last), job.epochs, slack)?;
             let text = serde_json::to_string(metrics)
                 .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
             tx.exec(
@@ -1618,28 +1631,44 @@ fn complete(
                 "UPDATE workers SET jobs_done = jobs_done + 1 WHERE id = ?1",
                 [worker_id],
             )?;
+            job.state = JobState::Succeeded;
+            job.final_metrics = Some(metrics.clone());
+            job.epochs_done = metrics.epochs.len() as u32;
         }
         Outcome::Failed { message, permanent } => {
             let retry = !permanent && job.attempt < MAX_ATTEMPTS;
-            let state = if retry { "pending" } else { "failed" };
+            let state = if retry {
+                JobState::Pending
+            } else {
+                JobState::Failed
+            };
             tx.exec(
                 "UPDATE jobs SET state = ?2, error = ?3, worker = NULL, lease_deadline_ms = NULL, updated_ms = ?4 WHERE id = ?1",
-                params![job_id, state, message, now],
+                params![job_id, state.as_str(), message, now],
             )?;
             let kind = if retry { "retry" } else { "failed" };
             event(&tx, job_id, attempt, kind, message)?;
             end_attempt(&tx, job_id, attempt, kind, message)?;
+            job.state = state;
+            job.error = Some(message.clone());
         }
     }
-    let job = get_job(&tx, job_id)?;
-    let seeds_added = if job.state.is_terminal() {
-        adapt_seeds(&tx, &job.sweep, &job.variant)?.len()
+    // The row as the UPDATE above left it, without reading it back.
+    job.worker = None;
+    job.lease_deadline_ms = None;
+    let (seeds_added, sweep_ended) = if job.state.is_terminal() {
+        let added = adapt_seeds(&tx, &job.sweep, &job.variant)?.len();
+        (added, added == 0 && !has_open_jobs(&tx, &job.sweep)?)
     } else {
-        0
+        (0, false)
     };
     tx.commit()?;
     let queued = job.state == JobState::Pending || seeds_added > 0;
-    Ok(Completed { job, queued })
+    Ok(Completed {
+        job,
+        queued,
+        sweep_ended,
+    })
 }
 
 /// Returns jobs whose lease deadline has passed to pending (or fails them
@@ -1922,13 +1951,20 @@ fn attempt_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptProvenance
     Ok(a)
 }
 
-const ATTEMPT_COLUMNS: &str = "a.attempt, a.worker_id, a.leased_ms, a.started_ms, a.ended_ms, \
-     a.outcome, a.message, a.job_id, a.provenance, w.name, w.host, w.threads";
+/// The columns [`attempt_from_row`] reads (a literal, like [`job_columns`]).
+macro_rules! attempt_columns {
+    () => {
+        "a.attempt, a.worker_id, a.leased_ms, a.started_ms, a.ended_ms, \
+         a.outcome, a.message, a.job_id, a.provenance, w.name, w.host, w.threads"
+    };
+}
 
 /// The attempts of a job, in order.
 fn attempts_of(conn: &Connection, job_id: &str) -> Result<Vec<AttemptProvenance>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {ATTEMPT_COLUMNS} FROM attempts a LEFT JOIN workers w ON w.id = a.worker_id \
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        attempt_columns!(),
+        " FROM attempts a LEFT JOIN workers w ON w.id = a.worker_id \
          WHERE a.job_id = ?1 ORDER BY a.attempt"
     ))?;
     let rows = stmt
@@ -1939,8 +1975,10 @@ fn attempts_of(conn: &Connection, job_id: &str) -> Result<Vec<AttemptProvenance>
 
 /// The attempt whose result the job reports, if it succeeded.
 fn succeeded_attempt(conn: &Connection, job_id: &str) -> Result<Option<AttemptProvenance>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {ATTEMPT_COLUMNS} FROM attempts a LEFT JOIN workers w ON w.id = a.worker_id \
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        attempt_columns!(),
+        " FROM attempts a LEFT JOIN workers w ON w.id = a.worker_id \
          WHERE a.job_id = ?1 AND a.outcome = 'succeeded' ORDER BY a.attempt DESC LIMIT 1"
     ))?;
     Ok(stmt.query_row([job_id], attempt_from_row).optional()?)
@@ -1948,14 +1986,17 @@ fn succeeded_attempt(conn: &Connection, job_id: &str) -> Result<Option<AttemptPr
 
 /// Everything known about how a job's run was computed.
 fn provenance(conn: &Connection, job_id: &str) -> Result<RunProvenance> {
-    let job = get_job(conn, job_id)?;
+    provenance_of(conn, &get_job(conn, job_id)?)
+}
+
+fn provenance_of(conn: &Connection, job: &JobRow) -> Result<RunProvenance> {
     Ok(RunProvenance {
         attempts: attempts_of(conn, &job.id)?,
         config_sha256: sweep_core::provenance::config_sha256(&job.config_yaml),
         state: job.state.as_str().to_string(),
-        job_id: job.id,
-        sweep: job.sweep,
-        variant: job.variant,
+        job_id: job.id.clone(),
+        sweep: job.sweep.clone(),
+        variant: job.variant.clone(),
         seed: job.seed,
     })
 }
@@ -1976,18 +2017,23 @@ fn results_due(conn: &Connection, sweep: &str) -> Result<bool> {
     match written {
         None => Ok(true),
         Some(true) => Ok(false),
-        Some(false) => {
-            // EXISTS stops at the first open job: a count visited every
-            // open job of the sweep at each completion (quadratic in a
-            // 10,000-job sweep).
-            let open: bool = conn.row(
-                "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('pending', 'leased', 'running') AND sweep = ?1)",
-                [sweep],
-                |r| r.get(0),
-            )?;
-            Ok(!open)
-        }
+        Some(false) => Ok(!has_open_jobs(conn, sweep)?),
     }
+}
+
+/// Whether a job of the sweep has not ended. EXISTS stops at the first open
+/// job (a count visited every open job of the sweep at each completion:
+/// quadratic in a 10,000-job sweep), and one equality per state keeps it to
+/// index look-ups: `state IN (...)` built a temporary table for its list at
+/// every run, with a page cache of its own (BENCHMARKS.md).
+fn has_open_jobs(conn: &Connection, sweep: &str) -> Result<bool> {
+    Ok(conn.row(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND sweep = ?1) \
+             OR EXISTS (SELECT 1 FROM jobs WHERE state = 'leased' AND sweep = ?1) \
+             OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND sweep = ?1)",
+        [sweep],
+        |r| r.get(0),
+    )?)
 }
 
 fn mark_results_written(conn: &Connection, sweep: &str) -> Result<()> {
@@ -2095,7 +2141,7 @@ mod tests {
         ));
         let done = Outcome::Succeeded(RunMetrics::default());
         assert!(matches!(
-            complete(&mut conn, &a, &id, 1, &done),
+            complete(&mut conn, &a, (&id, 1), &done, 0),
             Err(CoordinatorError::FailedPrecondition(_))
         ));
         let (cancelled, lost) =
@@ -2116,14 +2162,14 @@ mod tests {
                 .new
         );
         assert_eq!(
-            complete(&mut conn, &b, &id, 2, &done)
+            complete(&mut conn, &b, (&id, 2), &done, 0)
                 .expect("complete")
                 .job
                 .state,
             JobState::Succeeded
         );
         assert!(matches!(
-            complete(&mut conn, &b, &id, 2, &done),
+            complete(&mut conn, &b, (&id, 2), &done, 0),
             Err(CoordinatorError::FailedPrecondition(_))
         ));
         let (_, outcomes, pending) = outcomes(&conn, "s").expect("outcomes");
@@ -2166,7 +2212,7 @@ mod tests {
             message: "oom".into(),
             permanent: false,
         };
-        complete(&mut conn, &w, &id, first.attempt, &oom).expect("fail");
+        complete(&mut conn, &w, (&id, first.attempt), &oom, 0).expect("fail");
         // The retry resumes from its checkpoint of epoch 1: epoch 2 again.
         let second = lease(&mut conn, &w, Duration::from_secs(60))
             .expect("lease")
@@ -2243,7 +2289,7 @@ mod tests {
             }),
             ..RunMetrics::default()
         };
-        complete(&mut conn, &b, &id, 2, &Outcome::Succeeded(metrics)).expect("complete");
+        complete(&mut conn, &b, (&id, 2), &Outcome::Succeeded(metrics), 0).expect("complete");
 
         let run = provenance(&conn, &id).expect("provenance");
         assert_eq!(run.state, "succeeded");
@@ -2296,29 +2342,74 @@ mod tests {
             message: "oom".into(),
             permanent: false,
         };
-        let retried = complete(&mut conn, &a, &id, 1, &transient).expect("complete");
+        let retried = complete(&mut conn, &a, (&id, 1), &transient, 0).expect("complete");
         assert_eq!(retried.job.state, JobState::Pending);
         assert!(
             retried.queued,
             "a job back to pending must wake idle workers"
         );
+        assert!(!retried.sweep_ended, "a job to retry keeps its sweep open");
+        assert_same_row(&retried.job, &get_job(&conn, &id).expect("job"));
         lease(&mut conn, &a, Duration::from_secs(60)).expect("lease");
         let permanent = Outcome::Failed {
             message: "bad config".into(),
             permanent: true,
         };
-        assert_eq!(
-            complete(&mut conn, &a, &id, 2, &permanent)
-                .expect("complete")
-                .job
-                .state,
-            JobState::Failed
-        );
+        let failed = complete(&mut conn, &a, (&id, 2), &permanent, 0).expect("complete");
+        assert_eq!(failed.job.state, JobState::Failed);
+        assert!(failed.sweep_ended, "the sweep's only job ended");
+        assert_same_row(&failed.job, &get_job(&conn, &id).expect("job"));
         assert!(
             lease(&mut conn, &a, Duration::from_secs(60))
                 .expect("lease")
                 .is_none()
         );
+    }
+
+    /// A completion answers with the job's row as it built it, without
+    /// reading it back: it must be the row the database holds.
+    fn assert_same_row(built: &JobRow, stored: &JobRow) {
+        assert_eq!(format!("{built:?}"), format!("{stored:?}"));
+    }
+
+    #[test]
+    fn a_success_answers_the_stored_row_and_the_last_one_ends_the_sweep() {
+        let (_dir, mut conn) = adaptive_store(CONFIG);
+        let w = worker(&mut conn, "w");
+        let mut ended = Vec::new();
+        // Equal accuracies: the seed policy adds no seed.
+        for test_acc in [0.9, 0.9] {
+            let job = lease(&mut conn, &w, Duration::from_secs(60))
+                .expect("lease")
+                .expect("a job");
+            let metrics = RunMetrics {
+                epochs: vec![EpochMetrics {
+                    epoch: 1,
+                    train_loss: 0.5,
+                    train_acc: 0.8,
+                    val_loss: 0.4,
+                    val_acc: 0.85,
+                    lr: 0.01,
+                    seconds: 1.0,
+                }],
+                test: Some(sweep_core::metrics::TestMetrics {
+                    test_loss: 0.1,
+                    test_acc,
+                }),
+                ..RunMetrics::default()
+            };
+            let done = complete(
+                &mut conn,
+                &w,
+                (&job.id, job.attempt),
+                &Outcome::Succeeded(metrics),
+                0,
+            )
+            .expect("complete");
+            assert_same_row(&done.job, &get_job(&conn, &job.id).expect("job"));
+            ended.push(done.sweep_ended);
+        }
+        assert_eq!(ended, [false, true]);
     }
 
     /// A store holding sweep `a` (variant `v`, seeds 1 and 2) with a seed policy.
@@ -2358,9 +2449,9 @@ mod tests {
             complete(
                 conn,
                 worker,
-                &job.id,
-                job.attempt,
+                (&job.id, job.attempt),
                 &Outcome::Succeeded(metrics),
+                0,
             )
             .expect("complete"),
         )
@@ -2375,6 +2466,7 @@ mod tests {
         assert_eq!(jobs(&conn, Some("a")).expect("jobs").len(), 2);
         let second = succeed(&mut conn, &w, 0.95).expect("second");
         assert!(second.queued, "the added seeds must wake idle workers");
+        assert!(!second.sweep_ended, "the added seeds keep the sweep open");
         // A spread of 5 points over two seeds: far above 0.5; up to max (5).
         let all = jobs(&conn, Some("a")).expect("jobs");
         assert_eq!(all.len(), 5, "{all:?}");

@@ -488,7 +488,9 @@ async fn worker(shared: Arc<Shared>, client: Client, index: usize) {
         let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
         tokio::spawn(async move {
             let mut done = shared.done.subscribe();
-            let mut tick = tokio::time::interval(interval);
+            // The first an interval after registering, as a worker's.
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 if *done.borrow() {

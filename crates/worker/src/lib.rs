@@ -323,7 +323,10 @@ async fn register(ctx: &Ctx) -> Result<Option<Duration>, WorkerError> {
 }
 
 async fn heartbeat_loop(ctx: Arc<Ctx>, interval: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(interval);
+    // The first one an interval after registering, which told the
+    // coordinator all a heartbeat would: a fleet starting at once sends
+    // one call per worker fewer in its busiest moment.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
