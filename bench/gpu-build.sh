@@ -18,6 +18,8 @@
 # On the GPU machine the binaries find libtorch through `python3 -c 'import
 # torch'` (bench/gpu.sh sets LD_LIBRARY_PATH from it):
 #   bench/gpu.sh OUT_DIR gpu-check
+# (gpu-bin/ and gpu-check/ in the checkout are ignored by git: build into
+# gpu-bin to carry the binaries along with the checkout.)
 set -euo pipefail
 out="${1:?usage: bench/gpu-build.sh OUT_DIR [TORCH_VERSION [TCH_VERSION]]}"
 torch_version="${2:-2.11.0}"
