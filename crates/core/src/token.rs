@@ -26,6 +26,10 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 pub const HOW_TO_CREATE: &str = "create one with `head -c 32 /dev/urandom | base64 > worker.token` \
      (and the same for admin.token), then `chmod 600` the file";
 
+/// Which token a bad one should have been: the same message serves the
+/// coordinator (which makes them) and its clients (which are given them).
+const WHICH_TOKEN: &str = "workers and sweepctl take the token file the coordinator was started with; for a new coordinator,";
+
 /// Why a token could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -37,9 +41,9 @@ pub enum TokenError {
         source: std::io::Error,
     },
     /// `origin` names the file or the variable; never the value.
-    #[error("{origin}: token is empty; {HOW_TO_CREATE}")]
+    #[error("{origin}: token is empty; {WHICH_TOKEN} {HOW_TO_CREATE}")]
     Empty { origin: String },
-    #[error("{origin}: token is shorter than {MIN_TOKEN_LEN} bytes; {HOW_TO_CREATE}")]
+    #[error("{origin}: token is shorter than {MIN_TOKEN_LEN} bytes; {WHICH_TOKEN} {HOW_TO_CREATE}")]
     TooShort { origin: String },
     #[error("{origin}: token is longer than {MAX_TOKEN_LEN} bytes")]
     TooLong { origin: String },

@@ -69,15 +69,72 @@ pub fn endpoint_uri(address: &str, tls: bool) -> Result<String, ClientError> {
     };
     let host_port = &uri[prefix.len()..];
     // A port is required: guessing 80 would hide a typo.
-    let port_ok = host_port
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !port_ok {
-        return Err(refuse(format!(
+    let expected = || {
+        refuse(format!(
             "expected host:port (for example {DEFAULT_ADDRESS})"
+        ))
+    };
+    let (host, port) = host_port.rsplit_once(':').ok_or_else(expected)?;
+    if host.is_empty() {
+        return Err(expected());
+    }
+    if host.contains('/') {
+        return Err(refuse(format!(
+            "a host name has no '/'; expected host:port or {scheme}://host:port"
         )));
     }
-    Ok(uri)
+    match port.parse::<u64>() {
+        Ok(1..=65535) => Ok(uri),
+        Ok(_) => Err(refuse(format!("port {port} is out of range (1-65535)"))),
+        Err(_) => Err(expected()),
+    }
+}
+
+/// What a failed connection's error text (the status message and its
+/// causes) says about the likely mistake, for the ones people make setting
+/// up a connection: TLS on one end only, a CA that did not sign the
+/// coordinator's certificate, nothing listening, a host name that does not
+/// resolve. None when the text says nothing recognisable.
+pub fn connection_hint(error_text: &str, address: &str) -> Option<String> {
+    let has = |needle: &str| error_text.contains(needle);
+    let hint = if has("InvalidContentType") || has("corrupt message") {
+        "the coordinator does not serve TLS there: leave out --tls-ca (and SWEEP_TLS_CA)"
+            .to_string()
+    } else if has("h2 protocol error") || has("http2 error") || has("frame with invalid size") {
+        "the coordinator may serve TLS: pass --tls-ca (or SWEEP_TLS_CA) with the CA certificate \
+         that signed its certificate"
+            .to_string()
+    } else if has("certificate") {
+        "the coordinator's certificate was not signed by this CA, or does not name this host: use \
+         the ca.pem made with it (`sweepctl certs --host <name>`)"
+            .to_string()
+    } else if has("onnection refused") {
+        format!(
+            "nothing listens at {address}: start a coordinator with `sweep-coordinator --config \
+             <sweep> --listen {address}`, or point --coordinator (or SWEEP_COORDINATOR) at a running one"
+        )
+    } else if has("lookup address") || has("dns error") || has("not known") {
+        format!("the host name in {address} does not resolve: check the address")
+    } else if has("timed out") {
+        format!("{address} did not answer: check the address, and any firewall on the way")
+    } else {
+        return None;
+    };
+    Some(hint)
+}
+
+/// A status's message followed by its causes' (tonic's outer layers say
+/// only "transport error"): the text [`connection_hint`] reads.
+pub fn error_text(status: &tonic::Status) -> String {
+    use std::error::Error as _;
+    let mut text = status.message().to_string();
+    let mut cause = status.source();
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        cause = err.source();
+    }
+    text
 }
 
 /// The endpoint for `address`, with TLS verified against `tls_ca` when given.
@@ -138,6 +195,14 @@ mod tests {
                 "names the address: {err}"
             );
         }
+        let range = endpoint_uri("127.0.0.1:99999", false)
+            .unwrap_err()
+            .to_string();
+        assert!(range.contains("port 99999 is out of range"), "{range}");
+        let typo = endpoint_uri("http//127.0.0.1:50051", false)
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("no '/'"), "{typo}");
         let tls = endpoint_uri("https://a:1", false).unwrap_err().to_string();
         assert!(tls.contains("--tls-ca"), "{tls}");
         assert_eq!(

@@ -49,13 +49,13 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Client> {
     Ok(client::client(channel, token.as_ref()))
 }
 
-/// The one-line error for a coordinator that cannot be reached.
+/// The one-line error for a coordinator that cannot be reached, with what
+/// the cause suggests doing about it.
 fn unreachable(address: &str, err: &(dyn std::error::Error + 'static)) -> anyhow::Error {
-    anyhow!(
-        "cannot reach the coordinator at {address} ({}); start one with `sweep-coordinator --config <sweep> --listen {address}`, \
-         or point --coordinator (or SWEEP_COORDINATOR) at a running one",
-        root_cause(err)
-    )
+    let cause = root_cause(err);
+    let hint = client::connection_hint(&cause, address)
+        .unwrap_or_else(|| "check --coordinator (or SWEEP_COORDINATOR)".to_string());
+    anyhow!("cannot reach the coordinator at {address} ({cause}); {hint}")
 }
 
 /// The innermost error message (e.g. "Connection refused (os error 111)"):
@@ -82,8 +82,17 @@ pub fn status_error(address: &str, what: &str, status: Status) -> anyhow::Error 
             Some(source) => unreachable(address, source),
             None => anyhow!("{what}: the coordinator at {address} is unavailable: {message}"),
         },
+        Code::Unauthenticated if message.contains("missing") => anyhow!(
+            "{what}: the coordinator at {address} asks for a token: pass its admin token file with \
+             --token-file (or SWEEP_TOKEN_FILE)"
+        ),
         Code::Unauthenticated => anyhow!(
-            "{what}: the coordinator at {address} refused the credentials: {message} (set --token-file or SWEEP_TOKEN)"
+            "{what}: the coordinator at {address} refused the credentials: {message} (the token \
+             given is not one it was started with: use its admin token file)"
+        ),
+        Code::PermissionDenied if message.contains("worker token") => anyhow!(
+            "{what}: not allowed with a worker token ({message}): sweepctl needs the coordinator's \
+             admin token"
         ),
         Code::PermissionDenied => anyhow!("{what}: not allowed with this token: {message}"),
         Code::NotFound => anyhow!("{what}: {message}"),
@@ -95,7 +104,10 @@ pub fn status_error(address: &str, what: &str, status: Status) -> anyhow::Error 
         Code::DeadlineExceeded => {
             anyhow!("{what}: the coordinator at {address} did not answer in time")
         }
-        code => anyhow!("{what}: the coordinator at {address} answered {code:?}: {message}"),
+        code => match client::connection_hint(&client::error_text(&status), address) {
+            Some(hint) => anyhow!("{what}: the connection to {address} failed ({message}); {hint}"),
+            None => anyhow!("{what}: the coordinator at {address} answered {code:?}: {message}"),
+        },
     }
 }
 
@@ -133,6 +145,17 @@ mod tests {
         );
         assert!(err.to_string().contains("worker tokens cannot cancel"));
         let err = status_error("a:1", "status", Status::unauthenticated("missing token"));
-        assert!(err.to_string().contains("SWEEP_TOKEN"));
+        assert!(err.to_string().contains("SWEEP_TOKEN_FILE"), "{err}");
+        let err = status_error("a:1", "status", Status::unauthenticated("invalid token"));
+        assert!(
+            err.to_string().contains("not one it was started with"),
+            "{err}"
+        );
+        let err = status_error(
+            "a:1",
+            "status",
+            Status::permission_denied("a worker token may not call GetStatus"),
+        );
+        assert!(err.to_string().contains("admin token"), "{err}");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sweep_coordinator::{CoordinatorConfig, TlsFiles};
 use sweep_core::token::Token;
 use sweep_proto::pb;
-use sweepctl::client::{ConnectArgs, connect};
+use sweepctl::client::{ConnectArgs, connect, status_error};
 use tokio_util::sync::CancellationToken;
 
 const ADMIN: &str = "admin-token-for-the-tls-test-0123";
@@ -64,15 +64,17 @@ async fn clients_reach_a_tls_coordinator_through_its_ca_only() {
         assert!(status.is_ok(), "{address}: {status:?}");
     }
 
-    // Plain HTTP/2 to a TLS port, and TLS with a CA that did not sign it, fail.
+    // Plain HTTP/2 to a TLS port, and TLS with a CA that did not sign it,
+    // fail, with errors that name the fix.
     let plain = match connect(&args(format!("127.0.0.1:{port}"), None)).await {
         Ok(mut client) => client
             .get_status(pb::GetStatusRequest::default())
             .await
-            .is_ok(),
-        Err(_) => false,
+            .map_err(|status| status_error("127.0.0.1", "status", status)),
+        Err(err) => Err(err),
     };
-    assert!(!plain, "plain HTTP/2 reached a TLS coordinator");
+    let err = plain.expect_err("plain HTTP/2 reached a TLS coordinator");
+    assert!(err.to_string().contains("pass --tls-ca"), "{err}");
     let wrong_ca = match connect(&args(
         format!("localhost:{port}"),
         Some(other.ca_cert.clone()),
@@ -82,11 +84,37 @@ async fn clients_reach_a_tls_coordinator_through_its_ca_only() {
         Ok(mut client) => client
             .get_status(pb::GetStatusRequest::default())
             .await
-            .is_ok(),
-        Err(_) => false,
+            .map_err(|status| status_error("localhost", "status", status)),
+        Err(err) => Err(err),
     };
-    assert!(!wrong_ca, "a certificate from another CA was trusted");
+    let err = wrong_ca.expect_err("a certificate from another CA was trusted");
+    assert!(err.to_string().contains("not signed by this CA"), "{err}");
+
+    // TLS to a coordinator that serves none.
+    let mut plain_config = CoordinatorConfig::new(dir.path().join("plain-state"));
+    plain_config.listen = "127.0.0.1:0".parse().expect("addr");
+    let plain_coordinator = sweep_coordinator::start(plain_config, shutdown.clone())
+        .await
+        .expect("start the plain one");
+    let plain_port = plain_coordinator.addr.port();
+    let plain_served = tokio::spawn(plain_coordinator.wait());
+    let err = match connect(&args(
+        format!("localhost:{plain_port}"),
+        Some(certs.ca_cert.clone()),
+    ))
+    .await
+    {
+        Ok(mut client) => client
+            .get_status(pb::GetStatusRequest::default())
+            .await
+            .map(|_| ())
+            .map_err(|status| status_error("localhost", "status", status)),
+        Err(err) => Err(err),
+    }
+    .expect_err("TLS reached a plain coordinator");
+    assert!(err.to_string().contains("does not serve TLS"), "{err}");
 
     shutdown.cancel();
     served.await.expect("join").expect("served");
+    plain_served.await.expect("join").expect("served");
 }

@@ -55,8 +55,19 @@ pub enum WorkerError {
     #[error(transparent)]
     Connect(#[from] sweep_proto::client::ClientError),
     /// The coordinator refused the handshake (protocol version, bad request).
-    #[error("the coordinator refused this worker: {0}")]
-    Refused(String),
+    #[error("the coordinator at {address} refused this worker: {message}{hint}")]
+    Refused {
+        address: String,
+        message: String,
+        /// What to do about it, when the refusal says (a token).
+        hint: &'static str,
+    },
+    /// `--device` names a device libtorch does not see: every job would fail.
+    #[error(
+        "{reason}; start the worker with --device auto or cpu, or on a machine whose libtorch \
+         sees that GPU (on Colab: Runtime → Change runtime type → a GPU)"
+    )]
+    Device { reason: String },
 }
 
 pub use sweep_proto::client::Client;
@@ -152,6 +163,8 @@ struct Held {
 pub(crate) struct Ctx {
     client: Client,
     config: WorkerConfig,
+    /// The device as registered ([`registered_device`]).
+    device: String,
     worker_id: Mutex<String>,
     held: Mutex<HashMap<String, Held>>,
     /// Jobs the coordinator leased us with a completion (`lease_next`), not
@@ -180,7 +193,14 @@ impl Ctx {
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let stopped = Status::cancelled("worker shutting down");
-        retry_until(what, f, self.shutdown.cancelled(), stopped).await
+        retry_until(
+            what,
+            &self.config.connect,
+            f,
+            self.shutdown.cancelled(),
+            stopped,
+        )
+        .await
     }
 
     /// Like [`Ctx::retry`], but a shutdown only interrupts it after
@@ -195,7 +215,7 @@ impl Ctx {
             tokio::time::sleep(FINAL_REPORT_GRACE).await;
         };
         let stopped = Status::cancelled("worker shut down before the coordinator took the report");
-        retry_until(what, f, give_up, stopped).await
+        retry_until(what, &self.config.connect, f, give_up, stopped).await
     }
 }
 
@@ -203,6 +223,7 @@ impl Ctx {
 /// resolves (then `stopped`).
 async fn retry_until<T, F, Fut>(
     what: &str,
+    address: &str,
     f: F,
     give_up: impl std::future::Future<Output = ()>,
     stopped: Status,
@@ -212,7 +233,8 @@ where
     Fut: std::future::Future<Output = Result<T, Status>>,
 {
     let call = f.retry(backoff()).when(is_transient).notify(|err: &Status, delay| {
-        tracing::warn!(what, error = %err.message(), code = ?err.code(), ?delay, "coordinator call failed; retrying")
+        let hint = sweep_proto::client::connection_hint(&sweep_proto::client::error_text(err), address);
+        tracing::warn!(what, error = %err.message(), code = ?err.code(), ?delay, hint = hint.as_deref(), "coordinator call failed; retrying")
     });
     tokio::select! {
         result = call => result,
@@ -248,12 +270,14 @@ pub(crate) fn is_transient(status: &Status) -> bool {
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
     let endpoint =
         sweep_proto::client::endpoint(&config.connect, config.tls_ca.as_deref(), CONNECT_TIMEOUT)?;
+    let device = registered_device(&config).await?;
     // Lazy: the channel (re)connects on use, so a coordinator that is not up
     // yet, or restarts, is just a retried call.
     let channel = endpoint.connect_lazy();
     let ctx = Arc::new(Ctx {
         client: sweep_proto::client::client(channel, config.token.as_ref()),
         config,
+        device,
         worker_id: Mutex::new(String::new()),
         held: Mutex::new(HashMap::new()),
         handed: Mutex::new(Vec::new()),
@@ -286,6 +310,21 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     outcome
 }
 
+/// The device the worker registers with, resolved and named ("cpu (AMD EPYC
+/// 7B13)"), so that `sweepctl workers` shows what jobs will run on; refused
+/// up front when libtorch does not see it, rather than failing every job it
+/// leases. Simulated jobs use no device: the flag as given.
+async fn registered_device(config: &WorkerConfig) -> Result<String, WorkerError> {
+    if config.simulate_jobs.is_some() {
+        return Ok(config.device.to_string());
+    }
+    let spec = config.device;
+    tokio::task::spawn_blocking(move || provenance::worker_device(spec).map_err(|e| e.to_string()))
+        .await
+        .unwrap_or_else(|err| Err(err.to_string()))
+        .map_err(|reason| WorkerError::Device { reason })
+}
+
 /// Registers (retrying while the coordinator is away). Returns the heartbeat
 /// interval, or None when shut down first.
 async fn register(ctx: &Ctx) -> Result<Option<Duration>, WorkerError> {
@@ -293,7 +332,7 @@ async fn register(ctx: &Ctx) -> Result<Option<Duration>, WorkerError> {
         protocol_version: PROTOCOL_VERSION,
         name: ctx.config.name.clone(),
         host: sweep_core::run_dir::hostname(),
-        device: ctx.config.device.to_string(),
+        device: ctx.device.clone(),
         // What a job gets unless its config says otherwise; never 0 (which
         // older workers sent for "libtorch's default").
         threads: ctx.config.default_threads() as u32,
@@ -318,7 +357,16 @@ async fn register(ctx: &Ctx) -> Result<Option<Duration>, WorkerError> {
             )))
         }
         Err(status) if status.code() == Code::Cancelled && ctx.shutdown.is_cancelled() => Ok(None),
-        Err(status) => Err(WorkerError::Refused(status.message().to_string())),
+        Err(status) => Err(WorkerError::Refused {
+            address: ctx.config.connect.clone(),
+            message: status.message().to_string(),
+            hint: match status.code() {
+                Code::Unauthenticated => {
+                    "; pass the coordinator's worker token with --token-file (or SWEEP_TOKEN_FILE)"
+                }
+                _ => "",
+            },
+        }),
     }
 }
 
@@ -439,6 +487,22 @@ pub(crate) fn local_run_dir(cache_dir: &Path, sweep: &str, variant: &str, seed: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_device_libtorch_does_not_see_is_refused_before_any_lease() {
+        // Nothing listens at this address: the refusal must come first.
+        let mut config = WorkerConfig::new("127.0.0.1:1");
+        config.device = DeviceSpec::Cuda(99);
+        let err = run(config, CancellationToken::new())
+            .await
+            .expect_err("no machine has 100 GPUs");
+        let message = err.to_string();
+        assert!(
+            message.contains("cuda:99 is not available")
+                && message.contains("--device auto or cpu"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn jobs_get_the_flag_then_their_config_then_a_share_of_the_cores() {

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use sweep_core::config::DeviceSpec;
 use sweep_core::token::Token;
@@ -78,8 +77,7 @@ async fn main() -> anyhow::Result<()> {
         config.name = name;
     }
     let shutdown = sweep_startup::cancel_on_signal();
-    sweep_worker::run(config, shutdown)
-        .await
-        .context("worker")?;
+    // Its errors say what failed and what to do: no context to add.
+    sweep_worker::run(config, shutdown).await?;
     Ok(())
 }

@@ -57,17 +57,36 @@ pub(crate) fn command(worker_name: &str, device: DeviceSpec, threads: u32) -> At
     describe(worker_name, device, threads)
 }
 
-fn describe(worker_name: &str, device: DeviceSpec, threads: u32) -> AttemptProvenance {
-    let device_name = match device {
+/// The device this worker's `--device` resolves to, with its model, as
+/// `sweepctl workers` shows it ("cuda:0 (NVIDIA H200)"), or why it is not
+/// here. Blocking: it asks libtorch and may run nvidia-smi.
+pub(crate) fn worker_device(spec: DeviceSpec) -> Result<String, sweep_train::TrainError> {
+    let device = match sweep_train::resolve_device(spec)? {
+        tch::Device::Cuda(index) => DeviceSpec::Cuda(index),
+        _ => DeviceSpec::Cpu,
+    };
+    let name = device_name(device);
+    Ok(if name.is_empty() {
+        device.to_string()
+    } else {
+        format!("{device} ({name})")
+    })
+}
+
+fn device_name(device: DeviceSpec) -> String {
+    match device {
         DeviceSpec::Cuda(index) => gpu_name(index).unwrap_or_default(),
         DeviceSpec::Cpu => cpu_model().unwrap_or_default(),
         DeviceSpec::Auto => String::new(),
-    };
+    }
+}
+
+fn describe(worker_name: &str, device: DeviceSpec, threads: u32) -> AttemptProvenance {
     AttemptProvenance {
         worker_name: worker_name.to_string(),
         host: sweep_core::run_dir::hostname(),
         device: device.to_string(),
-        device_name,
+        device_name: device_name(device),
         threads,
         sweeprun_version: env!("CARGO_PKG_VERSION").to_string(),
         git_commit: GIT_COMMIT.to_string(),
