@@ -56,12 +56,13 @@ pub const WORKER_METHODS: [&str; 10] = [
 /// The methods of today's protocol that only an admin token opens; listed for
 /// tests and documentation, since any method missing from [`WORKER_METHODS`]
 /// needs admin anyway.
-pub const ADMIN_METHODS: [&str; 8] = [
+pub const ADMIN_METHODS: [&str; 9] = [
     "SubmitSweep",
     "GetStatus",
     "WatchStatus",
     "GetResults",
     "Cancel",
+    "Retry",
     "ListWorkers",
     "GetJobLogs",
     "GetProvenance",

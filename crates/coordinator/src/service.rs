@@ -922,6 +922,30 @@ impl Coordinator for Service {
         Ok(Response::new(pb::CancelResponse { cancelled }))
     }
 
+    async fn retry(
+        &self,
+        request: Request<pb::RetryRequest>,
+    ) -> std::result::Result<Response<pb::RetryResponse>, Status> {
+        use pb::retry_request::Target;
+        let (sweep, job) = match required(request.into_inner().target, "target")? {
+            Target::Sweep(s) => (Some(s), None),
+            Target::JobId(j) => (None, Some(j)),
+        };
+        let (sweeps, retried) = self
+            .shared
+            .store
+            .call(move |db| db.retry(sweep.as_deref(), job.as_deref()))
+            .await?;
+        tracing::info!(retried, "retried on request");
+        if retried > 0 {
+            self.shared.job_queued();
+        }
+        for sweep in sweeps {
+            self.shared.events.publish(Event::Sweep { sweep });
+        }
+        Ok(Response::new(pb::RetryResponse { retried }))
+    }
+
     async fn list_workers(
         &self,
         _request: Request<pb::ListWorkersRequest>,

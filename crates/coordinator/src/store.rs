@@ -119,7 +119,7 @@ CREATE TABLE IF NOT EXISTS job_output (
 /// Columns added after the first release, with their definitions: a state
 /// directory written by an older coordinator gains them on open (SQLite's
 /// `CREATE TABLE IF NOT EXISTS` leaves an existing table as it is).
-const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     // Adaptive seeds: the sweep's SeedPolicy as JSON (NULL: fixed seeds).
     ("sweeps", "seed_policy", "TEXT"),
     // Grid/random sweeps: {"keys": [...], "values": {variant: [...]}} as JSON.
@@ -130,6 +130,9 @@ const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     ("workers", "allow_commands", "INTEGER NOT NULL DEFAULT 0"),
     // Jobs the worker completed successfully (the dashboard's workers page).
     ("workers", "jobs_done", "INTEGER NOT NULL DEFAULT 0"),
+    // The attempt after which a job fails for good: MAX_ATTEMPTS (checked
+    // by a test), raised by each retry on request.
+    ("jobs", "attempt_limit", "INTEGER NOT NULL DEFAULT 5"),
 ];
 
 /// Output a command job's program may leave in the database per attempt:
@@ -229,6 +232,9 @@ pub struct JobRow {
     pub epochs_done: u32,
     pub final_metrics: Option<RunMetrics>,
     pub error: Option<String>,
+    /// The attempt after which a failure is final ([`MAX_ATTEMPTS`], raised
+    /// by [`Db::retry`]).
+    pub attempt_limit: u32,
 }
 
 impl JobRow {
@@ -253,7 +259,7 @@ impl JobRow {
 macro_rules! job_columns {
     () => {
         "id, sweep, variant, seed, config_yaml, epochs, state, attempt, worker, \
-         lease_deadline_ms, epochs_done, final_metrics, error"
+         lease_deadline_ms, epochs_done, final_metrics, error, attempt_limit"
     };
 }
 
@@ -275,6 +281,7 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(JobRow, String, Op
             epochs_done: row.get(10)?,
             final_metrics: None,
             error: row.get(12)?,
+            attempt_limit: row.get(13)?,
         },
         state,
         metrics,
@@ -829,6 +836,14 @@ impl Db {
         cancel(&mut self.conn, sweep, job_id)
     }
 
+    pub fn retry(
+        &mut self,
+        sweep: Option<&str>,
+        job_id: Option<&str>,
+    ) -> Result<(Vec<String>, u32)> {
+        retry(&mut self.conn, sweep, job_id)
+    }
+
     pub fn events(&self, job_id: &str) -> Result<Vec<JobEvent>> {
         events(&self.conn, job_id)
     }
@@ -884,11 +899,11 @@ impl Db {
         if !results_due(&self.conn, sweep)? {
             return Ok(None);
         }
-        let (row, outcomes, pending) = outcomes(&self.conn, sweep)?;
-        if pending > 0 || row.results_written {
+        let (row, outcomes, tally) = outcomes(&self.conn, sweep)?;
+        if tally.pending > 0 || row.results_written {
             return Ok(None);
         }
-        results_table(&self.conn, &row, &outcomes, pending).map(Some)
+        results_table(&self.conn, &row, &outcomes, tally).map(Some)
     }
 
     pub fn mark_results_written(&self, sweep: &str) -> Result<()> {
@@ -919,8 +934,8 @@ impl Db {
                 }
             }
         };
-        let (row, outcomes, pending) = outcomes(&self.conn, &name)?;
-        results_table(&self.conn, &row, &outcomes, pending)
+        let (row, outcomes, tally) = outcomes(&self.conn, &name)?;
+        results_table(&self.conn, &row, &outcomes, tally)
     }
 }
 
@@ -930,9 +945,10 @@ fn results_table(
     conn: &Connection,
     row: &SweepRow,
     outcomes: &[RunOutcome],
-    pending: usize,
+    tally: JobTally,
 ) -> Result<ResultsTable> {
-    let mut table = results::summarize(&row.name, &row.baseline, outcomes, pending);
+    let mut table = results::summarize(&row.name, &row.baseline, outcomes, tally.pending);
+    table.set_unsuccessful(tally.failed, tally.cancelled);
     if !row.space.keys.is_empty() {
         table.set_swept(&row.space.keys, &row.space.values);
     }
@@ -1636,7 +1652,7 @@ fn complete(
             job.epochs_done = metrics.epochs.len() as u32;
         }
         Outcome::Failed { message, permanent } => {
-            let retry = !permanent && job.attempt < MAX_ATTEMPTS;
+            let retry = !permanent && job.attempt < job.attempt_limit;
             let state = if retry {
                 JobState::Pending
             } else {
@@ -1677,7 +1693,8 @@ fn expire_leases(conn: &mut Connection) -> Result<Expired> {
     let tx = Savepoint::begin(conn)?;
     let now = now_ms();
     let mut stmt = tx.prepare_cached(
-        "SELECT id, sweep, attempt, worker FROM jobs WHERE state IN ('leased', 'running') AND lease_deadline_ms < ?1",
+        "SELECT id, sweep, attempt, worker, attempt_limit FROM jobs \
+         WHERE state IN ('leased', 'running') AND lease_deadline_ms < ?1",
     )?;
     let stale = stmt
         .query_map([now], |r| {
@@ -1686,16 +1703,17 @@ fn expire_leases(conn: &mut Connection) -> Result<Expired> {
                 r.get::<_, String>(1)?,
                 r.get::<_, u32>(2)?,
                 r.get::<_, Option<String>>(3)?,
+                r.get::<_, u32>(4)?,
             ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     drop(stmt);
     let mut expired = Expired::default();
-    for (id, sweep, attempt, worker) in stale {
+    for (id, sweep, attempt, worker, limit) in stale {
         let worker = worker.unwrap_or_default();
-        if attempt >= MAX_ATTEMPTS {
+        if attempt >= limit {
             let message = format!(
-                "lease of attempt {attempt} on {worker} expired; giving up after {MAX_ATTEMPTS} attempts"
+                "lease of attempt {attempt} on {worker} expired; giving up after {attempt} attempts"
             );
             tx.exec(
                 "UPDATE jobs SET state = 'failed', error = ?2, worker = NULL, lease_deadline_ms = NULL, updated_ms = ?3 WHERE id = ?1",
@@ -1742,20 +1760,7 @@ fn cancel(
         .collect::<rusqlite::Result<Vec<_>>>()?
     };
     if targets.is_empty() {
-        // Distinguish "nothing to cancel" from "no such thing".
-        if let Some(id) = job_id {
-            get_job(&tx, id)?;
-        }
-        if let Some(name) = sweep {
-            let known: Option<String> = tx
-                .row("SELECT name FROM sweeps WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            if known.is_none() {
-                return Err(CoordinatorError::NotFound(format!("no sweep {name:?}")));
-            }
-        }
+        known_target(&tx, sweep, job_id)?;
     }
     let now = now_ms();
     let mut sweeps = Vec::new();
@@ -1774,6 +1779,78 @@ fn cancel(
     }
     tx.commit()?;
     Ok((sweeps, targets.len() as u32))
+}
+
+/// Returns the failed and cancelled jobs of `sweep` (or the job `job_id`)
+/// to pending, each with [`MAX_ATTEMPTS`] more attempts; a retried job
+/// resumes from its last checkpoint. Reopens their sweeps, whose results
+/// are written again when they end. Returns the sweeps touched and how
+/// many jobs were retried.
+fn retry(
+    conn: &mut Connection,
+    sweep: Option<&str>,
+    job_id: Option<&str>,
+) -> Result<(Vec<String>, u32)> {
+    let tx = Savepoint::begin(conn)?;
+    let targets: Vec<(String, String, u32)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, sweep, attempt FROM jobs WHERE state IN ('failed', 'cancelled') \
+             AND (?1 IS NULL OR sweep = ?1) AND (?2 IS NULL OR id = ?2)",
+        )?;
+        stmt.query_map(params![sweep, job_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    if targets.is_empty() {
+        known_target(&tx, sweep, job_id)?;
+    }
+    let now = now_ms();
+    let mut sweeps = Vec::new();
+    for (id, sweep, attempt) in &targets {
+        tx.exec(
+            "UPDATE jobs SET state = 'pending', error = NULL, worker = NULL, lease_deadline_ms = NULL, \
+             attempt_limit = ?2, updated_ms = ?3 WHERE id = ?1",
+            params![id, attempt + MAX_ATTEMPTS, now],
+        )?;
+        event(
+            &tx,
+            id,
+            *attempt,
+            "retried",
+            &format!("retried on request: up to {MAX_ATTEMPTS} more attempts"),
+        )?;
+        if !sweeps.contains(sweep) {
+            sweeps.push(sweep.clone());
+        }
+    }
+    for sweep in &sweeps {
+        tx.exec(
+            "UPDATE sweeps SET results_written = 0 WHERE name = ?1",
+            [sweep],
+        )?;
+    }
+    tx.commit()?;
+    Ok((sweeps, targets.len() as u32))
+}
+
+/// NotFound for a job or sweep that does not exist: what distinguishes
+/// "nothing to do" from "no such thing" when a request matched no job.
+fn known_target(tx: &Connection, sweep: Option<&str>, job_id: Option<&str>) -> Result<()> {
+    if let Some(id) = job_id {
+        get_job(tx, id)?;
+    }
+    if let Some(name) = sweep {
+        let known: Option<String> = tx
+            .row("SELECT name FROM sweeps WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if known.is_none() {
+            return Err(CoordinatorError::NotFound(format!("no sweep {name:?}")));
+        }
+    }
+    Ok(())
 }
 
 /// A job's events and its program's output (kinds `stdout`/`stderr`), in
@@ -1846,13 +1923,16 @@ fn append_output(
 }
 
 /// The finished runs of a sweep, and how many jobs have not ended.
-fn outcomes(conn: &Connection, sweep: &str) -> Result<(SweepRow, Vec<RunOutcome>, usize)> {
+fn outcomes(conn: &Connection, sweep: &str) -> Result<(SweepRow, Vec<RunOutcome>, JobTally)> {
     let row = self::sweep(conn, sweep)?;
     let mut outcomes = Vec::new();
-    let mut pending = 0;
+    let mut tally = JobTally::default();
     for job in jobs(conn, Some(sweep))? {
-        if !job.state.is_terminal() {
-            pending += 1;
+        match job.state {
+            JobState::Succeeded => {}
+            JobState::Failed => tally.failed += 1,
+            JobState::Cancelled => tally.cancelled += 1,
+            _ => tally.pending += 1,
         }
         if job.state != JobState::Succeeded {
             continue;
@@ -1872,7 +1952,15 @@ fn outcomes(conn: &Connection, sweep: &str) -> Result<(SweepRow, Vec<RunOutcome>
             train_seconds: metrics.train_seconds,
         });
     }
-    Ok((row, outcomes, pending))
+    Ok((row, outcomes, tally))
+}
+
+/// The jobs of a sweep that no row of its results counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct JobTally {
+    pending: usize,
+    failed: usize,
+    cancelled: usize,
 }
 
 /// Closes an attempt that is still open (a repeated close changes nothing).
@@ -2172,8 +2260,8 @@ mod tests {
             complete(&mut conn, &b, (&id, 2), &done, 0),
             Err(CoordinatorError::FailedPrecondition(_))
         ));
-        let (_, outcomes, pending) = outcomes(&conn, "s").expect("outcomes");
-        assert_eq!(pending, 0);
+        let (_, outcomes, tally) = outcomes(&conn, "s").expect("outcomes");
+        assert_eq!(tally, JobTally::default());
         assert!(outcomes.is_empty(), "no test metrics, so no outcome");
     }
 
@@ -2364,6 +2452,54 @@ mod tests {
                 .expect("lease")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_retried_job_gets_a_full_attempt_budget_and_reopens_its_sweep() {
+        assert_eq!(
+            ADDED_COLUMNS
+                .iter()
+                .find(|c| c.1 == "attempt_limit")
+                .map(|c| c.2),
+            Some(format!("INTEGER NOT NULL DEFAULT {MAX_ATTEMPTS}").as_str()),
+            "a new job's limit is MAX_ATTEMPTS"
+        );
+        let (_dir, mut conn, id) = store_with_job();
+        let a = worker(&mut conn, "a");
+        let transient = Outcome::Failed {
+            message: "oom".into(),
+            permanent: false,
+        };
+        for attempt in 1..=MAX_ATTEMPTS {
+            lease(&mut conn, &a, Duration::from_secs(60))
+                .expect("lease")
+                .expect("a job");
+            complete(&mut conn, &a, (&id, attempt), &transient, 0).expect("complete");
+        }
+        assert_eq!(get_job(&conn, &id).expect("job").state, JobState::Failed);
+        mark_results_written(&conn, "s").expect("written");
+        // Nothing to retry in a sweep that does not exist.
+        assert!(matches!(
+            retry(&mut conn, Some("nope"), None),
+            Err(CoordinatorError::NotFound(_))
+        ));
+
+        let (sweeps, retried) = retry(&mut conn, Some("s"), None).expect("retry");
+        assert_eq!((sweeps, retried), (vec!["s".to_string()], 1));
+        let job = get_job(&conn, &id).expect("job");
+        assert_eq!((job.state, job.error), (JobState::Pending, None));
+        assert_eq!(job.attempt_limit, 2 * MAX_ATTEMPTS);
+        assert!(results_due(&conn, "s").is_ok_and(|due| !due), "open again");
+        // Its next failures are retried again, up to the new limit.
+        lease(&mut conn, &a, Duration::from_secs(60))
+            .expect("lease")
+            .expect("the job again");
+        let again =
+            complete(&mut conn, &a, (&id, MAX_ATTEMPTS + 1), &transient, 0).expect("complete");
+        assert_eq!(again.job.state, JobState::Pending);
+        assert_same_row(&again.job, &get_job(&conn, &id).expect("job"));
+        // A job that is not failed or cancelled is left alone.
+        assert_eq!(retry(&mut conn, None, Some(&id)).expect("retry").1, 0);
     }
 
     /// A completion answers with the job's row as it built it, without

@@ -160,6 +160,16 @@ pub struct ResultsTable {
     pub variants: Vec<VariantSummary>,
     /// Jobs not finished yet, so a partial table says so.
     pub pending: usize,
+    /// Jobs that ended without a result (failed, or cancelled), which no
+    /// row counts: the notes say so, rather than "no finished runs".
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cancelled: usize,
+    /// Variants cut by [`ResultsTable::truncate`] (`--top`), so that the
+    /// notes neither miss them nor call the baseline unfinished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<String>,
     /// Keys of a grid or random sweep: one column each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub swept_keys: Vec<String>,
@@ -264,9 +274,20 @@ pub fn summarize(
         baseline: baseline.to_string(),
         variants,
         pending,
+        failed: 0,
+        cancelled: 0,
+        omitted: Vec::new(),
         swept_keys: Vec::new(),
         target_ci_halfwidth: None,
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn jobs(n: usize) -> &'static str {
+    if n == 1 { "job" } else { "jobs" }
 }
 
 /// Half-width of the two-sided 95% confidence interval of the mean of
@@ -421,7 +442,14 @@ impl ResultsTable {
 
     /// Keeps the first `n` rows.
     pub fn truncate(&mut self, n: usize) {
-        self.variants.truncate(n);
+        let cut = self.variants.split_off(n.min(self.variants.len()));
+        self.omitted.extend(cut.into_iter().map(|v| v.variant));
+    }
+
+    /// Records the jobs that ended without a result.
+    pub fn set_unsuccessful(&mut self, failed: usize, cancelled: usize) {
+        self.failed = failed;
+        self.cancelled = cancelled;
     }
 
     fn swept_index(&self, name: &str) -> Option<usize> {
@@ -513,8 +541,13 @@ impl ResultsTable {
     /// policy, a baseline without runs, the jobs still pending.
     pub fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
-        if self.variants.is_empty() {
-            notes.push(format!("Sweep {}: no finished runs yet.", self.sweep));
+        if self.variants.is_empty() && self.omitted.is_empty() {
+            let none = if self.pending == 0 && self.failed + self.cancelled > 0 {
+                "no run succeeded"
+            } else {
+                "no finished runs yet"
+            };
+            notes.push(format!("Sweep {}: {none}.", self.sweep));
         } else {
             if self.baseline.is_empty() {
                 notes.push(format!(
@@ -548,8 +581,14 @@ impl ResultsTable {
                     devices.join(", ")
                 ));
             }
+            match self.omitted.len() {
+                0 => {}
+                1 => notes.push(format!("1 more variant not shown ({}).", self.omitted[0])),
+                n => notes.push(format!("{n} more variants not shown.")),
+            }
             if !self.baseline.is_empty()
                 && !self.variants.iter().any(|v| v.variant == self.baseline)
+                && !self.omitted.contains(&self.baseline)
             {
                 notes.push(format!(
                     "The baseline {:?} has no finished runs yet.",
@@ -559,8 +598,30 @@ impl ResultsTable {
         }
         match self.pending {
             0 => {}
-            1 => notes.push("1 job still pending.".into()),
-            n => notes.push(format!("{n} jobs still pending.")),
+            1 => notes.push("1 job has not finished yet.".into()),
+            n => notes.push(format!("{n} jobs have not finished yet.")),
+        }
+        let unsuccessful = match (self.failed, self.cancelled) {
+            (0, 0) => None,
+            (failed, 0) => Some(format!("{failed} {} failed", jobs(failed))),
+            (0, cancelled) => Some(format!("{cancelled} {} cancelled", jobs(cancelled))),
+            (failed, cancelled) => Some(format!(
+                "{failed} {} failed and {cancelled} cancelled",
+                jobs(failed)
+            )),
+        };
+        if let Some(unsuccessful) = unsuccessful {
+            notes.push(format!(
+                "{unsuccessful}, and no row counts {}: `sweepctl status {}` lists them, \
+                 `sweepctl logs JOB` says why, `sweepctl retry --sweep {}` runs them again.",
+                if self.failed + self.cancelled == 1 {
+                    "it"
+                } else {
+                    "them"
+                },
+                self.sweep,
+                self.sweep
+            ));
         }
         notes
     }
@@ -815,7 +876,7 @@ mod tests {
         );
         let text = table.render(Format::Table);
         assert!(text.contains("has no finished runs yet"), "{text}");
-        assert!(text.contains("3 jobs still pending"), "{text}");
+        assert!(text.contains("3 jobs have not finished yet"), "{text}");
     }
 
     #[test]
@@ -843,7 +904,7 @@ mod tests {
             "header, separator, four variants:\n{text}"
         );
         assert!(rows[1].contains("---"), "{text}");
-        assert!(text.contains("1 job still pending."), "{text}");
+        assert!(text.contains("1 job has not finished yet."), "{text}");
     }
 
     #[test]
@@ -944,10 +1005,35 @@ mod tests {
         assert!(table.variants.is_empty());
         let text = table.render(Format::Table);
         assert!(
-            text.contains("no finished runs") && text.contains("4 jobs still pending"),
+            text.contains("no finished runs") && text.contains("4 jobs have not finished yet"),
             "{text}"
         );
         assert_eq!(table.render(Format::Csv).lines().count(), 1);
+    }
+
+    #[test]
+    fn a_baseline_cut_by_top_is_not_called_unfinished_and_failures_are_counted() {
+        let mut table = summarize("s", "baseline", &sample_outcomes(), 0);
+        let rows = table.variants.len();
+        table.sort_by("-test_acc").expect("sort");
+        table.truncate(1);
+        let text = table.render(Format::Table);
+        assert!(!text.contains("no finished runs"), "{text}");
+        assert!(
+            text.contains(&format!("{} more variants not shown", rows - 1)),
+            "{text}"
+        );
+
+        let mut none = summarize("s", "baseline", &[], 0);
+        none.set_unsuccessful(4, 0);
+        let text = none.render(Format::Table);
+        assert!(text.contains("Sweep s: no run succeeded."), "{text}");
+        assert!(
+            text.contains("4 jobs failed") && text.contains("sweepctl retry --sweep s"),
+            "{text}"
+        );
+        let json: ResultsTable = serde_json::from_str(&none.render(Format::Json)).expect("json");
+        assert_eq!((json.failed, json.cancelled), (4, 0));
     }
 
     #[test]

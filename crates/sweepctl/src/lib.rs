@@ -110,6 +110,9 @@ pub enum Command {
     Results(remote::ResultsArgs),
     /// Cancel a whole sweep or one job.
     Cancel(remote::CancelArgs),
+    /// Run failed or cancelled jobs again, each with a full attempt budget,
+    /// from their last checkpoint: a whole sweep's, or one job.
+    Retry(remote::RetryArgs),
     /// The workers known to the coordinator.
     Workers,
     /// Write a sweep's report (index.html with figures, report.md) and its
@@ -149,6 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch { sweep, all } => client::block_on(watch::watch(connect, sweep, all)),
         Command::Results(args) => client::block_on(remote::results(connect, args)),
         Command::Cancel(args) => client::block_on(remote::cancel(connect, args)),
+        Command::Retry(args) => client::block_on(remote::retry(connect, args)),
         Command::Workers => client::block_on(remote::workers(connect)),
         Command::Report(args) => report::run(args),
         Command::Logs { job } => client::block_on(remote::logs(connect, job)),

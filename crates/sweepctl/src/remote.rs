@@ -48,6 +48,18 @@ pub struct CancelArgs {
     pub job: Option<String>,
 }
 
+/// `sweepctl retry`.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct RetryArgs {
+    /// Run every failed or cancelled job of this sweep again.
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Run this failed or cancelled job again (ids as `sweepctl status` lists them).
+    #[arg(long, value_name = "JOB_ID")]
+    pub job: Option<String>,
+}
+
 /// Format names go through `Format::from_str`, so an unknown one is refused
 /// before anything is sent, with the list of accepted names.
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -185,8 +197,9 @@ pub async fn results(connect: &ConnectArgs, args: ResultsArgs) -> anyhow::Result
             stdout.flush().context("writing to standard output")?;
         }
     }
-    if answer.pending > 0 {
-        // On stderr, so that csv/json on stdout stay machine-readable.
+    if answer.pending > 0 && matches!(args.format, Format::Csv | Format::Json) {
+        // The table's notes say it in the other formats; here on stderr,
+        // so that csv/json on stdout stay machine-readable.
         eprintln!(
             "note: {} jobs of sweep {} have not finished; these results are partial",
             answer.pending, answer.sweep
@@ -216,8 +229,41 @@ pub async fn cancel(connect: &ConnectArgs, args: CancelArgs) -> anyhow::Result<(
         .await
         .map_err(|s| client::status_error(&connect.coordinator, &format!("cancelling {what}"), s))?
         .into_inner();
-    let noun = if answer.cancelled == 1 { "job" } else { "jobs" };
-    println!("cancelled {} {noun} of {what}", answer.cancelled);
+    match answer.cancelled {
+        0 => println!("{what}: nothing to cancel (it has ended)"),
+        1 => println!("{what}: cancelled 1 job"),
+        n => println!("{what}: cancelled {n} jobs"),
+    }
+    Ok(())
+}
+
+pub async fn retry(connect: &ConnectArgs, args: RetryArgs) -> anyhow::Result<()> {
+    let (target, what) = match (args.sweep, args.job) {
+        (Some(sweep), _) => (
+            pb::retry_request::Target::Sweep(sweep.clone()),
+            format!("sweep {sweep}"),
+        ),
+        (None, Some(job)) => (
+            pb::retry_request::Target::JobId(job.clone()),
+            format!("job {job}"),
+        ),
+        (None, None) => bail!("give --sweep NAME or --job JOB_ID"),
+    };
+    let mut client = client::connect(connect).await?;
+    let answer = client
+        .retry(pb::RetryRequest {
+            target: Some(target),
+        })
+        .await
+        .map_err(|s| client::status_error(&connect.coordinator, &format!("retrying {what}"), s))?
+        .into_inner();
+    match answer.retried {
+        0 => println!("{what}: no failed or cancelled job to retry"),
+        1 => println!("{what}: 1 job back in the queue (resuming from its last checkpoint)"),
+        n => {
+            println!("{what}: {n} jobs back in the queue (each resuming from its last checkpoint)")
+        }
+    }
     Ok(())
 }
 

@@ -222,9 +222,11 @@ fn submit_status_results_cancel_logs_without_workers() {
     assert!(err.contains("no-such-job"), "{err}");
 
     let out = ok(&addr, &["cancel", "--job", &job_id]);
-    assert_eq!(out.trim(), format!("cancelled 1 job of job {job_id}"));
+    assert_eq!(out.trim(), format!("job {job_id}: cancelled 1 job"));
     let out = ok(&addr, &["cancel", "--sweep", "tiny"]);
-    assert_eq!(out.trim(), "cancelled 3 jobs of sweep tiny");
+    assert_eq!(out.trim(), "sweep tiny: cancelled 3 jobs");
+    let out = ok(&addr, &["cancel", "--sweep", "tiny"]);
+    assert_eq!(out.trim(), "sweep tiny: nothing to cancel (it has ended)");
     let err = fails(&addr, &["cancel"]);
     assert!(err.contains("--sweep") && err.contains("--job"), "{err}");
 
@@ -237,6 +239,37 @@ fn submit_status_results_cancel_logs_without_workers() {
     // Every job has ended: watch prints the final state and returns at once.
     let watched = ok(&addr, &["watch", "tiny"]);
     assert!(watched.contains("sweep tiny: 4/4 finished"), "{watched}");
+    let results = ok(&addr, &["results", "tiny"]);
+    assert!(
+        results.contains("no run succeeded") && results.contains("4 jobs cancelled"),
+        "{results}"
+    );
+
+    // Retried, the cancelled jobs are back in the queue.
+    let out = ok(&addr, &["retry", "--job", &job_id]);
+    assert!(
+        out.starts_with(&format!("job {job_id}: 1 job back in the queue")),
+        "{out}"
+    );
+    let out = ok(&addr, &["retry", "--sweep", "tiny"]);
+    assert!(
+        out.starts_with("sweep tiny: 3 jobs back in the queue"),
+        "{out}"
+    );
+    let out = ok(&addr, &["retry", "--sweep", "tiny"]);
+    assert_eq!(
+        out.trim(),
+        "sweep tiny: no failed or cancelled job to retry"
+    );
+    let err = fails(&addr, &["retry", "--sweep", "nope"]);
+    assert!(err.contains("no sweep \"nope\""), "{err}");
+    let status = ok(&addr, &["status", "tiny"]);
+    assert_eq!(
+        status.matches("cancelled").count(),
+        1,
+        "the header only:\n{status}"
+    );
+    assert!(status.contains("pending"), "{status}");
 }
 
 #[test]

@@ -492,6 +492,26 @@ pub struct CancelResponse {
     #[prost(uint32, tag = "1")]
     pub cancelled: u32,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RetryRequest {
+    #[prost(oneof = "retry_request::Target", tags = "1, 2")]
+    pub target: ::core::option::Option<retry_request::Target>,
+}
+/// Nested message and enum types in `RetryRequest`.
+pub mod retry_request {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Target {
+        #[prost(string, tag = "1")]
+        Sweep(::prost::alloc::string::String),
+        #[prost(string, tag = "2")]
+        JobId(::prost::alloc::string::String),
+    }
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RetryResponse {
+    #[prost(uint32, tag = "1")]
+    pub retried: u32,
+}
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListWorkersRequest {}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1035,6 +1055,29 @@ pub mod coordinator_client {
                 .insert(GrpcMethod::new("sweep.v1.Coordinator", "Cancel"));
             self.inner.unary(req, path, codec).await
         }
+        /// Failed and cancelled jobs back to pending, each with a full attempt
+        /// budget again (resuming from their last checkpoint).
+        pub async fn retry(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RetryRequest>,
+        ) -> std::result::Result<tonic::Response<super::RetryResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::StrictCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/sweep.v1.Coordinator/Retry",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("sweep.v1.Coordinator", "Retry"));
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn list_workers(
             &mut self,
             request: impl tonic::IntoRequest<super::ListWorkersRequest>,
@@ -1255,6 +1298,12 @@ pub mod coordinator_server {
             &self,
             request: tonic::Request<super::CancelRequest>,
         ) -> std::result::Result<tonic::Response<super::CancelResponse>, tonic::Status>;
+        /// Failed and cancelled jobs back to pending, each with a full attempt
+        /// budget again (resuming from their last checkpoint).
+        async fn retry(
+            &self,
+            request: tonic::Request<super::RetryRequest>,
+        ) -> std::result::Result<tonic::Response<super::RetryResponse>, tonic::Status>;
         async fn list_workers(
             &self,
             request: tonic::Request<super::ListWorkersRequest>,
@@ -2017,6 +2066,49 @@ pub mod coordinator_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CancelSvc(inner);
+                        let codec = crate::codec::StrictCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/sweep.v1.Coordinator/Retry" => {
+                    #[allow(non_camel_case_types)]
+                    struct RetrySvc<T: Coordinator>(pub Arc<T>);
+                    impl<T: Coordinator> tonic::server::UnaryService<super::RetryRequest>
+                    for RetrySvc<T> {
+                        type Response = super::RetryResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RetryRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Coordinator>::retry(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RetrySvc(inner);
                         let codec = crate::codec::StrictCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
