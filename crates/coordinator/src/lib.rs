@@ -370,48 +370,69 @@ fn spawn_local_workers(config: &CoordinatorConfig, addr: SocketAddr) -> Result<V
                 command.env("RUST_LOG", "warn");
             }
             let child = command.spawn().map_err(CoordinatorError::io(&binary))?;
-            Ok(LocalWorker { name, child })
+            let stop = CancellationToken::new();
+            let supervised = tokio::spawn(supervise(name, child, stop.clone(), config.lease_timeout));
+            Ok(LocalWorker { supervised, stop })
         })
         .collect()
 }
 
-/// A `sweep-worker` child process started by `--local-workers`.
+/// A `sweep-worker` child process started by `--local-workers`, owned by
+/// the task that [`supervise`]s it.
 struct LocalWorker {
-    name: String,
-    child: tokio::process::Child,
+    supervised: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 /// How long a local worker may take to stop its job and exit after SIGTERM.
 const LOCAL_WORKER_GRACE: Duration = Duration::from_secs(15);
 
-impl LocalWorker {
-    /// SIGTERM (the worker stops its job; the lease returns it), then SIGKILL
-    /// if it has not exited within [`LOCAL_WORKER_GRACE`].
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+/// Waits on a local worker: one that exits on its own (killed, crashed) is
+/// reaped and reported at once, since the sweep goes on with one worker
+/// fewer; on `stop`, SIGTERM (the worker stops its job; the lease returns
+/// it), then SIGKILL if it has not exited within [`LOCAL_WORKER_GRACE`].
+async fn supervise(
+    name: String,
+    mut child: tokio::process::Child,
+    stop: CancellationToken,
+    lease_timeout: Duration,
+) {
+    tokio::select! {
+        status = child.wait() => {
+            match status {
+                Ok(status) => tracing::warn!(
+                    worker = %name, %status,
+                    "local worker exited; its job, if any, returns to the queue when its lease expires (within {:.0} s)",
+                    lease_timeout.as_secs_f64()
+                ),
+                Err(err) => tracing::warn!(worker = %name, error = %err, "waiting for a local worker"),
+            }
+            return;
         }
-        match tokio::time::timeout(LOCAL_WORKER_GRACE, self.child.wait()).await {
-            Ok(Ok(status)) => tracing::debug!(worker = %self.name, %status, "local worker exited"),
-            Ok(Err(err)) => {
-                tracing::warn!(worker = %self.name, error = %err, "waiting for a local worker")
-            }
-            Err(_) => {
-                tracing::warn!(worker = %self.name, "local worker did not stop in time; killing it");
-                let _ = self.child.kill().await;
-            }
+        _ = stop.cancelled() => {}
+    }
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    }
+    match tokio::time::timeout(LOCAL_WORKER_GRACE, child.wait()).await {
+        Ok(Ok(status)) => tracing::debug!(worker = %name, %status, "local worker exited"),
+        Ok(Err(err)) => {
+            tracing::warn!(worker = %name, error = %err, "waiting for a local worker")
+        }
+        Err(_) => {
+            tracing::warn!(worker = %name, "local worker did not stop in time; killing it");
+            let _ = child.kill().await;
         }
     }
 }
 
 async fn stop_local_workers(workers: Vec<LocalWorker>) {
-    let stops: Vec<_> = workers
-        .into_iter()
-        .map(|w| tokio::spawn(w.stop()))
-        .collect();
-    for stop in stops {
-        let _ = stop.await;
+    for worker in &workers {
+        worker.stop.cancel();
+    }
+    for worker in workers {
+        let _ = worker.supervised.await;
     }
 }
 

@@ -60,8 +60,9 @@ struct Args {
     /// Seconds between worker heartbeats (told to workers at registration).
     #[arg(long, value_parser = parse_seconds, default_value_t = DEFAULT_HEARTBEAT_INTERVAL.as_secs_f64())]
     heartbeat_interval: f64,
-    /// File holding the worker token (or $SWEEP_WORKER_TOKEN). Needed, with
-    /// the admin token, to listen on anything but loopback.
+    /// File holding the worker token (or $SWEEP_WORKER_TOKEN): what workers
+    /// present, which cannot submit or cancel. Without one, workers need the
+    /// admin token; listening beyond loopback needs at least that one.
     #[arg(long, env = "SWEEP_WORKER_TOKEN_FILE", value_name = "FILE")]
     worker_token_file: Option<PathBuf>,
     /// File holding the admin token (or $SWEEP_ADMIN_TOKEN).

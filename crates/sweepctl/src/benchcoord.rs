@@ -38,7 +38,9 @@ pub struct BenchCoordinatorArgs {
     /// Simulated workers.
     #[arg(long, default_value_t = 100)]
     pub workers: usize,
-    /// Jobs in the synthetic sweep (rounded up to whole variants of 100 seeds).
+    /// Jobs in the synthetic sweep (above 100, rounded up to whole variants
+    /// of 100 seeds). The sweep stays in the coordinator's store: point this
+    /// at a coordinator of its own (bench/fleet.sh starts one).
     #[arg(long, default_value_t = 10_000)]
     pub jobs: usize,
     /// Epochs each job reports.
@@ -210,8 +212,11 @@ async fn bench(connect: &ConnectArgs, args: BenchCoordinatorArgs) -> anyhow::Res
         .into_inner();
     let submit_seconds = submitted.elapsed().as_secs_f64();
     eprintln!(
-        "submitted sweep {name}: {} jobs × {} epochs in {submit_seconds:.2}s; {} workers over {connections} connections",
-        answer.jobs, args.epochs, args.workers
+        "submitted sweep {name}: {} jobs × {} epoch{} in {submit_seconds:.2}s; {} workers over {connections} connections",
+        answer.jobs,
+        args.epochs,
+        if args.epochs == 1 { "" } else { "s" },
+        args.workers
     );
     if u64::from(answer.jobs) != total {
         bail!(
@@ -220,6 +225,7 @@ async fn bench(connect: &ConnectArgs, args: BenchCoordinatorArgs) -> anyhow::Res
         );
     }
     let usage_before = args.coordinator_pid.and_then(process_usage);
+    let sampled = Instant::now();
 
     let (done, _) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -266,6 +272,7 @@ async fn bench(connect: &ConnectArgs, args: BenchCoordinatorArgs) -> anyhow::Res
         task.await.context("a simulated worker panicked")?;
     }
     let usage_after = args.coordinator_pid.and_then(process_usage);
+    let sampled_seconds = sampled.elapsed().as_secs_f64().max(1e-9);
 
     // Exactly once: as the workers saw it, then as the coordinator says.
     let seen = shared
@@ -326,7 +333,7 @@ async fn bench(connect: &ConnectArgs, args: BenchCoordinatorArgs) -> anyhow::Res
     ] {
         v.sort_unstable();
     }
-    let ms = |v: Option<f64>| v.map_or_else(|| "—".to_string(), |x| format!("{x:.2}"));
+    let ms = |v: Option<f64>| v.map_or_else(|| "—".to_string(), |x| format!("{x:.2} ms"));
     let db_mib = args.state_dir.as_ref().map(|dir| {
         ["coordinator.sqlite", "coordinator.sqlite-wal"]
             .iter()
@@ -356,7 +363,7 @@ async fn bench(connect: &ConnectArgs, args: BenchCoordinatorArgs) -> anyhow::Res
         ("Heartbeat", &l.heartbeat),
     ] {
         println!(
-            "  {what:<15} p50 {} ms  p99 {} ms  ({} calls)",
+            "  {what:<15} p50 {}  p99 {}  ({} calls)",
             ms(percentile(values, 50.0)),
             ms(percentile(values, 99.0)),
             values.len()
@@ -368,14 +375,14 @@ async fn bench(connect: &ConnectArgs, args: BenchCoordinatorArgs) -> anyhow::Res
     );
     if let Some(max) = l.complete.last() {
         println!(
-            "  sweep end       {:.2}s: the slowest CompleteJob (the last one writes the results and the report first)",
+            "  slowest call    {:.2}s, a CompleteJob (the last one writes the results and the report before it answers)",
             *max as f64 / 1e6
         );
     }
     if let Some(cpu) = cpu {
         println!(
-            "  coordinator CPU {cpu:.1}s ({:.2} cores over the run)",
-            cpu / started.elapsed().as_secs_f64()
+            "  coordinator CPU {cpu:.1}s ({:.2} cores from the submission's end to the last job's)",
+            cpu / sampled_seconds
         );
     }
     if let Some(peak) = peak_rss {
