@@ -975,7 +975,11 @@ fn get_job(conn: &Connection, job_id: &str) -> Result<JobRow> {
             job_from_row,
         )
         .optional()?
-        .ok_or_else(|| CoordinatorError::NotFound(format!("no job {job_id:?}")))?;
+        .ok_or_else(|| {
+            CoordinatorError::NotFound(format!(
+                "no job {job_id:?} (`sweepctl status` lists the jobs)"
+            ))
+        })?;
     finish_job(row)
 }
 
@@ -1059,10 +1063,21 @@ fn sweeps(conn: &Connection) -> Result<Vec<SweepRow>> {
 
 /// One sweep's row.
 fn sweep(conn: &Connection, name: &str) -> Result<SweepRow> {
-    sweeps(conn)?
-        .into_iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| CoordinatorError::NotFound(format!("no sweep {name:?}")))
+    let mut sweeps = sweeps(conn)?;
+    match sweeps.iter().position(|s| s.name == name) {
+        Some(index) => Ok(sweeps.swap_remove(index)),
+        None => Err(no_sweep(name, &sweeps)),
+    }
+}
+
+/// NotFound for sweep `name`, naming the sweeps there are.
+fn no_sweep(name: &str, sweeps: &[SweepRow]) -> CoordinatorError {
+    let names: Vec<&str> = sweeps.iter().map(|s| s.name.as_str()).collect();
+    CoordinatorError::NotFound(if names.is_empty() {
+        format!("no sweep {name:?} (none has been submitted)")
+    } else {
+        format!("no sweep {name:?} (there are: {})", names.join(", "))
+    })
 }
 
 /// Per sweep, how many of its jobs are in each state: one query, however
@@ -1532,8 +1547,12 @@ fn report_epoch(
             attempt,
             "epoch",
             &format!(
-                "epoch {}/{}: train loss {:.4}, val loss {:.4}, val acc {:.4}",
-                metrics.epoch, job.epochs, metrics.train_loss, metrics.val_loss, metrics.val_acc
+                "epoch {}/{}: train loss {:.4}, val loss {:.4}, val acc {:.2}%",
+                metrics.epoch,
+                job.epochs,
+                metrics.train_loss,
+                metrics.val_loss,
+                metrics.val_acc * 100.0
             ),
         )?;
     }
@@ -1639,7 +1658,7 @@ fn complete(
             )?;
             let test = metrics
                 .test
-                .map(|t| format!("test acc {:.4}", t.test_acc))
+                .map(|t| format!("test acc {:.2}%", t.test_acc * 100.0))
                 .unwrap_or_default();
             event(&tx, job_id, attempt, "succeeded", &test)?;
             end_attempt(&tx, job_id, attempt, "succeeded", "")?;
@@ -1841,14 +1860,7 @@ fn known_target(tx: &Connection, sweep: Option<&str>, job_id: Option<&str>) -> R
         get_job(tx, id)?;
     }
     if let Some(name) = sweep {
-        let known: Option<String> = tx
-            .row("SELECT name FROM sweeps WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if known.is_none() {
-            return Err(CoordinatorError::NotFound(format!("no sweep {name:?}")));
-        }
+        self::sweep(tx, name)?;
     }
     Ok(())
 }

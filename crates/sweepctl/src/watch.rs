@@ -65,17 +65,18 @@ pub fn sweep_line(s: &pb::SweepStatus) -> String {
     format!("sweep {}: {}", s.name, JobCounts::from(s).line())
 }
 
-/// What a job is doing, in one line (without its id).
-fn job_detail(job: &pb::JobStatus) -> String {
+/// What a job is doing, in one line (without its id); the epoch only
+/// `with_epoch` (a bar shows it already).
+fn job_detail(job: &pb::JobStatus, with_epoch: bool) -> String {
     let val = tables::percent(job.latest.as_ref().map(|m| m.val_acc));
     match job.state.as_str() {
         "leased" | "running" => {
-            let mut text = format!(
-                "{} on {}, epoch {}, val acc {val}",
-                job.state,
-                job.worker,
-                tables::progress(job)
-            );
+            let epoch = if with_epoch {
+                format!(", epoch {}", tables::progress(job))
+            } else {
+                String::new()
+            };
+            let mut text = format!("{} on {}{epoch}, val acc {val}", job.state, job.worker);
             if job.attempt > 1 {
                 text.push_str(&format!(" (attempt {})", job.attempt));
             }
@@ -99,7 +100,7 @@ fn job_detail(job: &pb::JobStatus) -> String {
 
 /// A job's state in one line.
 pub fn job_line(job: &pb::JobStatus) -> String {
-    format!("{}: {}", job.job_id, job_detail(job))
+    format!("{}: {}", job.job_id, job_detail(job, true))
 }
 
 /// How the progress is shown.
@@ -231,9 +232,11 @@ impl Bars {
         Bars {
             all,
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
-            sweep_style: style("{prefix:.bold} [{bar:30.green}] {pos}/{len} finished · {msg}"),
-            job_style: style("  {prefix:<36} [{bar:30.cyan}] epoch {pos}/{len} · {msg}"),
-            variant_style: style("  {prefix:<36} [{bar:30.cyan}] {pos}/{len} jobs · {msg}"),
+            // Under 120 columns with a 36-character prefix and the message
+            // of a running job.
+            sweep_style: style("{prefix:.bold} [{bar:20.green}] {pos}/{len} finished · {msg}"),
+            job_style: style("  {prefix:<36} [{bar:20.cyan}] epoch {pos}/{len} · {msg}"),
+            variant_style: style("  {prefix:<36} [{bar:20.cyan}] {pos}/{len} jobs · {msg}"),
             sweeps: HashMap::new(),
             jobs: HashMap::new(),
             variants: HashMap::new(),
@@ -328,7 +331,7 @@ impl View for Bars {
             });
             bar.set_length(u64::from(job.epochs.max(1)));
             bar.set_position(u64::from(job.epoch));
-            bar.set_message(job_detail(job));
+            bar.set_message(job_detail(job, false));
         }
     }
 
