@@ -328,6 +328,17 @@ mod tests {
         headers(Some(format!("Bearer {token}").as_bytes()))
     }
 
+    #[test]
+    fn refusals_keep_the_words_sweepctl_reads_its_hints_from() {
+        // sweepctl's client.rs picks its advice by these words.
+        assert!(AuthError::MissingToken.to_string().contains("missing"));
+        let forbidden = AuthError::Forbidden {
+            role: Role::Worker,
+            method: "GetStatus".into(),
+        };
+        assert!(forbidden.to_string().contains("worker token"));
+    }
+
     fn path(method: &str) -> String {
         format!("{COORDINATOR_PREFIX}{method}")
     }

@@ -372,16 +372,20 @@ fn spawn_local_workers(config: &CoordinatorConfig, addr: SocketAddr) -> Result<V
             let child = command.spawn().map_err(CoordinatorError::io(&binary))?;
             let stop = CancellationToken::new();
             let supervised = tokio::spawn(supervise(name, child, stop.clone(), config.lease_timeout));
-            Ok(LocalWorker { supervised, stop })
+            Ok(LocalWorker {
+                supervised,
+                stop: stop.drop_guard(),
+            })
         })
         .collect()
 }
 
 /// A `sweep-worker` child process started by `--local-workers`, owned by
-/// the task that [`supervise`]s it.
+/// the task that [`supervise`]s it. Dropped (a coordinator dropped without
+/// [`Coordinator::wait`], a later worker failing to start), it stops too.
 struct LocalWorker {
     supervised: JoinHandle<()>,
-    stop: CancellationToken,
+    stop: tokio_util::sync::DropGuard,
 }
 
 /// How long a local worker may take to stop its job and exit after SIGTERM.
@@ -428,11 +432,12 @@ async fn supervise(
 }
 
 async fn stop_local_workers(workers: Vec<LocalWorker>) {
-    for worker in &workers {
-        worker.stop.cancel();
-    }
-    for worker in workers {
-        let _ = worker.supervised.await;
+    let (tasks, stops): (Vec<_>, Vec<_>) =
+        workers.into_iter().map(|w| (w.supervised, w.stop)).unzip();
+    // All at once: each may take its grace period.
+    drop(stops);
+    for task in tasks {
+        let _ = task.await;
     }
 }
 

@@ -931,19 +931,26 @@ impl Coordinator for Service {
             Target::Sweep(s) => (Some(s), None),
             Target::JobId(j) => (None, Some(j)),
         };
-        let (sweeps, retried) = self
+        let done = self
             .shared
             .store
             .call(move |db| db.retry(sweep.as_deref(), job.as_deref()))
             .await?;
-        tracing::info!(retried, "retried on request");
-        if retried > 0 {
+        tracing::info!(
+            retried = done.retried,
+            still_stopping = done.still_stopping,
+            "retried on request"
+        );
+        if done.retried > 0 {
             self.shared.job_queued();
         }
-        for sweep in sweeps {
+        for sweep in done.sweeps {
             self.shared.events.publish(Event::Sweep { sweep });
         }
-        Ok(Response::new(pb::RetryResponse { retried }))
+        Ok(Response::new(pb::RetryResponse {
+            retried: done.retried,
+            still_stopping: done.still_stopping,
+        }))
     }
 
     async fn list_workers(

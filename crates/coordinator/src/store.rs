@@ -30,6 +30,7 @@ use crate::limits::Limits;
 /// How many times a job is leased before the coordinator gives up on it when
 /// its workers keep disappearing or failing transiently: enough to ride out a
 /// few lost machines, few enough that a job that crashes its workers stops.
+/// Each `sweepctl retry` grants this many more.
 pub const MAX_ATTEMPTS: u32 = 5;
 
 const SCHEMA: &str = "
@@ -836,11 +837,7 @@ impl Db {
         cancel(&mut self.conn, sweep, job_id)
     }
 
-    pub fn retry(
-        &mut self,
-        sweep: Option<&str>,
-        job_id: Option<&str>,
-    ) -> Result<(Vec<String>, u32)> {
+    pub fn retry(&mut self, sweep: Option<&str>, job_id: Option<&str>) -> Result<Retried> {
         retry(&mut self.conn, sweep, job_id)
     }
 
@@ -1072,7 +1069,15 @@ fn sweep(conn: &Connection, name: &str) -> Result<SweepRow> {
 
 /// NotFound for sweep `name`, naming the sweeps there are.
 fn no_sweep(name: &str, sweeps: &[SweepRow]) -> CoordinatorError {
-    let names: Vec<&str> = sweeps.iter().map(|s| s.name.as_str()).collect();
+    const LISTED: usize = 10;
+    let mut names: Vec<&str> = sweeps
+        .iter()
+        .take(LISTED)
+        .map(|s| s.name.as_str())
+        .collect();
+    if sweeps.len() > LISTED {
+        names.push("…");
+    }
     CoordinatorError::NotFound(if names.is_empty() {
         format!("no sweep {name:?} (none has been submitted)")
     } else {
@@ -1707,7 +1712,7 @@ fn complete(
 }
 
 /// Returns jobs whose lease deadline has passed to pending (or fails them
-/// after [`MAX_ATTEMPTS`]).
+/// at their `attempt_limit`).
 fn expire_leases(conn: &mut Connection) -> Result<Expired> {
     let tx = Savepoint::begin(conn)?;
     let now = now_ms();
@@ -1803,30 +1808,32 @@ fn cancel(
 /// Returns the failed and cancelled jobs of `sweep` (or the job `job_id`)
 /// to pending, each with [`MAX_ATTEMPTS`] more attempts; a retried job
 /// resumes from its last checkpoint. Reopens their sweeps, whose results
-/// are written again when they end. Returns the sweeps touched and how
-/// many jobs were retried.
-fn retry(
-    conn: &mut Connection,
-    sweep: Option<&str>,
-    job_id: Option<&str>,
-) -> Result<(Vec<String>, u32)> {
+/// are written again when they end.
+///
+/// A cancelled job whose lease has not expired is left alone: its worker
+/// may not have heard of the cancellation yet, and a second attempt beside
+/// it would share its run directory. Heartbeats do not extend a cancelled
+/// job's lease, so it is retriable within a lease timeout.
+fn retry(conn: &mut Connection, sweep: Option<&str>, job_id: Option<&str>) -> Result<Retried> {
     let tx = Savepoint::begin(conn)?;
-    let targets: Vec<(String, String, u32)> = {
+    let now = now_ms();
+    let matching: Vec<(String, String, u32, bool)> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, sweep, attempt FROM jobs WHERE state IN ('failed', 'cancelled') \
+            "SELECT id, sweep, attempt, state = 'cancelled' AND worker IS NOT NULL \
+             AND lease_deadline_ms > ?3 FROM jobs WHERE state IN ('failed', 'cancelled') \
              AND (?1 IS NULL OR sweep = ?1) AND (?2 IS NULL OR id = ?2)",
         )?;
-        stmt.query_map(params![sweep, job_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        stmt.query_map(params![sweep, job_id, now], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?
     };
-    if targets.is_empty() {
+    if matching.is_empty() {
         known_target(&tx, sweep, job_id)?;
     }
-    let now = now_ms();
+    let (stopping, targets): (Vec<_>, Vec<_>) = matching.into_iter().partition(|t| t.3);
     let mut sweeps = Vec::new();
-    for (id, sweep, attempt) in &targets {
+    for (id, sweep, attempt, _) in &targets {
         tx.exec(
             "UPDATE jobs SET state = 'pending', error = NULL, worker = NULL, lease_deadline_ms = NULL, \
              attempt_limit = ?2, updated_ms = ?3 WHERE id = ?1",
@@ -1850,7 +1857,21 @@ fn retry(
         )?;
     }
     tx.commit()?;
-    Ok((sweeps, targets.len() as u32))
+    Ok(Retried {
+        sweeps,
+        retried: targets.len() as u32,
+        still_stopping: stopping.len() as u32,
+    })
+}
+
+/// What [`Db::retry`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Retried {
+    /// The sweeps reopened.
+    pub sweeps: Vec<String>,
+    pub retried: u32,
+    /// Cancelled jobs whose lease has not expired yet: left alone.
+    pub still_stopping: u32,
 }
 
 /// NotFound for a job or sweep that does not exist: what distinguishes
@@ -1934,7 +1955,7 @@ fn append_output(
     Ok(new)
 }
 
-/// The finished runs of a sweep, and how many jobs have not ended.
+/// The finished runs of a sweep, and how many of its jobs no row counts.
 fn outcomes(conn: &Connection, sweep: &str) -> Result<(SweepRow, Vec<RunOutcome>, JobTally)> {
     let row = self::sweep(conn, sweep)?;
     let mut outcomes = Vec::new();
@@ -2162,6 +2183,21 @@ mod tests {
 
     fn store_with_job() -> (tempfile::TempDir, Connection, String) {
         let (dir, mut conn) = empty_db();
+        let (_, sweep, job) = one_job();
+        assert_eq!(
+            submit(&mut conn, &sweep, std::slice::from_ref(&job)).expect("submit"),
+            (1, 1)
+        );
+        // Resubmitting the same spec adds nothing.
+        assert_eq!(
+            submit(&mut conn, &sweep, std::slice::from_ref(&job)).expect("resubmit"),
+            (1, 0)
+        );
+        (dir, conn, job.id)
+    }
+
+    /// Sweep "s" of one job, and the job's id.
+    fn one_job() -> (String, NewSweep, JobSpec) {
         let config = ExperimentConfig::from_yaml(CONFIG, Path::new("test")).expect("config");
         let config = JobConfig::Builtin(config);
         let job = JobSpec {
@@ -2181,16 +2217,7 @@ mod tests {
             seed_policy: None,
             space: Space::default(),
         };
-        assert_eq!(
-            submit(&mut conn, &sweep, std::slice::from_ref(&job)).expect("submit"),
-            (1, 1)
-        );
-        // Resubmitting the same spec adds nothing.
-        assert_eq!(
-            submit(&mut conn, &sweep, std::slice::from_ref(&job)).expect("resubmit"),
-            (1, 0)
-        );
-        (dir, conn, job.id)
+        (job.id.clone(), sweep, job)
     }
 
     /// A one-slot CPU worker; one named `cmd…` may run command jobs.
@@ -2496,12 +2523,22 @@ mod tests {
             Err(CoordinatorError::NotFound(_))
         ));
 
-        let (sweeps, retried) = retry(&mut conn, Some("s"), None).expect("retry");
-        assert_eq!((sweeps, retried), (vec!["s".to_string()], 1));
+        let retried = retry(&mut conn, Some("s"), None).expect("retry");
+        assert_eq!(
+            retried,
+            Retried {
+                sweeps: vec!["s".to_string()],
+                retried: 1,
+                still_stopping: 0
+            }
+        );
         let job = get_job(&conn, &id).expect("job");
         assert_eq!((job.state, job.error), (JobState::Pending, None));
         assert_eq!(job.attempt_limit, 2 * MAX_ATTEMPTS);
-        assert!(results_due(&conn, "s").is_ok_and(|due| !due), "open again");
+        assert!(
+            !sweep(&conn, "s").expect("sweep").results_written,
+            "reopened"
+        );
         // Its next failures are retried again, up to the new limit.
         lease(&mut conn, &a, Duration::from_secs(60))
             .expect("lease")
@@ -2511,7 +2548,55 @@ mod tests {
         assert_eq!(again.job.state, JobState::Pending);
         assert_same_row(&again.job, &get_job(&conn, &id).expect("job"));
         // A job that is not failed or cancelled is left alone.
-        assert_eq!(retry(&mut conn, None, Some(&id)).expect("retry").1, 0);
+        assert_eq!(retry(&mut conn, None, Some(&id)).expect("retry").retried, 0);
+
+        // Cancelled while a worker runs it: not retried until its lease has
+        // expired, since that worker may not have stopped yet.
+        lease(&mut conn, &a, Duration::from_secs(60))
+            .expect("lease")
+            .expect("the job again");
+        cancel(&mut conn, None, Some(&id)).expect("cancel");
+        let early = retry(&mut conn, None, Some(&id)).expect("retry");
+        assert_eq!((early.retried, early.still_stopping), (0, 1));
+        conn.execute("UPDATE jobs SET lease_deadline_ms = 0 WHERE id = ?1", [&id])
+            .expect("expire");
+        let late = retry(&mut conn, None, Some(&id)).expect("retry");
+        assert_eq!((late.retried, late.still_stopping), (1, 0));
+        // The cancelled attempt's late report is refused: the retry is a new attempt.
+        assert!(complete(&mut conn, &a, (&id, MAX_ATTEMPTS + 2), &transient, 0).is_err());
+        // Once the retried job ends, the sweep's results are due again.
+        lease(&mut conn, &a, Duration::from_secs(60))
+            .expect("lease")
+            .expect("the job again");
+        let permanent = Outcome::Failed {
+            message: "bad".into(),
+            permanent: true,
+        };
+        complete(&mut conn, &a, (&id, MAX_ATTEMPTS + 3), &permanent, 0).expect("complete");
+        assert!(
+            results_due(&conn, "s").expect("due"),
+            "results written again"
+        );
+    }
+
+    #[test]
+    fn a_database_from_before_attempt_limit_gains_it_with_the_old_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = Connection::open(dir.path().join("db.sqlite")).expect("open");
+        conn.execute_batch(SCHEMA).expect("schema");
+        for (table, column, definition) in &ADDED_COLUMNS[..ADDED_COLUMNS.len() - 1] {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))
+            .expect("an older version's columns");
+        }
+        let (id, sweep, job) = one_job();
+        submit(&mut conn, &sweep, &[job]).expect("submit");
+        add_missing_columns(&conn).expect("migrate");
+        assert_eq!(
+            get_job(&conn, &id).expect("job").attempt_limit,
+            MAX_ATTEMPTS
+        );
     }
 
     /// A completion answers with the job's row as it built it, without

@@ -613,7 +613,8 @@ impl ResultsTable {
         if let Some(unsuccessful) = unsuccessful {
             notes.push(format!(
                 "{unsuccessful}, and no row counts {}: `sweepctl status {}` lists them, \
-                 `sweepctl logs JOB` says why, `sweepctl retry --sweep {}` runs them again.",
+                 `sweepctl logs JOB` says why, and `sweepctl retry --sweep {}` runs them again on a \
+                 coordinator serving this sweep.",
                 if self.failed + self.cancelled == 1 {
                     "it"
                 } else {

@@ -28,7 +28,8 @@ pub const HOW_TO_CREATE: &str = "create one with `head -c 32 /dev/urandom | base
 
 /// Which token a bad one should have been: the same message serves the
 /// coordinator (which makes them) and its clients (which are given them).
-const WHICH_TOKEN: &str = "workers and sweepctl take the token file the coordinator was started with; for a new coordinator,";
+const WHICH_TOKEN: &str = "a worker takes the coordinator's worker token file and sweepctl its \
+     admin token file; for a new coordinator,";
 
 /// Why a token could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -94,8 +94,10 @@ pub fn endpoint_uri(address: &str, tls: bool) -> Result<String, ClientError> {
 /// causes) says about the likely mistake, for the ones people make setting
 /// up a connection: TLS on one end only, a CA that did not sign the
 /// coordinator's certificate, nothing listening, a host name that does not
-/// resolve. None when the text says nothing recognisable.
-pub fn connection_hint(error_text: &str, address: &str) -> Option<String> {
+/// resolve. `flag` is the option that names the coordinator in the
+/// program that asks (`--coordinator` in sweepctl, `--connect` in a worker).
+/// None when the text says nothing recognisable.
+pub fn connection_hint(error_text: &str, address: &str, flag: &str) -> Option<String> {
     let has = |needle: &str| error_text.contains(needle);
     let hint = if has("InvalidContentType") || has("corrupt message") {
         "the coordinator does not serve TLS there: leave out --tls-ca (and SWEEP_TLS_CA)"
@@ -111,7 +113,7 @@ pub fn connection_hint(error_text: &str, address: &str) -> Option<String> {
     } else if has("onnection refused") {
         format!(
             "nothing listens at {address}: start a coordinator with `sweep-coordinator --config \
-             <sweep> --listen {address}`, or point --coordinator (or SWEEP_COORDINATOR) at a running one"
+             <sweep> --listen {address}`, or point {flag} (or SWEEP_COORDINATOR) at a running one"
         )
     } else if has("lookup address") || has("dns error") || has("not known") {
         format!("the host name in {address} does not resolve: check the address")

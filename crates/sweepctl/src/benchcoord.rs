@@ -375,7 +375,7 @@ async fn bench(connect: &ConnectArgs, args: BenchCoordinatorArgs) -> anyhow::Res
     );
     if let Some(max) = l.complete.last() {
         println!(
-            "  slowest call    {:.2}s, a CompleteJob (the last one writes the results and the report before it answers)",
+            "  slowest CompleteJob {:.2}s (the last one writes the results and the report before it answers)",
             *max as f64 / 1e6
         );
     }

@@ -53,7 +53,7 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Client> {
 /// the cause suggests doing about it.
 fn unreachable(address: &str, err: &(dyn std::error::Error + 'static)) -> anyhow::Error {
     let cause = root_cause(err);
-    let hint = client::connection_hint(&cause, address)
+    let hint = client::connection_hint(&cause, address, "--coordinator")
         .unwrap_or_else(|| "check --coordinator (or SWEEP_COORDINATOR)".to_string());
     anyhow!("cannot reach the coordinator at {address} ({cause}); {hint}")
 }
@@ -104,10 +104,16 @@ pub fn status_error(address: &str, what: &str, status: Status) -> anyhow::Error 
         Code::DeadlineExceeded => {
             anyhow!("{what}: the coordinator at {address} did not answer in time")
         }
-        code => match client::connection_hint(&client::error_text(&status), address) {
-            Some(hint) => anyhow!("{what}: the connection to {address} failed ({message}); {hint}"),
-            None => anyhow!("{what}: the coordinator at {address} answered {code:?}: {message}"),
-        },
+        code => {
+            match client::connection_hint(&client::error_text(&status), address, "--coordinator") {
+                Some(hint) => {
+                    anyhow!("{what}: the connection to {address} failed ({message}); {hint}")
+                }
+                None => {
+                    anyhow!("{what}: the coordinator at {address} answered {code:?}: {message}")
+                }
+            }
+        }
     }
 }
 

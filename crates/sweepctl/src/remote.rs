@@ -257,12 +257,25 @@ pub async fn retry(connect: &ConnectArgs, args: RetryArgs) -> anyhow::Result<()>
         .await
         .map_err(|s| client::status_error(&connect.coordinator, &format!("retrying {what}"), s))?
         .into_inner();
-    match answer.retried {
-        0 => println!("{what}: no failed or cancelled job to retry"),
-        1 => println!("{what}: 1 job back in the queue (resuming from its last checkpoint)"),
-        n => {
+    match (answer.retried, answer.still_stopping) {
+        (0, 0) => println!("{what}: no failed or cancelled job to retry"),
+        (0, _) => {}
+        (1, _) => println!("{what}: 1 job back in the queue (resuming from its last checkpoint)"),
+        (n, _) => {
             println!("{what}: {n} jobs back in the queue (each resuming from its last checkpoint)")
         }
+    }
+    if answer.still_stopping > 0 {
+        println!(
+            "{what}: {} cancelled {} may still be stopping on a worker; retry again once \
+             the lease has expired (the coordinator's --lease-timeout, 30 s by default)",
+            answer.still_stopping,
+            if answer.still_stopping == 1 {
+                "job"
+            } else {
+                "jobs"
+            }
+        );
     }
     Ok(())
 }

@@ -94,13 +94,18 @@ impl TrainHooks for Hooks {
 /// Runs one leased job to its end (or until stopped).
 pub(crate) async fn run(ctx: &Ctx, job: LeasedJob) {
     let stop = Arc::new(AtomicBool::new(false));
-    ctx.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
+    let superseded = ctx.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
         job.id.clone(),
         Held {
             attempt: job.attempt,
             stop: Arc::clone(&stop),
         },
     );
+    // An older attempt of the same job still here: the coordinator has moved
+    // on from it (its reports are refused), so it must not train on.
+    if let Some(older) = superseded {
+        older.stop.store(true, Ordering::SeqCst);
+    }
     let on_shutdown = {
         let (token, stop) = (ctx.shutdown.clone(), Arc::clone(&stop));
         tokio::spawn(async move {
@@ -111,10 +116,11 @@ pub(crate) async fn run(ctx: &Ctx, job: LeasedJob) {
     tracing::info!(job = %job.id, attempt = job.attempt, resume = job.resumes(), "job started");
     run_leased(ctx, &job, &stop).await;
     on_shutdown.abort();
-    ctx.held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&job.id);
+    let mut held = ctx.held.lock().unwrap_or_else(|p| p.into_inner());
+    // Only this attempt's entry: a newer one of the same job keeps its own.
+    if held.get(&job.id).is_some_and(|h| h.attempt == job.attempt) {
+        held.remove(&job.id);
+    }
 }
 
 async fn run_leased(ctx: &Ctx, job: &LeasedJob, stop: &Arc<AtomicBool>) {

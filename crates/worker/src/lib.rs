@@ -233,7 +233,7 @@ where
     Fut: std::future::Future<Output = Result<T, Status>>,
 {
     let call = f.retry(backoff()).when(is_transient).notify(|err: &Status, delay| {
-        let hint = sweep_proto::client::connection_hint(&sweep_proto::client::error_text(err), address);
+        let hint = sweep_proto::client::connection_hint(&sweep_proto::client::error_text(err), address, "--connect");
         tracing::warn!(what, error = %err.message(), code = ?err.code(), ?delay, hint = hint.as_deref(), "coordinator call failed; retrying")
     });
     tokio::select! {
@@ -319,10 +319,21 @@ async fn registered_device(config: &WorkerConfig) -> Result<String, WorkerError>
         return Ok(config.device.to_string());
     }
     let spec = config.device;
-    tokio::task::spawn_blocking(move || provenance::worker_device(spec).map_err(|e| e.to_string()))
-        .await
-        .unwrap_or_else(|err| Err(err.to_string()))
-        .map_err(|reason| WorkerError::Device { reason })
+    let resolved = tokio::task::spawn_blocking(move || {
+        provenance::worker_device(spec).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|err| Err(err.to_string()));
+    match resolved {
+        Ok(device) => Ok(device),
+        // A command job's program brings its own libraries, which may see a
+        // GPU that this binary's libtorch does not: say so, and let it try.
+        Err(reason) if config.allow_commands => {
+            tracing::warn!(%reason, "built-in training jobs will fail here; command jobs get --device as given");
+            Ok(spec.to_string())
+        }
+        Err(reason) => Err(WorkerError::Device { reason }),
+    }
 }
 
 /// Registers (retrying while the coordinator is away). Returns the heartbeat
@@ -493,9 +504,14 @@ mod tests {
         // Nothing listens at this address: the refusal must come first.
         let mut config = WorkerConfig::new("127.0.0.1:1");
         config.device = DeviceSpec::Cuda(99);
-        let err = run(config, CancellationToken::new())
-            .await
-            .expect_err("no machine has 100 GPUs");
+        // Registration would retry for ever: a check moved after it hangs.
+        let err = tokio::time::timeout(
+            Duration::from_secs(30),
+            run(config, CancellationToken::new()),
+        )
+        .await
+        .expect("refused before connecting")
+        .expect_err("no machine has 100 GPUs");
         let message = err.to_string();
         assert!(
             message.contains("cuda:99 is not available")

@@ -511,6 +511,10 @@ pub mod retry_request {
 pub struct RetryResponse {
     #[prost(uint32, tag = "1")]
     pub retried: u32,
+    /// Cancelled jobs left alone because a worker may still be stopping them
+    /// (their lease has not expired yet): retriable once it has.
+    #[prost(uint32, tag = "2")]
+    pub still_stopping: u32,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListWorkersRequest {}
