@@ -102,9 +102,17 @@ pub fn connection_hint(error_text: &str, address: &str, flag: &str) -> Option<St
     let hint = if has("InvalidContentType") || has("corrupt message") {
         "the coordinator does not serve TLS there: leave out --tls-ca (and SWEEP_TLS_CA)"
             .to_string()
-    } else if has("h2 protocol error") || has("http2 error") || has("frame with invalid size") {
-        "the coordinator may serve TLS: pass --tls-ca (or SWEEP_TLS_CA) with the CA certificate \
-         that signed its certificate"
+    } else if has("h2 protocol error")
+        || has("http2 error")
+        || has("frame with invalid size")
+        || has("connection closed")
+        || has("broken pipe")
+        || has("onnection reset")
+    {
+        // What a TLS server does to a plain HTTP/2 client varies with timing:
+        // a protocol error, or the connection closed or reset under it.
+        "the coordinator closed the connection; if it serves TLS, pass --tls-ca (or SWEEP_TLS_CA) \
+         with the CA certificate that signed its certificate"
             .to_string()
     } else if has("certificate") {
         "the coordinator's certificate was not signed by this CA, or does not name this host: use \

@@ -208,18 +208,38 @@ pub async fn results(connect: &ConnectArgs, args: ResultsArgs) -> anyhow::Result
     Ok(())
 }
 
+/// What `cancel` and `retry` act on: a whole sweep or one job.
+enum Jobs {
+    Sweep(String),
+    Job(String),
+}
+
+impl Jobs {
+    fn new(sweep: Option<String>, job: Option<String>) -> anyhow::Result<Self> {
+        match (sweep, job) {
+            (Some(sweep), _) => Ok(Jobs::Sweep(sweep)),
+            (None, Some(job)) => Ok(Jobs::Job(job)),
+            // clap's group makes one of the two required.
+            (None, None) => bail!("give --sweep NAME or --job JOB_ID"),
+        }
+    }
+
+    /// As messages name it: "sweep NAME", "job ID".
+    fn describe(&self) -> String {
+        match self {
+            Jobs::Sweep(name) => format!("sweep {name}"),
+            Jobs::Job(id) => format!("job {id}"),
+        }
+    }
+}
+
 pub async fn cancel(connect: &ConnectArgs, args: CancelArgs) -> anyhow::Result<()> {
-    let (target, what) = match (args.sweep, args.job) {
-        (Some(sweep), _) => (
-            pb::cancel_request::Target::Sweep(sweep.clone()),
-            format!("sweep {sweep}"),
-        ),
-        (None, Some(job)) => (
-            pb::cancel_request::Target::JobId(job.clone()),
-            format!("job {job}"),
-        ),
-        // clap's group makes one of the two required.
-        (None, None) => bail!("give --sweep NAME or --job JOB_ID"),
+    use pb::cancel_request::Target;
+    let jobs = Jobs::new(args.sweep, args.job)?;
+    let what = jobs.describe();
+    let target = match jobs {
+        Jobs::Sweep(name) => Target::Sweep(name),
+        Jobs::Job(id) => Target::JobId(id),
     };
     let mut client = client::connect(connect).await?;
     let answer = client
@@ -238,16 +258,12 @@ pub async fn cancel(connect: &ConnectArgs, args: CancelArgs) -> anyhow::Result<(
 }
 
 pub async fn retry(connect: &ConnectArgs, args: RetryArgs) -> anyhow::Result<()> {
-    let (target, what) = match (args.sweep, args.job) {
-        (Some(sweep), _) => (
-            pb::retry_request::Target::Sweep(sweep.clone()),
-            format!("sweep {sweep}"),
-        ),
-        (None, Some(job)) => (
-            pb::retry_request::Target::JobId(job.clone()),
-            format!("job {job}"),
-        ),
-        (None, None) => bail!("give --sweep NAME or --job JOB_ID"),
+    use pb::retry_request::Target;
+    let jobs = Jobs::new(args.sweep, args.job)?;
+    let what = jobs.describe();
+    let target = match jobs {
+        Jobs::Sweep(name) => Target::Sweep(name),
+        Jobs::Job(id) => Target::JobId(id),
     };
     let mut client = client::connect(connect).await?;
     let answer = client

@@ -66,29 +66,17 @@ async fn clients_reach_a_tls_coordinator_through_its_ca_only() {
 
     // Plain HTTP/2 to a TLS port, and TLS with a CA that did not sign it,
     // fail, with errors that name the fix.
-    let plain = match connect(&args(format!("127.0.0.1:{port}"), None)).await {
-        Ok(mut client) => client
-            .get_status(pb::GetStatusRequest::default())
-            .await
-            .map_err(|status| status_error("127.0.0.1", "status", status)),
-        Err(err) => Err(err),
-    };
-    let err = plain.expect_err("plain HTTP/2 reached a TLS coordinator");
-    assert!(err.to_string().contains("pass --tls-ca"), "{err}");
-    let wrong_ca = match connect(&args(
+    let err = status_through(&args(format!("127.0.0.1:{port}"), None))
+        .await
+        .expect_err("plain HTTP/2 reached a TLS coordinator");
+    assert!(err.contains("pass --tls-ca"), "{err}");
+    let err = status_through(&args(
         format!("localhost:{port}"),
         Some(other.ca_cert.clone()),
     ))
     .await
-    {
-        Ok(mut client) => client
-            .get_status(pb::GetStatusRequest::default())
-            .await
-            .map_err(|status| status_error("localhost", "status", status)),
-        Err(err) => Err(err),
-    };
-    let err = wrong_ca.expect_err("a certificate from another CA was trusted");
-    assert!(err.to_string().contains("not signed by this CA"), "{err}");
+    .expect_err("a certificate from another CA was trusted");
+    assert!(err.contains("not signed by this CA"), "{err}");
 
     // TLS to a coordinator that serves none.
     let mut plain_config = CoordinatorConfig::new(dir.path().join("plain-state"));
@@ -98,23 +86,25 @@ async fn clients_reach_a_tls_coordinator_through_its_ca_only() {
         .expect("start the plain one");
     let plain_port = plain_coordinator.addr.port();
     let plain_served = tokio::spawn(plain_coordinator.wait());
-    let err = match connect(&args(
+    let err = status_through(&args(
         format!("localhost:{plain_port}"),
         Some(certs.ca_cert.clone()),
     ))
     .await
-    {
-        Ok(mut client) => client
-            .get_status(pb::GetStatusRequest::default())
-            .await
-            .map(|_| ())
-            .map_err(|status| status_error("localhost", "status", status)),
-        Err(err) => Err(err),
-    }
     .expect_err("TLS reached a plain coordinator");
-    assert!(err.to_string().contains("does not serve TLS"), "{err}");
+    assert!(err.contains("does not serve TLS"), "{err}");
 
     shutdown.cancel();
     served.await.expect("join").expect("served");
     plain_served.await.expect("join").expect("served");
+}
+
+/// Asks for the status through `args`: the error a user would see, if any.
+async fn status_through(args: &ConnectArgs) -> Result<(), String> {
+    let mut client = connect(args).await.map_err(|err| err.to_string())?;
+    client
+        .get_status(pb::GetStatusRequest::default())
+        .await
+        .map(|_| ())
+        .map_err(|status| status_error(&args.coordinator, "status", status).to_string())
 }
