@@ -224,23 +224,19 @@ impl Jobs {
         }
     }
 
-    /// As messages name it: "sweep NAME", "job ID".
-    fn describe(&self) -> String {
+    /// As messages name it ("sweep NAME", "job ID"), and as a request's
+    /// target, built with `sweep` or `job`.
+    fn into_target<T>(self, sweep: fn(String) -> T, job: fn(String) -> T) -> (String, T) {
         match self {
-            Jobs::Sweep(name) => format!("sweep {name}"),
-            Jobs::Job(id) => format!("job {id}"),
+            Jobs::Sweep(name) => (format!("sweep {name}"), sweep(name)),
+            Jobs::Job(id) => (format!("job {id}"), job(id)),
         }
     }
 }
 
 pub async fn cancel(connect: &ConnectArgs, args: CancelArgs) -> anyhow::Result<()> {
     use pb::cancel_request::Target;
-    let jobs = Jobs::new(args.sweep, args.job)?;
-    let what = jobs.describe();
-    let target = match jobs {
-        Jobs::Sweep(name) => Target::Sweep(name),
-        Jobs::Job(id) => Target::JobId(id),
-    };
+    let (what, target) = Jobs::new(args.sweep, args.job)?.into_target(Target::Sweep, Target::JobId);
     let mut client = client::connect(connect).await?;
     let answer = client
         .cancel(pb::CancelRequest {
@@ -259,12 +255,7 @@ pub async fn cancel(connect: &ConnectArgs, args: CancelArgs) -> anyhow::Result<(
 
 pub async fn retry(connect: &ConnectArgs, args: RetryArgs) -> anyhow::Result<()> {
     use pb::retry_request::Target;
-    let jobs = Jobs::new(args.sweep, args.job)?;
-    let what = jobs.describe();
-    let target = match jobs {
-        Jobs::Sweep(name) => Target::Sweep(name),
-        Jobs::Job(id) => Target::JobId(id),
-    };
+    let (what, target) = Jobs::new(args.sweep, args.job)?.into_target(Target::Sweep, Target::JobId);
     let mut client = client::connect(connect).await?;
     let answer = client
         .retry(pb::RetryRequest {
