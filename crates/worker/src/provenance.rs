@@ -33,12 +33,8 @@ const NVIDIA_SMI_TIMEOUT: Duration = Duration::from_secs(5);
 /// `worker_name`. Blocking: it asks libtorch for the device and may run
 /// nvidia-smi.
 pub(crate) fn builtin(worker_name: &str, config: &ExperimentConfig) -> AttemptProvenance {
-    let device = match sweep_train::resolve_device(config.training.device) {
-        Ok(tch::Device::Cuda(index)) => DeviceSpec::Cuda(index),
-        Ok(_) => DeviceSpec::Cpu,
-        // Training will fail with the reason; say what was asked for.
-        Err(_) => config.training.device,
-    };
+    // Training will fail with the reason; say what was asked for.
+    let device = resolved(config.training.device).unwrap_or(config.training.device);
     let threads = config
         .training
         .threads
@@ -61,15 +57,20 @@ pub(crate) fn command(worker_name: &str, device: DeviceSpec, threads: u32) -> At
 /// `sweepctl workers` shows it ("cuda:0 (NVIDIA H200)"), or why it is not
 /// here. Blocking: it asks libtorch and may run nvidia-smi.
 pub(crate) fn worker_device(spec: DeviceSpec) -> Result<String, sweep_train::TrainError> {
-    let device = match sweep_train::resolve_device(spec)? {
-        tch::Device::Cuda(index) => DeviceSpec::Cuda(index),
-        _ => DeviceSpec::Cpu,
-    };
+    let device = resolved(spec)?;
     let name = device_name(device);
     Ok(if name.is_empty() {
         device.to_string()
     } else {
         format!("{device} ({name})")
+    })
+}
+
+/// The device libtorch picks for `spec` (`auto` made concrete), as a spec.
+fn resolved(spec: DeviceSpec) -> Result<DeviceSpec, sweep_train::TrainError> {
+    Ok(match sweep_train::resolve_device(spec)? {
+        tch::Device::Cuda(index) => DeviceSpec::Cuda(index),
+        _ => DeviceSpec::Cpu,
     })
 }
 
