@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -102,9 +103,12 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     sweep_startup::init("info", sweep_startup::LogStyle::Progress);
-    let args = Args::parse();
+    sweep_startup::exit_code(serve(Args::parse()).await)
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     let lease_timeout = Duration::from_secs_f64(args.lease_timeout);
     let heartbeat_interval = Duration::from_secs_f64(args.heartbeat_interval);
     anyhow::ensure!(

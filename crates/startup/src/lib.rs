@@ -2,7 +2,9 @@
 //! place for it, so that the coordinator, the worker and both sweepctl
 //! binaries log alike and stop alike.
 
+use std::error::Error;
 use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::filter::Targets;
@@ -89,11 +91,94 @@ async fn signal() {
     let _ = ctrl_c.await;
 }
 
+/// What a binary's `main` ends with: on an error, the error and its causes on
+/// stderr and exit status 1. Returning the error from `main` would print the
+/// same through anyhow's `Debug`, followed by a stack backtrace whenever the
+/// user's shell sets `RUST_BACKTRACE=1`, which is noise to a user whose
+/// config names a missing file.
+pub fn exit_code<E: Into<Box<dyn Error + Send + Sync>>>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", error_report(error.into().as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Error: what failed`, then each cause on its own line, numbered when there
+/// are several (the way anyhow prints them). A cause that the message above
+/// it already ends with (`{path}: cannot read: {source}`) is not repeated.
+fn error_report(error: &(dyn Error + 'static)) -> String {
+    let mut report = format!("Error: {error}");
+    let mut above = error.to_string();
+    let mut causes = Vec::new();
+    for cause in std::iter::successors(error.source(), |e| (*e).source()) {
+        let text = cause.to_string();
+        if !above.ends_with(&text) {
+            causes.push(text.clone());
+        }
+        above = text;
+    }
+    match causes.as_slice() {
+        [] => {}
+        [cause] => report.push_str(&format!("\n\nCaused by:\n    {cause}")),
+        causes => {
+            report.push_str("\n\nCaused by:");
+            for (i, cause) in causes.iter().enumerate() {
+                report.push_str(&format!("\n    {i}: {cause}"));
+            }
+        }
+    }
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use tracing_subscriber::filter::LevelFilter;
 
-    use super::parse_filter;
+    use super::{error_report, parse_filter};
+
+    #[derive(Debug)]
+    struct Chain(&'static str, Option<Box<Chain>>);
+
+    impl std::fmt::Display for Chain {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Chain {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|c| c as _)
+        }
+    }
+
+    #[test]
+    fn errors_print_with_their_causes() {
+        assert_eq!(error_report(&Chain("no sweep", None)), "Error: no sweep");
+        let one = Chain(
+            "reading configs/a.yaml",
+            Some(Box::new(Chain("not found", None))),
+        );
+        assert_eq!(
+            error_report(&one),
+            "Error: reading configs/a.yaml\n\nCaused by:\n    not found"
+        );
+        let repeated = Chain(
+            "a.yaml: cannot read: not found",
+            Some(Box::new(Chain("not found", None))),
+        );
+        assert_eq!(
+            error_report(&repeated),
+            "Error: a.yaml: cannot read: not found"
+        );
+        let two = Chain("starting", Some(Box::new(one)));
+        assert_eq!(
+            error_report(&two),
+            "Error: starting\n\nCaused by:\n    0: reading configs/a.yaml\n    1: not found"
+        );
+    }
 
     #[test]
     fn filters_parse_like_rust_log() {

@@ -99,15 +99,23 @@ pub async fn fetch_status(
     connect: &ConnectArgs,
     sweep: &Option<String>,
 ) -> anyhow::Result<pb::StatusSnapshot> {
-    let snapshot = client
+    let snapshot = get_status(client, connect, sweep).await?;
+    check_not_empty(&snapshot, connect, sweep)?;
+    Ok(snapshot)
+}
+
+async fn get_status(
+    client: &mut client::Client,
+    connect: &ConnectArgs,
+    sweep: &Option<String>,
+) -> anyhow::Result<pb::StatusSnapshot> {
+    Ok(client
         .get_status(pb::GetStatusRequest {
             sweep: sweep_or_all(sweep),
         })
         .await
         .map_err(|s| client::status_error(&connect.coordinator, "getting the status", s))?
-        .into_inner();
-    check_not_empty(&snapshot, connect, sweep)?;
-    Ok(snapshot)
+        .into_inner())
 }
 
 /// An empty snapshot: no such sweep, or nothing submitted yet.
@@ -122,18 +130,28 @@ pub fn check_not_empty(
                 "the coordinator at {} has no sweep named {name:?}",
                 connect.coordinator
             ),
-            None => bail!(
-                "the coordinator at {} has no sweeps yet; submit one with `sweepctl submit <sweep dir>`",
-                connect.coordinator
-            ),
+            None => bail!("the coordinator at {} {NO_SWEEPS_YET}", connect.coordinator),
         }
     }
     Ok(())
 }
 
+const NO_SWEEPS_YET: &str = "has no sweeps yet; submit one with `sweepctl submit <sweep dir>`";
+
+/// A coordinator with no sweeps is not an error for `status`: it is the
+/// answer (exit 0, so that a script polling a fresh coordinator does not
+/// stop). A sweep asked for by name that does not exist is one.
 pub async fn status(connect: &ConnectArgs, sweep: Option<String>, all: bool) -> anyhow::Result<()> {
     let mut client = client::connect(connect).await?;
-    let snapshot = fetch_status(&mut client, connect, &sweep).await?;
+    let snapshot = get_status(&mut client, connect, &sweep).await?;
+    if snapshot.sweeps.is_empty() && sweep.is_none() {
+        println!(
+            "The coordinator at {} {NO_SWEEPS_YET}.",
+            connect.coordinator
+        );
+        return Ok(());
+    }
+    check_not_empty(&snapshot, connect, &sweep)?;
     print!("{}", tables::render_status(&snapshot, all));
     Ok(())
 }

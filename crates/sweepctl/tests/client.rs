@@ -97,14 +97,11 @@ fn write_sweep(root: &Path, name: &str, seeds: &str) -> PathBuf {
 }
 
 /// Runs `sweepctl --coordinator <addr> ARGS`, with SWEEP_COORDINATOR unset so
-/// the environment of whoever runs the tests cannot interfere (nor a
-/// RUST_BACKTRACE that makes anyhow append a backtrace to the error line).
+/// the environment of whoever runs the tests cannot interfere.
 fn sweepctl(addr: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sweepctl"))
         .env_remove("SWEEP_COORDINATOR")
         .env_remove("SWEEP_TOKEN")
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
         .arg("--coordinator")
         .arg(addr)
         .args(args)
@@ -158,6 +155,10 @@ fn submit_status_results_cancel_logs_without_workers() {
     let addr = server.addr.to_string();
     let sweep = write_sweep(root.path(), "tiny", "[1, 2]");
     let sweep = sweep.to_str().expect("utf-8 path");
+
+    // A fresh coordinator: status answers, and does not fail a polling script.
+    let status = ok(&addr, &["status"]);
+    assert!(status.contains("has no sweeps yet; submit one"), "{status}");
 
     let out = ok(&addr, &["submit", sweep]);
     assert_eq!(out.trim(), "submitted sweep tiny: 4 jobs (4 new)");
@@ -342,6 +343,15 @@ fn errors_are_clear_before_and_without_a_coordinator() {
     );
     assert!(err.contains("sweep-coordinator"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line:\n{err}");
+    // Still one line where the user's shell asks Rust programs for backtraces.
+    let out = Command::new(env!("CARGO_BIN_EXE_sweepctl"))
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("SWEEP_TOKEN")
+        .args(["--coordinator", &addr, "status"])
+        .output()
+        .expect("sweepctl runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim(), err.trim());
 
     // Config errors are found locally, before any connection is tried.
     let sweep = write_sweep(root.path(), "broken", "[1]");

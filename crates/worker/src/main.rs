@@ -1,6 +1,7 @@
 //! `sweep-worker`: leases jobs from a coordinator and trains them (see the library).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 use sweep_core::config::DeviceSpec;
@@ -53,9 +54,12 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     sweep_startup::init("info", sweep_startup::LogStyle::Full);
-    let args = Args::parse();
+    sweep_startup::exit_code(work(Args::parse()).await)
+}
+
+async fn work(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.slots >= 1, "--slots must be at least 1");
     let mut config = WorkerConfig::new(args.connect);
     config.token = Token::load(args.token_file.as_deref(), "SWEEP_TOKEN")?;
