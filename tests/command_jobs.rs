@@ -47,6 +47,9 @@ if mode == "malformed":
     epoch(1)
     metrics.write("{not json\n"); metrics.flush()
     time.sleep(60)
+if mode == "slips":
+    line({"epoch": 1, "val_loss": 1.0, "val_acc": 0.5, "train_los": 0.3})
+    epoch(2)
 if mode == "hang" or (mode == "hang_once" and start == 1):
     epoch(start)
     child = subprocess.Popen(["sleep", "600"])
@@ -308,13 +311,13 @@ async fn command_jobs_run_only_on_workers_that_opted_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_crash_and_a_malformed_line_fail_the_job_with_the_reason() {
+async fn a_crash_and_a_malformed_line_fail_the_job_with_the_reason_and_slips_are_warned_of() {
     if skip_without_python() {
         return;
     }
     let mut cluster = Cluster::start(
         &base("crash"),
-        "name: bad\nbase: base.yaml\nseeds: [1]\nvariants:\n  garbled: {env: {MODE: malformed}}\n",
+        "name: bad\nbase: base.yaml\nseeds: [1]\nvariants:\n  garbled: {env: {MODE: malformed}}\n  slips: {env: {MODE: slips}}\n",
         Duration::from_secs(10),
     )
     .await;
@@ -347,6 +350,28 @@ async fn a_crash_and_a_malformed_line_fail_the_job_with_the_reason() {
     );
     // A malformed line is the program's bug: not retried.
     assert_eq!(garbled.attempt, 1, "{garbled:?}");
+    // A misspelt metric and an epoch going back are kept, and said so.
+    let slips = by_variant("slips");
+    assert_eq!(slips.state, "succeeded", "{slips:?}");
+    let warnings: Vec<String> = cluster
+        .logs(&slips.job_id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "stderr")
+        .flat_map(|e| e.message.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| line.starts_with("sweep-worker: "))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0].contains(
+            "metrics.jsonl line 1: \"train_los\" is not read (did you mean \"train_loss\"?)"
+        ),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[1].contains("line 3: epoch 1 after epoch 2; it replaces epochs 1 to 2"),
+        "{warnings:#?}"
+    );
     cluster.finish().await;
 }
 

@@ -1918,8 +1918,16 @@ fn events(conn: &Connection, job_id: &str) -> Result<Vec<JobEvent>> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     if !output.is_empty() {
         rows.extend(output);
-        // Stable: events and output keep their own order within one millisecond.
-        rows.sort_by_key(|row| row.time_ms);
+        // A batch of output is stamped when it arrives, after its lines were
+        // printed; a worker sends an attempt's last batch before its ending
+        // (`succeeded`, `retry`), often within the same millisecond: there,
+        // output goes first. Stable: each keeps its own order otherwise.
+        rows.sort_by_key(|row| {
+            (
+                row.time_ms,
+                !matches!(row.kind.as_str(), "stdout" | "stderr"),
+            )
+        });
     }
     Ok(rows)
 }
@@ -2491,6 +2499,32 @@ mod tests {
                 .expect("lease")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn an_attempts_last_output_comes_before_its_ending_in_the_same_millisecond() {
+        let (_dir, mut conn, id) = store_with_job();
+        let a = worker(&mut conn, "a");
+        lease(&mut conn, &a, Duration::from_secs(60)).expect("lease");
+        append_output(&mut conn, &a, &id, 1, 0, "stdout", "last words").expect("output");
+        let failed = Outcome::Failed {
+            message: "exit 3".into(),
+            permanent: true,
+        };
+        complete(&mut conn, &a, (&id, 1), &failed, 0).expect("complete");
+        conn.execute_batch(
+            "UPDATE events SET time_ms = 1 WHERE kind <> 'failed';
+             UPDATE events SET time_ms = 5 WHERE kind = 'failed';
+             UPDATE job_output SET time_ms = 5;",
+        )
+        .expect("the output and the ending in one millisecond");
+        let kinds: Vec<String> = events(&conn, &id)
+            .expect("events")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        let n = kinds.len();
+        assert_eq!(kinds[n - 2..], ["stdout", "failed"], "{kinds:?}");
     }
 
     #[test]

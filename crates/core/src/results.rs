@@ -590,10 +590,14 @@ impl ResultsTable {
                 && !self.variants.iter().any(|v| v.variant == self.baseline)
                 && !self.omitted.contains(&self.baseline)
             {
-                notes.push(format!(
-                    "The baseline {:?} has no finished runs yet.",
-                    self.baseline
-                ));
+                notes.push(if self.pending > 0 {
+                    format!("The baseline {:?} has no finished runs yet.", self.baseline)
+                } else {
+                    format!(
+                        "The baseline {:?} has no run that succeeded, so nothing is compared with it.",
+                        self.baseline
+                    )
+                });
             }
         }
         match self.pending {
@@ -1022,6 +1026,19 @@ mod tests {
         assert!(!text.contains("no finished runs"), "{text}");
         assert!(
             text.contains(&format!("{} more variants not shown", rows - 1)),
+            "{text}"
+        );
+
+        // Its baseline's runs all failed: not "not finished yet".
+        let others: Vec<_> = sample_outcomes()
+            .into_iter()
+            .filter(|o| o.variant != "baseline")
+            .collect();
+        let mut failed_baseline = summarize("s", "baseline", &others, 0);
+        failed_baseline.set_unsuccessful(3, 0);
+        let text = failed_baseline.render(Format::Table);
+        assert!(
+            text.contains("The baseline \"baseline\" has no run that succeeded"),
             "{text}"
         );
 

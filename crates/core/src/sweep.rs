@@ -532,8 +532,26 @@ impl SweepSpec {
                 swept: Vec::new(),
             });
         }
-        // A baseline that names no variant is the base config itself.
+        // A baseline that names no variant is the base config itself, unless
+        // the name is a slip for a variant's: then the Δ and p columns would
+        // compare every variant with the wrong run.
         if !baseline.is_empty() && !variants.iter().any(|variant| variant.name == baseline) {
+            let written = tree.entries().iter().any(|entry| entry.key == "baseline");
+            let slip = 1.max(baseline.chars().count() / 5);
+            if let Some(near) = variants
+                .iter()
+                .find(|variant| written && strsim::osa_distance(&variant.name, &baseline) <= slip)
+            {
+                return Err(tree
+                    .error_at(
+                        "baseline",
+                        format!(
+                            "{baseline:?} names no variant; did you mean {:?}? (a name that is no variant's means the base config, run under that name)",
+                            near.name
+                        ),
+                    )
+                    .into());
+            }
             let mut config = JobConfig::from_tree(&base)?;
             config.set_name(&baseline);
             variants.push(Variant {
@@ -1097,6 +1115,27 @@ mod tests {
                 .dropout,
             0.3
         );
+    }
+
+    #[test]
+    fn a_baseline_that_nearly_names_a_variant_is_refused() {
+        let (_root, dir) = dir_sweep();
+        write(
+            &dir,
+            "sweep.yaml",
+            "name: ablations\nbase: ../baseline.yaml\nbaseline: no_dropuot\n",
+        );
+        let message = load_err(&dir);
+        assert!(message.contains("sweep.yaml:3:"), "{message}");
+        assert!(message.contains("did you mean \"no_dropout\""), "{message}");
+        // A name of its own is the base config under that name.
+        write(
+            &dir,
+            "sweep.yaml",
+            "name: ablations\nbase: ../baseline.yaml\nbaseline: reference\n",
+        );
+        let spec = SweepSpec::load(&dir).expect("sweep");
+        assert_eq!(spec.variants[0].name, "reference");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! a resumed attempt gets back a consistent set of files, the epochs already
 //! reported, and `SWEEP_RESUME_FROM` pointing at the newest file.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -180,6 +180,10 @@ struct Execution<'a> {
     epochs: Vec<EpochMetrics>,
     test: Option<TestMetrics>,
     last_line_at: Instant,
+    /// The epoch of this attempt's previous line, to notice one going back.
+    last_epoch: Option<u32>,
+    /// Keys already warned about, so that each is named once per attempt.
+    warned_keys: HashSet<String>,
     /// Set once the coordinator refused a report: nothing more is sent.
     fenced: bool,
 }
@@ -344,6 +348,8 @@ impl<'a> Execution<'a> {
             epochs,
             test: None,
             last_line_at: now,
+            last_epoch: None,
+            warned_keys: HashSet::new(),
             fenced: false,
         })
     }
@@ -487,6 +493,19 @@ impl<'a> Execution<'a> {
         }
     }
 
+    /// Something the user's program wrote that is kept but looks like a
+    /// mistake: in the job's log (beside the program's stderr, so that
+    /// `sweepctl logs` and the dashboard show it) and in this worker's.
+    async fn warn(&mut self, text: String) {
+        tracing::warn!(job = %self.job.id, "{text}");
+        let line = format!("sweep-worker: {text}");
+        let _ = self
+            .output_file
+            .write_all(format!("[stderr] {line}\n").as_bytes())
+            .await;
+        self.log.push("stderr", line);
+    }
+
     async fn flush_log(&mut self) {
         if self.fenced {
             return;
@@ -524,7 +543,23 @@ impl<'a> Execution<'a> {
                     true,
                 )
             })?;
+            let at = format!("{} line {number}", self.metrics.path.display());
+            for key in parsed.near_misses {
+                if self.warned_keys.insert(key.clone()) {
+                    self.warn(format!("{at}: {key}")).await;
+                }
+            }
             if let Some(epoch) = parsed.epoch {
+                if let Some(previous) = self.last_epoch
+                    && epoch.epoch <= previous
+                {
+                    self.warn(format!(
+                        "{at}: epoch {} after epoch {previous}; it replaces epochs {} to {previous}",
+                        epoch.epoch, epoch.epoch
+                    ))
+                    .await;
+                }
+                self.last_epoch = Some(epoch.epoch);
                 // A resumed program may redo epochs: later reports replace them.
                 self.epochs.retain(|e| e.epoch < epoch.epoch);
                 self.epochs.push(epoch);
@@ -737,6 +772,45 @@ impl MetricsTail {
 struct Line {
     epoch: Option<EpochMetrics>,
     test: Option<TestMetrics>,
+    /// Keys that are none of [`METRIC_KEYS`] but nearly one (`train_los`):
+    /// ignored like any other key of the program's, and worth a warning,
+    /// since the metric meant reads 0 or is missing.
+    near_misses: Vec<String>,
+}
+
+/// The keys a metrics line is read for.
+const METRIC_KEYS: [&str; 9] = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "seconds",
+    "test_acc",
+    "test_loss",
+];
+
+/// `"train_los" is not read (did you mean "train_loss"?)` for a key one
+/// letter dropped, added or swapped with its neighbour away from a metric
+/// key. A letter replaced is not a slip: `val_auc` is a metric of its own.
+fn near_miss(key: &str) -> Option<String> {
+    if METRIC_KEYS.contains(&key) {
+        return None;
+    }
+    let letters = |s: &str| {
+        let mut chars: Vec<char> = s.chars().collect();
+        chars.sort_unstable();
+        chars
+    };
+    METRIC_KEYS
+        .iter()
+        .filter(|known| known.len() > 3)
+        .find(|known| {
+            strsim::osa_distance(known, key) == 1
+                && (known.len() != key.len() || letters(known) == letters(key))
+        })
+        .map(|known| format!("{key:?} is not read (did you mean {known:?}?)"))
 }
 
 /// Parses one metrics line. An epoch line has `epoch`, `val_loss` and
@@ -800,7 +874,12 @@ fn parse_line(line: &str, seconds_since_previous: f64) -> Result<Line, String> {
             "a metrics line needs \"epoch\" (an epoch) or \"test_acc\" (the final line)".into(),
         );
     }
-    Ok(Line { epoch, test })
+    let near_misses = map.keys().filter_map(|key| near_miss(key)).collect();
+    Ok(Line {
+        epoch,
+        test,
+        near_misses,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1013,6 +1092,25 @@ mod tests {
                 test_loss: 0.0,
                 test_acc: 0.97
             })
+        );
+    }
+
+    #[test]
+    fn keys_that_nearly_name_a_metric_are_pointed_out() {
+        let line = parse_line(
+            r#"{"epoch": 1, "val_loss": 1, "val_acc": 0.5, "train_los": 0.3, "valacc": 0.5, "trian_acc": 0.4, "val_auc": 0.9, "grad_norm": 2, "lr": 0.1}"#,
+            0.0,
+        )
+        .expect("epoch line");
+        let mut misses = line.near_misses;
+        misses.sort();
+        assert_eq!(
+            misses,
+            [
+                "\"train_los\" is not read (did you mean \"train_loss\"?)",
+                "\"trian_acc\" is not read (did you mean \"train_acc\"?)",
+                "\"valacc\" is not read (did you mean \"val_acc\"?)",
+            ]
         );
     }
 
