@@ -222,14 +222,15 @@ async fn command_jobs_run_only_on_workers_that_opted_in() {
     // The plain worker comes first: it must be passed over.
     cluster.worker("plain", false);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = cluster.status().await;
     assert!(
-        cluster
-            .status()
-            .await
-            .jobs
-            .iter()
-            .all(|j| j.state == "pending"),
+        waiting.jobs.iter().all(|j| j.state == "pending"),
         "a worker without --allow-commands got a command job"
+    );
+    // Status says why they wait.
+    assert_eq!(
+        waiting.sweeps[0].waiting_for_command_worker, 4,
+        "{waiting:#?}"
     );
     cluster.worker("cmd", true);
     let status = cluster.wait_until("the sweep to end", done).await;
@@ -237,6 +238,7 @@ async fn command_jobs_run_only_on_workers_that_opted_in() {
         status.jobs.iter().all(|j| j.state == "succeeded"),
         "{status:#?}"
     );
+    assert_eq!(status.sweeps[0].waiting_for_command_worker, 0);
 
     let results = cluster
         .client

@@ -295,7 +295,9 @@ impl Shared {
         let Some((job, checkpoints)) = leased else {
             return Ok(None);
         };
-        tracing::info!(job = %job.id, attempt = job.attempt, worker = %worker_id, resume = !checkpoints.is_empty(), "job leased");
+        // Not in the caller's span: a lease that comes with a completion
+        // would print the completed job's `job=` beside this one's.
+        tracing::info!(parent: None, job = %job.id, attempt = job.attempt, worker = %worker_id, resume = !checkpoints.is_empty(), "job leased");
         self.progress.restart(&job.id);
         self.bump();
         self.events.publish(Event::Job(JobView::from(&job)));
@@ -303,9 +305,10 @@ impl Shared {
     }
 
     async fn snapshot(&self, sweep: Option<String>) -> Result<pb::StatusSnapshot> {
+        let alive_since_ms = store::now_ms() - self.lease_timeout.as_millis() as i64;
         let snapshot = self
             .store
-            .call(move |db| db.status(sweep.as_deref()))
+            .call(move |db| db.status(sweep.as_deref(), alive_since_ms))
             .await?;
         Ok(snapshot.into())
     }

@@ -664,8 +664,9 @@ impl Db {
         jobs(&self.conn, sweep)
     }
 
-    pub fn status(&self, sweep: Option<&str>) -> Result<StatusSnapshot> {
-        status(&self.conn, sweep)
+    /// Workers seen since `alive_since_ms` count as alive.
+    pub fn status(&self, sweep: Option<&str>, alive_since_ms: i64) -> Result<StatusSnapshot> {
+        status(&self.conn, sweep, alive_since_ms)
     }
 
     pub fn sweeps(&self) -> Result<Vec<SweepRow>> {
@@ -994,7 +995,7 @@ fn jobs(conn: &Connection, sweep: Option<&str>) -> Result<Vec<JobRow>> {
 
 /// The jobs of one sweep (or of all) with their latest epoch, counted by
 /// sweep and state.
-fn status(conn: &Connection, sweep: Option<&str>) -> Result<StatusSnapshot> {
+fn status(conn: &Connection, sweep: Option<&str>, alive_since_ms: i64) -> Result<StatusSnapshot> {
     let jobs = jobs(conn, sweep)?;
     let mut sweeps: Vec<SweepStatus> = Vec::new();
     let mut out = Vec::with_capacity(jobs.len());
@@ -1035,6 +1036,27 @@ fn status(conn: &Connection, sweep: Option<&str>) -> Result<StatusSnapshot> {
         .collect();
     for s in &mut sweeps {
         s.done = s.jobs.all_ended() && written.contains(&s.name);
+    }
+    let command_workers: i64 = conn.row(
+        "SELECT COUNT(*) FROM workers WHERE allow_commands = 1 AND last_seen_ms >= ?1",
+        params![alive_since_ms],
+        |r| r.get(0),
+    )?;
+    if command_workers == 0 {
+        let mut stmt = conn.prepare_cached(
+            "SELECT sweep, COUNT(*) FROM jobs WHERE state = 'pending' AND command = 1 \
+             AND (?1 IS NULL OR sweep = ?1) GROUP BY sweep",
+        )?;
+        let waiting = stmt
+            .query_map([sweep], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (name, count) in waiting {
+            if let Some(s) = sweeps.iter_mut().find(|s| s.name == name) {
+                s.waiting_for_command_worker = count;
+            }
+        }
     }
     Ok(StatusSnapshot { sweeps, jobs: out })
 }

@@ -23,6 +23,9 @@ pub struct SweepStatus {
     pub jobs: JobCounts,
     /// Every job has ended and the sweep's results are written.
     pub done: bool,
+    /// Pending command jobs while no live worker was started with
+    /// `--allow-commands`: they wait for one, and the user should know why.
+    pub waiting_for_command_worker: u32,
 }
 
 /// How many jobs are in each state: of a sweep (`sweepctl status`, the

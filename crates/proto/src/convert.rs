@@ -445,6 +445,7 @@ impl From<SweepStatus> for pb::SweepStatus {
             failed: jobs.failed,
             cancelled: jobs.cancelled,
             done: s.done,
+            waiting_for_command_worker: s.waiting_for_command_worker,
         }
     }
 }

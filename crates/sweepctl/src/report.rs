@@ -61,6 +61,14 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 
 /// The one sweep directory under `runs` (one holding variant/seed-N runs).
 fn only_sweep(runs: &std::path::Path) -> anyhow::Result<String> {
+    if !runs.is_dir() {
+        bail!(
+            "{}: no such directory (give --runs, the coordinator's --state-dir)",
+            std::path::absolute(runs)
+                .unwrap_or_else(|_| runs.to_path_buf())
+                .display()
+        );
+    }
     let entries = std::fs::read_dir(runs).with_context(|| format!("listing {}", runs.display()))?;
     let mut sweeps: Vec<String> = entries
         .filter_map(Result::ok)

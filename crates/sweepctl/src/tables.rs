@@ -180,6 +180,17 @@ pub fn render_status(snapshot: &pb::StatusSnapshot, all: bool) -> String {
             .filter(|j| j.sweep == sweep.name)
             .collect();
         let _ = writeln!(out, "{}", sweeps_table(std::slice::from_ref(sweep)));
+        match sweep.waiting_for_command_worker {
+            0 => {}
+            n => {
+                let _ = writeln!(
+                    out,
+                    "{n} command {} {} for a worker started with `sweep-worker --allow-commands`: no connected worker runs a sweep's own program.",
+                    if n == 1 { "job" } else { "jobs" },
+                    if n == 1 { "waits" } else { "wait" },
+                );
+            }
+        }
         if jobs.is_empty() {
             continue;
         }
@@ -347,6 +358,28 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn command_jobs_without_a_worker_for_them_say_why_they_wait() {
+        let mut snapshot = pb::StatusSnapshot {
+            sweeps: vec![pb::SweepStatus {
+                name: "quick".into(),
+                total: 1,
+                pending: 1,
+                ..Default::default()
+            }],
+            jobs: vec![job("pending")],
+        };
+        assert!(!render_status(&snapshot, false).contains("--allow-commands"));
+        snapshot.sweeps[0].waiting_for_command_worker = 1;
+        let text = render_status(&snapshot, false);
+        assert!(
+            text.contains(
+                "1 command job waits for a worker started with `sweep-worker --allow-commands`"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -84,6 +84,17 @@ fn alone_it_runs_and_says_how_to_get_the_torch_commands() {
         err.contains("cargo install --path crates/sweepctl-torch"),
         "{err}"
     );
+    // `report` is a light command; where there are no runs it says where it looked.
+    let out = output(Command::new(&copy).arg("report").current_dir(dir.path()));
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: no such directory (give --runs",
+            dir.path().join("runs").display()
+        )),
+        "{err}"
+    );
 }
 
 /// `SWEEPCTL_TORCH` names a stand-in script that echoes what it was given:

@@ -444,6 +444,9 @@ pub struct SweepStatus {
     /// Every job has ended.
     #[prost(bool, tag = "8")]
     pub done: bool,
+    /// Pending command jobs while no live worker runs them (--allow-commands).
+    #[prost(uint32, tag = "9")]
+    pub waiting_for_command_worker: u32,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct StatusSnapshot {
