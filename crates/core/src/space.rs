@@ -219,6 +219,29 @@ impl Space {
 
     /// Every point: a grid's in row-major order (the first key varies
     /// slowest), a random space's trials in draw order.
+    /// `err`, from validating point `point`, told as the user wrote it: a
+    /// random space's value was drawn, not written, so the message says from
+    /// where (the error's location is the range's).
+    pub(crate) fn explain_point_error(&self, point: &str, err: ConfigError) -> ConfigError {
+        match (&self.kind, err) {
+            (
+                Kind::Random { .. },
+                ConfigError::Invalid {
+                    location,
+                    key,
+                    message,
+                },
+            ) => ConfigError::Invalid {
+                message: format!(
+                    "{message}, a value drawn for {point} from the range here: keep the range within what {key} accepts"
+                ),
+                location,
+                key,
+            },
+            (_, err) => err,
+        }
+    }
+
     pub(crate) fn points(&self) -> Result<Vec<Point>, ConfigError> {
         let rows: Vec<Vec<Node>> = match &self.kind {
             Kind::Grid(lists) => {

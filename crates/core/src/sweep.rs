@@ -511,7 +511,8 @@ impl SweepSpec {
                 }
                 let mut merged = base.clone();
                 merged.merge(point.overlay);
-                let mut config = JobConfig::from_tree(&merged)?;
+                let mut config = JobConfig::from_tree(&merged)
+                    .map_err(|err| space.explain_point_error(&point.name, err))?;
                 config.set_name(&point.name);
                 variants.push(Variant {
                     name: point.name,
@@ -1417,6 +1418,18 @@ mod tests {
         let message = load_err(&path);
         assert!(
             message.contains("sweep.yaml:6:") && message.contains("low > 0"),
+            "{message}"
+        );
+
+        // A range beyond what the key accepts: the drawn value is named as drawn.
+        let wide = "name: r\nbase: ../baseline.yaml\nrandom:\n  trials: 8\n  space:\n    model.dropout: {uniform: [0.5, 1.5]}\n";
+        let (_root, path) = grid_sweep(wide);
+        let message = load_err(&path);
+        assert!(
+            message.contains("sweep.yaml:6:")
+                && message.contains("model.dropout")
+                && message.contains("a value drawn for trial-")
+                && message.contains("keep the range within what model.dropout accepts"),
             "{message}"
         );
     }
