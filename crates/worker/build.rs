@@ -2,7 +2,9 @@
 //! links it (../train/link-libtorch.rs), and the git commit the binary is
 //! built from, which each attempt's provenance records
 //! (`SWEEPRUN_GIT_COMMIT`; `unknown` when built outside a git checkout, for
-//! instance from a source archive).
+//! instance from a source archive; `-dirty` appended, as `git describe
+//! --dirty` does, when tracked files differed from that commit, since the
+//! commit alone would then name code that did not produce the results).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,9 +29,32 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 
 fn git_commit() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
-    let commit =
-        git(&dir, &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let commit = match git(&dir, &["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) => {
+            let changed = git(&dir, &["status", "--porcelain", "--untracked-files=no"]);
+            format!("{commit}{}", if changed.is_some() { "-dirty" } else { "" })
+        }
+        None => "unknown".into(),
+    };
     println!("cargo:rustc-env=SWEEPRUN_GIT_COMMIT={commit}");
+    // And when the code the worker is built from changes, so that `-dirty`
+    // follows edits (cargo scans a directory for any change in it).
+    if let Some(root) = git(&dir, &["rev-parse", "--show-toplevel"]) {
+        for part in [
+            "crates/worker",
+            "crates/core",
+            "crates/proto",
+            "crates/train",
+            "crates/startup",
+            "proto",
+            "Cargo.lock",
+        ] {
+            let path = Path::new(&root).join(part);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
     // Run again when HEAD moves: HEAD itself (a checkout) and the branch it
     // names (a commit). Only files that exist: cargo would rerun on every
     // build for a missing one (a branch held in packed-refs).
