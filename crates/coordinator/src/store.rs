@@ -1574,9 +1574,13 @@ fn report_epoch(
             attempt,
             "epoch",
             &format!(
-                "epoch {}/{}: train loss {:.4}, val loss {:.4}, val acc {:.2}%",
+                "epoch {}{}: train loss {:.4}, val loss {:.4}, val acc {:.2}%",
                 metrics.epoch,
-                job.epochs,
+                // A command job's config may not say how many.
+                match job.epochs {
+                    0 => String::new(),
+                    epochs => format!("/{epochs}"),
+                },
                 metrics.train_loss,
                 metrics.val_loss,
                 metrics.val_acc * 100.0

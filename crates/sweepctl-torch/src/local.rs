@@ -63,9 +63,13 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
 
     let dataset = load_dataset(&config)?;
     eprintln!(
-        "training {} ({:?}, seed {}) into {}{}",
+        "training {} ({}, seed {}) into {}{}",
         config.name,
-        config.model.kind,
+        // As the config spells it (`fc_scratch`), not as Rust does.
+        serde_json::to_value(config.model.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
         config.seed,
         run_dir.display(),
         if resume { " (resuming)" } else { "" }

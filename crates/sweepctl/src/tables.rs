@@ -57,9 +57,13 @@ fn or_dash(text: &str) -> String {
     }
 }
 
-/// `epoch/epochs`, e.g. `3/20`.
+/// `epoch/epochs`, e.g. `3/20`; the epoch alone where the total is not
+/// known (a command job whose config has no `training.epochs`).
 pub fn progress(job: &pb::JobStatus) -> String {
-    format!("{}/{}", job.epoch, job.epochs)
+    match job.epochs {
+        0 => job.epoch.to_string(),
+        epochs => format!("{}/{epochs}", job.epoch),
+    }
 }
 
 /// A row's job counts: jobs, pending, running, succeeded, failed, cancelled.
@@ -358,6 +362,10 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");
         }
+        // A command job without `training.epochs`: no "2/0".
+        let mut no_total = job("running");
+        no_total.epochs = 0;
+        assert_eq!(progress(&no_total), "2");
     }
 
     #[test]

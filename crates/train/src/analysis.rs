@@ -481,10 +481,11 @@ pub fn analyze(
                 .collect();
             let grid = ImageGrid {
                 title: format!(
-                    "{run_name}: failure cluster {} of {} ({} samples)",
+                    "{run_name}: failure cluster {} of {} ({} sample{})",
                     c.id,
                     clusters.clusters.len(),
-                    c.size
+                    c.size,
+                    if c.size == 1 { "" } else { "s" }
                 ),
                 tiles: c
                     .typical
