@@ -257,7 +257,8 @@ pub fn workers_table(workers: &[WorkerStatus], now_ms: i64) -> Table {
         "slots",
         "alive",
         "last seen",
-        "jobs",
+        // Held now; `sweepctl status` and the dashboard count those done.
+        "running jobs",
     ]);
     for w in workers {
         table.add_row(vec![
