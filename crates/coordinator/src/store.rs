@@ -669,6 +669,11 @@ impl Db {
         status(&self.conn, sweep, alive_since_ms)
     }
 
+    /// See [`waiting_for_command_worker`].
+    pub fn waiting_for_command_worker(&self, alive_since_ms: i64) -> Result<Vec<(String, u32)>> {
+        waiting_for_command_worker(&self.conn, None, alive_since_ms)
+    }
+
     pub fn sweeps(&self) -> Result<Vec<SweepRow>> {
         sweeps(&self.conn)
     }
@@ -1037,28 +1042,39 @@ fn status(conn: &Connection, sweep: Option<&str>, alive_since_ms: i64) -> Result
     for s in &mut sweeps {
         s.done = s.jobs.all_ended() && written.contains(&s.name);
     }
+    for (name, count) in waiting_for_command_worker(conn, sweep, alive_since_ms)? {
+        if let Some(s) = sweeps.iter_mut().find(|s| s.name == name) {
+            s.waiting_for_command_worker = count;
+        }
+    }
+    Ok(StatusSnapshot { sweeps, jobs: out })
+}
+
+/// Per sweep, its pending command jobs, when no worker seen since
+/// `alive_since_ms` runs them (none was started with `--allow-commands`).
+fn waiting_for_command_worker(
+    conn: &Connection,
+    sweep: Option<&str>,
+    alive_since_ms: i64,
+) -> Result<Vec<(String, u32)>> {
     let command_workers: i64 = conn.row(
         "SELECT COUNT(*) FROM workers WHERE allow_commands = 1 AND last_seen_ms >= ?1",
         params![alive_since_ms],
         |r| r.get(0),
     )?;
-    if command_workers == 0 {
-        let mut stmt = conn.prepare_cached(
-            "SELECT sweep, COUNT(*) FROM jobs WHERE state = 'pending' AND command = 1 \
-             AND (?1 IS NULL OR sweep = ?1) GROUP BY sweep",
-        )?;
-        let waiting = stmt
-            .query_map([sweep], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for (name, count) in waiting {
-            if let Some(s) = sweeps.iter_mut().find(|s| s.name == name) {
-                s.waiting_for_command_worker = count;
-            }
-        }
+    if command_workers > 0 {
+        return Ok(Vec::new());
     }
-    Ok(StatusSnapshot { sweeps, jobs: out })
+    let mut stmt = conn.prepare_cached(
+        "SELECT sweep, COUNT(*) FROM jobs WHERE state = 'pending' AND command = 1 \
+         AND (?1 IS NULL OR sweep = ?1) GROUP BY sweep",
+    )?;
+    let waiting = stmt
+        .query_map([sweep], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(waiting)
 }
 
 fn sweeps(conn: &Connection) -> Result<Vec<SweepRow>> {
@@ -1913,7 +1929,7 @@ fn known_target(tx: &Connection, sweep: Option<&str>, job_id: Option<&str>) -> R
 }
 
 /// A job's events and its program's output (kinds `stdout`/`stderr`), in
-/// time order.
+/// the order its attempts ran (see [`in_attempt_order`]).
 fn events(conn: &Connection, job_id: &str) -> Result<Vec<JobEvent>> {
     get_job(conn, job_id)?;
     let mut stmt = conn.prepare_cached(
@@ -1944,18 +1960,28 @@ fn events(conn: &Connection, job_id: &str) -> Result<Vec<JobEvent>> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     if !output.is_empty() {
         rows.extend(output);
-        // A batch of output is stamped when it arrives, after its lines were
-        // printed; a worker sends an attempt's last batch before its ending
-        // (`succeeded`, `retry`), often within the same millisecond: there,
-        // output goes first. Stable: each keeps its own order otherwise.
-        rows.sort_by_key(|row| {
-            (
-                row.time_ms,
-                !matches!(row.kind.as_str(), "stdout" | "stderr"),
-            )
-        });
+        // Stable: events and output keep their own order within one millisecond.
+        rows.sort_by_key(|row| row.time_ms);
     }
-    Ok(rows)
+    Ok(in_attempt_order(rows))
+}
+
+/// A job's log as its attempts ran: the submission, then per attempt its
+/// lease, what it reported and printed, and how it ended; a retry asked for
+/// after that end comes last. A batch of output is stamped when it arrives,
+/// after its lines were printed, and the attempt's end follows it often
+/// within the same millisecond: by time alone, a log could read
+/// "succeeded", then the last line the program printed.
+fn in_attempt_order(mut log: Vec<JobEvent>) -> Vec<JobEvent> {
+    let phase = |kind: &str| match kind {
+        "submitted" | "leased" => 0,
+        "succeeded" | "failed" | "retry" | "expired" | "cancelled" => 2,
+        "retried" => 3,
+        _ => 1,
+    };
+    // Stable: within a phase, time order.
+    log.sort_by_key(|event| (event.attempt, phase(&event.kind)));
+    log
 }
 
 /// Records a batch of a command job's output, once per (job, attempt, seq).
@@ -2525,6 +2551,52 @@ mod tests {
                 .expect("lease")
                 .is_none()
         );
+    }
+
+    fn log_event(attempt: u32, kind: &str, message: &str) -> JobEvent {
+        JobEvent {
+            time_ms: 0,
+            kind: kind.into(),
+            attempt,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn an_attempts_output_goes_between_its_lease_and_its_end() {
+        // By arrival, an attempt's last output can come after its end.
+        let log = vec![
+            log_event(0, "submitted", ""),
+            log_event(1, "leased", ""),
+            log_event(1, "retry", "exit 3"),
+            log_event(1, "stdout", "starting"),
+            log_event(1, "stderr", "boom"),
+            log_event(2, "leased", ""),
+            log_event(2, "stdout", "starting"),
+            log_event(2, "epoch", "epoch 1/1"),
+            log_event(2, "succeeded", "test 0.9"),
+            log_event(2, "stdout", "done"),
+            log_event(2, "retried", "retried on request"),
+        ];
+        let order: Vec<(u32, String)> = in_attempt_order(log)
+            .into_iter()
+            .map(|e| (e.attempt, format!("{} {}", e.kind, e.message)))
+            .collect();
+        let expected = [
+            (0, "submitted "),
+            (1, "leased "),
+            (1, "stdout starting"),
+            (1, "stderr boom"),
+            (1, "retry exit 3"),
+            (2, "leased "),
+            (2, "stdout starting"),
+            (2, "epoch epoch 1/1"),
+            (2, "stdout done"),
+            (2, "succeeded test 0.9"),
+            (2, "retried retried on request"),
+        ]
+        .map(|(a, t)| (a, t.to_string()));
+        assert_eq!(order, expected);
     }
 
     #[test]

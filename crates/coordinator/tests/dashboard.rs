@@ -560,3 +560,90 @@ async fn with_a_certificate_the_dashboard_is_https_and_the_cookie_secure() {
     assert!(cookie.contains("; Secure"), "{cookie}");
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_page_links_its_files_and_the_report_and_says_why_it_has_no_figures() {
+    let harness = with_dashboard().await;
+    harness
+        .admin()
+        .await
+        .submit_sweep(one_job_sweep("links", 3))
+        .await
+        .expect("submit");
+    let mut worker = harness.worker().await;
+    let worker_id = register(&mut worker, "w1").await;
+    let job = lease(&mut worker, &worker_id).await;
+    worker
+        .complete_job(pb::CompleteJobRequest {
+            worker_id: worker_id.clone(),
+            job_id: job.job_id.clone(),
+            attempt: job.attempt,
+            lease_next: false,
+            outcome: Some(pb::complete_job_request::Outcome::Failure(pb::Failure {
+                message: "out of memory".into(),
+                permanent: true,
+            })),
+        })
+        .await
+        .expect("fail the job");
+    // The sweep's report, as the coordinator writes it when the sweep ends.
+    let report = harness.state_dir.join("links/report/index.html");
+    std::fs::create_dir_all(report.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&report, "<html></html>").expect("write");
+
+    let http = Http::new(&harness);
+    let page = http.get(&format!("/jobs/{}", job.job_id)).await.body;
+    for link in [
+        "href=\"/files/links/baseline/seed-1/config.yaml\"",
+        "href=\"/files/links/report/index.html\"",
+    ] {
+        assert!(page.contains(link), "{link} in {page}");
+    }
+    assert!(
+        http.get("/files/links/baseline/seed-1/config.yaml")
+            .await
+            .status
+            == 200,
+        "the link is served"
+    );
+    assert!(
+        page.contains("the job failed") && !page.contains("drawn when the job ends"),
+        "a failed job is not waiting for figures: {page}"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_sweep_without_a_worker_for_it_says_why_it_waits() {
+    let harness = with_dashboard().await;
+    let mut sweep = one_job_sweep("own", 1);
+    sweep.variants[0].config_yaml = "name: base\nseed: 1\ncommand: [python3, train.py]\n".into();
+    harness
+        .admin()
+        .await
+        .submit_sweep(sweep)
+        .await
+        .expect("submit");
+    let http = Http::new(&harness);
+    let page = http.get("/sweeps/own").await.body;
+    assert!(
+        page.contains("1 command job waits: no connected worker runs a sweep's own program"),
+        "{page}"
+    );
+    // A worker that runs them takes the note away.
+    let mut worker = harness.worker().await;
+    worker
+        .register_worker(pb::RegisterWorkerRequest {
+            protocol_version: sweep_proto::PROTOCOL_VERSION,
+            name: "cmd".into(),
+            host: "test".into(),
+            device: "cpu".into(),
+            threads: 1,
+            slots: 1,
+            allow_commands: true,
+        })
+        .await
+        .expect("register");
+    let page = http.get("/sweeps/own").await.body;
+    assert!(!page.contains("command job waits"), "{page}");
+}

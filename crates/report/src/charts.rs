@@ -23,7 +23,8 @@ fn centered(size: f64) -> TextStyle<'static> {
 
 /// A confusion matrix (`counts[true][predicted]`) drawn as a heat map: the
 /// colour is the row-normalised fraction (so rare classes are as visible as
-/// common ones); each cell shows its count, or its row percentage.
+/// common ones); each cell shows its count, or its row percentage (blank
+/// when empty, "<1" when some but under half a percent).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfusionChart {
     pub title: String,
@@ -102,11 +103,13 @@ impl Figure for ConfusionChart {
                     [(cx, cy), (cx + cell, cy + cell)],
                     RGBColor(255, 255, 255).stroke_width(1),
                 ))?;
+                // In percent an empty cell stays blank; a non-empty one that
+                // rounds to 0 says "<1", so that "0" never means "some".
                 let label = if self.show_percent {
-                    if count == 0 {
-                        String::new()
-                    } else {
-                        format!("{:.0}", 100.0 * frac)
+                    match 100.0 * frac {
+                        _ if count == 0 => String::new(),
+                        p if p < 0.5 => "<1".to_string(),
+                        p => format!("{p:.0}"),
                     }
                 } else {
                     count.to_string()
@@ -454,6 +457,16 @@ mod tests {
             crate::figure::svg_texts(&pct).contains(&"83".to_string()),
             "5 of 6 is 83%"
         );
+        // 1 of 1001 rounds to 0%: shown as "<1", not as "0"; 0 stays blank.
+        let rare = vec![vec![1000, 1], vec![0, 5]];
+        let texts =
+            crate::figure::svg_texts(&figure::svg(&ConfusionChart::new("cm", rare, true)).unwrap());
+        assert!(
+            texts.contains(&"<1".to_string()) || texts.contains(&"&lt;1".to_string()),
+            "{texts:?}"
+        );
+        let zeros = texts.iter().filter(|t| *t == "0").count();
+        assert_eq!(zeros, 2, "class 0's two ticks, and no cell: {texts:?}");
         let bad = ConfusionChart::new("cm", vec![vec![1, 2]], false);
         assert!(figure::svg(&bad).is_err());
     }

@@ -25,7 +25,11 @@
 //!
 //! `CurveChart` has public fields for the rest: `show_seeds` (faint lines per
 //! seed, default on), `show_band` (default on), `size` (default 760 × 420),
-//! `x_label` (default "epoch"), `y_range` (default: fit the data).
+//! `x_label` (default "epoch"), `y_range` (default: fit the data), `x_max`
+//! (default: the last epoch of the data), `empty_text` (what an empty chart
+//! says, default "no epochs yet"). Legend names too long for the legend's
+//! strip wrap onto more lines (after `_`, `-`, `.` where they can), so that
+//! grid variants that differ only at the end stay apart.
 //!
 //! At an epoch that only some seeds reached, the mean and band are over those
 //! seeds (the count is in [`epoch_stats`]); the band needs at least two.
@@ -73,6 +77,12 @@ pub struct CurveChart {
     /// Fixed y axis (low, high), e.g. shared by small multiples; `None`
     /// fits the data.
     pub y_range: Option<(f64, f64)>,
+    /// Last epoch of the x axis, e.g. shared by small multiples so that a
+    /// short or empty run is drawn on the same axis; `None` fits the data.
+    pub x_max: Option<u32>,
+    /// Written across a chart without any value ("no epochs yet"; a failed
+    /// run's panel says so instead).
+    pub empty_text: String,
 }
 
 impl CurveChart {
@@ -86,6 +96,8 @@ impl CurveChart {
             show_band: true,
             size: (760, 420),
             y_range: None,
+            x_max: None,
+            empty_text: "no epochs yet".to_string(),
         }
     }
 }
@@ -137,6 +149,8 @@ pub fn curves_png(chart: &CurveChart) -> Result<Vec<u8>, ChartError> {
 
 const LEGEND_LINE: i32 = 26;
 const LEGEND_ROW: i32 = 22;
+/// A wrapped legend name's further lines, closer than rows.
+const LEGEND_WRAP: i32 = 19;
 const TEXT: f64 = figure::LABEL_SIZE;
 
 impl CurveChart {
@@ -184,6 +198,15 @@ impl CurveChart {
         (widest + LEGEND_LINE as u32 + 28).min(self.size.0 / 3)
     }
 
+    /// Each series' legend name, in lines that fit the legend's strip.
+    fn legend_lines(&self) -> Vec<Vec<String>> {
+        let room = self.legend_width().saturating_sub(LEGEND_LINE as u32 + 18);
+        self.series
+            .iter()
+            .map(|s| figure::wrap(&s.name, room, TEXT))
+            .collect()
+    }
+
     /// Legend rows that explain the styles rather than name a series.
     fn extra_legend(&self) -> Vec<(&'static str, bool)> {
         let mut rows = Vec::new();
@@ -221,10 +244,9 @@ impl Figure for CurveChart {
             Some((lo, hi)) if lo.is_finite() && hi.is_finite() && hi > lo => (lo, hi),
             _ => self.fitted_y_range(&stats),
         };
-        let max_epoch = stats
-            .iter()
-            .flat_map(|s| s.last().map(|e| e.epoch))
-            .max()
+        let max_epoch = self
+            .x_max
+            .or_else(|| stats.iter().flat_map(|s| s.last().map(|e| e.epoch)).max())
             .unwrap_or(1)
             .max(2) as i32;
 
@@ -256,7 +278,7 @@ impl Figure for CurveChart {
             .all(|s| s.seeds.iter().all(Vec::is_empty))
         {
             plot_area.draw(&Text::new(
-                "no epochs yet",
+                self.empty_text.as_str(),
                 ((w / 3) as i32, (self.size.1 / 2) as i32),
                 (FONT, TEXT).into_font().color(&RGBColor(120, 120, 120)),
             ))?;
@@ -318,18 +340,25 @@ impl Figure for CurveChart {
         let mut y = 44;
         let x = 8;
         let font = (FONT, TEXT).into_font();
-        for (i, series) in self.series.iter().enumerate() {
+        // A series without a value has no line, and so no legend row.
+        for (i, lines) in self.legend_lines().iter().enumerate() {
+            if stats[i].is_empty() {
+                continue;
+            }
             let color = palette(i);
             legend_area.draw(&PathElement::new(
                 vec![(x, y), (x + LEGEND_LINE, y)],
                 color.stroke_width(2),
             ))?;
-            legend_area.draw(&Text::new(
-                series.name.as_str(),
-                (x + LEGEND_LINE + 6, y - 8),
-                font.clone(),
-            ))?;
-            y += LEGEND_ROW;
+            for (k, line) in lines.iter().enumerate() {
+                let top = y - 8 + k as i32 * LEGEND_WRAP;
+                legend_area.draw(&Text::new(
+                    line.as_str(),
+                    (x + LEGEND_LINE + 6, top),
+                    font.clone(),
+                ))?;
+            }
+            y += LEGEND_ROW + (lines.len().max(1) as i32 - 1) * LEGEND_WRAP;
         }
         let grey = RGBColor(110, 110, 110);
         for (label, band) in self.extra_legend() {
@@ -415,9 +444,64 @@ mod tests {
     }
 
     #[test]
+    fn long_legend_names_wrap_within_the_figure_and_stay_apart() {
+        // Grid variants differ only at the end of their names.
+        let names = [
+            "learning_rate-0.001_width-32",
+            "learning_rate-0.001_width-64",
+        ];
+        let mut chart = CurveChart::new(
+            "Validation accuracy",
+            "validation accuracy (%)",
+            names
+                .iter()
+                .map(|n| Series::new(*n, vec![vec![90.0, 94.0]]))
+                .collect(),
+        );
+        chart.size = (560, 330);
+        let texts = figure::svg_texts(&curves_svg(&chart).unwrap());
+        let legend_room = chart.size.0 / 3;
+        for end in ["width-32", "width-64"] {
+            let line = texts
+                .iter()
+                .find(|t| t.ends_with(end))
+                .unwrap_or_else(|| panic!("{end} in {texts:?}"));
+            assert!(
+                figure::text_width(line, TEXT) <= legend_room,
+                "{line:?} is cut at the figure's edge"
+            );
+        }
+    }
+
+    #[test]
+    fn a_series_without_values_has_no_legend_row_and_the_x_axis_can_be_fixed() {
+        let mut chart = CurveChart::new(
+            "t",
+            "y",
+            vec![
+                Series::new("ran", vec![vec![1.0, 2.0]]),
+                Series::new("crashed", vec![]),
+            ],
+        );
+        chart.x_max = Some(5);
+        let texts = figure::svg_texts(&curves_svg(&chart).unwrap());
+        assert!(!texts.iter().any(|t| t == "crashed"), "{texts:?}");
+        assert!(
+            texts.iter().any(|t| t == "5"),
+            "x axis to epoch 5: {texts:?}"
+        );
+    }
+
+    #[test]
     fn degenerate_inputs_still_draw() {
-        let empty = CurveChart::new("t", "y", vec![]);
+        let mut empty = CurveChart::new("t", "y", vec![]);
         assert!(curves_svg(&empty).unwrap().contains("no epochs yet"));
+        empty.empty_text = "failed: no epoch recorded".into();
+        assert!(
+            curves_svg(&empty)
+                .unwrap()
+                .contains("failed: no epoch recorded")
+        );
         let one = CurveChart::new("t", "y", vec![Series::new("a", vec![vec![0.5]])]);
         let svg = curves_svg(&one).unwrap();
         assert!(svg.contains("<circle"), "a single point is drawn as a dot");

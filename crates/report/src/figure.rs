@@ -182,6 +182,47 @@ pub(crate) fn text_width(text: &str, size: f64) -> u32 {
     )
 }
 
+/// `text` in lines at most `room` pixels wide at `size`: broken after a
+/// `_`, `-`, `.`, `,`, `/` or space where it can (the joints of variant
+/// names such as `learning_rate-0.001_width-64`), inside a word only where a
+/// word alone is wider. No character is dropped: the lines joined are `text`.
+pub(crate) fn wrap(text: &str, room: u32, size: f64) -> Vec<String> {
+    let mut pieces: Vec<String> = Vec::new();
+    let mut piece = String::new();
+    for c in text.chars() {
+        piece.push(c);
+        if matches!(c, '_' | '-' | '.' | ',' | '/' | ' ') {
+            pieces.push(std::mem::take(&mut piece));
+        }
+    }
+    if !piece.is_empty() {
+        pieces.push(piece);
+    }
+    let fits = |s: &str| text_width(s, size) <= room;
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for piece in pieces {
+        let longer = format!("{line}{piece}");
+        if fits(longer.trim_end()) {
+            line = longer;
+            continue;
+        }
+        if !line.is_empty() {
+            lines.push(std::mem::take(&mut line));
+        }
+        for c in piece.chars() {
+            if !line.is_empty() && !fits(&format!("{line}{c}")) {
+                lines.push(std::mem::take(&mut line));
+            }
+            line.push(c);
+        }
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 /// Tick labels with as many decimals as the axis span needs.
 pub(crate) fn tick_decimals(span: f64) -> usize {
     match span {
@@ -204,4 +245,28 @@ pub fn svg_texts(svg: &str) -> Vec<String> {
             Some(rest.get(start..end)?.trim().to_string())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_wrap_at_their_joints_and_lose_nothing() {
+        let name = "learning_rate-0.001_width-512";
+        let room = text_width("learning_rate-0.001_", LABEL_SIZE);
+        let lines = wrap(name, room, LABEL_SIZE);
+        assert_eq!(lines, ["learning_rate-0.001_", "width-512"]);
+        assert_eq!(wrap("short", 1000, LABEL_SIZE), ["short"]);
+        // A word wider than the room breaks inside, and keeps every character.
+        let word = "abcdefghijklmnopqrstuvwxyz";
+        let lines = wrap(word, text_width("abcdefgh", LABEL_SIZE), LABEL_SIZE);
+        assert!(lines.len() >= 3, "{lines:?}");
+        assert_eq!(lines.concat(), word);
+        assert!(
+            lines
+                .iter()
+                .all(|l| text_width(l, LABEL_SIZE) <= text_width("abcdefgh", LABEL_SIZE))
+        );
+    }
 }

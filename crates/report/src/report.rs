@@ -6,8 +6,10 @@
 //! curves over seeds (all variants on one chart, and one small chart per
 //! variant with its seeds), per-seed test accuracy, and per variant the
 //! confusion matrix summed over seeds, per-class accuracy against the
-//! baseline, the worst failures and the failure clusters. What is missing or
-//! unreadable is listed at the top; it never stops the rest of the report.
+//! baseline, the worst failures and the failure clusters. Runs that failed
+//! (or were cancelled) are listed at the top with their error, and so is what
+//! is missing or unreadable; neither stops the rest of the report. A command
+//! job (the user's program) has no analysis, and none is missing.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use crate::analysis::{self, ANALYSIS_DIR, AnalysisSummary};
 use crate::charts::{ConfusionChart, DotPlot, DotRow};
 use crate::curves::{CurveChart, Series};
 use crate::figure::{self, ChartError};
-use crate::sweep::{RunData, SweepData};
+use crate::sweep::{RunData, SweepData, Unsuccessful};
 use crate::swept::{SweptKeyChart, SweptPoint};
 
 /// Writing the report failed as a whole (a figure or a file could not be
@@ -112,13 +114,27 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// `name` escaped, with a line-break opportunity after each of `after`: a
+/// grid variant's long name (after `_`) or a key path (after `.`) wraps in
+/// a narrow column instead of widening the table past the page.
+fn breakable(name: &str, after: char) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        out.push_str(&escape(c.encode_utf8(&mut [0; 4])));
+        if c == after {
+            out.push_str("<wbr/>");
+        }
+    }
+    out
+}
+
 /// One row of the report's results table, every cell already formatted.
 struct Row {
     cells: Vec<String>,
 }
 
-const HEADER: [&str; 10] = [
-    "variant",
+/// The columns after the variant name and the swept keys.
+const HEADER: [&str; 9] = [
     "n",
     "test acc %",
     "95% CI",
@@ -129,6 +145,16 @@ const HEADER: [&str; 10] = [
     "best epoch",
     "train time (s)",
 ];
+
+/// The results table's header: the variant, each swept key of a grid or
+/// random sweep (as `sweepctl results` shows them), then [`HEADER`].
+fn header(table: &ResultsTable) -> Vec<String> {
+    std::iter::once("variant")
+        .chain(table.swept_keys.iter().map(String::as_str))
+        .chain(HEADER)
+        .map(str::to_string)
+        .collect()
+}
 
 fn table_rows(data: &SweepData, table: &ResultsTable) -> Vec<Row> {
     let test_accs = |variant: &str| -> Vec<f64> {
@@ -147,28 +173,33 @@ fn table_rows(data: &SweepData, table: &ResultsTable) -> Vec<Row> {
         .map(|v: &VariantSummary| {
             let values = test_accs(&v.variant);
             let is_base = v.variant == table.baseline;
+            let name = if v.mixed_devices() {
+                format!("{} {}", v.variant, results::MIXED_MARK)
+            } else {
+                v.variant.clone()
+            };
+            let swept = (0..table.swept_keys.len())
+                .map(|k| v.swept.get(k).cloned().unwrap_or_else(|| "—".into()));
             Row {
-                cells: vec![
-                    if v.mixed_devices() {
-                        format!("{} {}", v.variant, results::MIXED_MARK)
-                    } else {
-                        v.variant.clone()
-                    },
-                    v.n.to_string(),
-                    results::mean_std(v.test_acc, 100.0, 2),
-                    pct_interval(mean_ci95(&values), false),
-                    v.delta_test_acc
-                        .map_or_else(|| "—".into(), |d| format!("{:+.2}", d * 100.0)),
-                    if is_base || base.is_empty() {
-                        "—".into()
-                    } else {
-                        pct_interval(delta_ci95(&values, &base), true)
-                    },
-                    v.p_value.map_or_else(|| "—".into(), results::format_p),
-                    results::mean_std(v.best_val_acc, 100.0, 2),
-                    results::mean_std(v.best_epoch, 1.0, 1),
-                    results::mean_std(v.train_seconds, 1.0, 1),
-                ],
+                cells: std::iter::once(name)
+                    .chain(swept)
+                    .chain([
+                        v.n.to_string(),
+                        results::mean_std(v.test_acc, 100.0, 2),
+                        pct_interval(mean_ci95(&values), false),
+                        v.delta_test_acc
+                            .map_or_else(|| "—".into(), |d| format!("{:+.2}", d * 100.0)),
+                        if is_base || base.is_empty() {
+                            "—".into()
+                        } else {
+                            pct_interval(delta_ci95(&values, &base), true)
+                        },
+                        v.p_value.map_or_else(|| "—".into(), results::format_p),
+                        results::mean_std(v.best_val_acc, 100.0, 2),
+                        results::mean_std(v.best_epoch, 1.0, 1),
+                        results::mean_std(v.train_seconds, 1.0, 1),
+                    ])
+                    .collect(),
             }
         })
         .collect()
@@ -203,9 +234,11 @@ fn png_data_uri(path: &Path) -> Option<String> {
     })
 }
 
-fn curve_series(data: &SweepData, variant: &str, metric: Metric) -> Series {
+/// The seeds of `variant` as one series named `name`; runs without
+/// `metrics.json` (not started, or failed before an epoch) have no line.
+fn curve_series(data: &SweepData, variant: &str, name: &str, metric: Metric) -> Series {
     Series::new(
-        variant,
+        name,
         data.runs_of(variant)
             .filter_map(|r| r.metrics.as_ref())
             .map(|m| m.epochs.iter().map(metric.get).collect())
@@ -213,11 +246,42 @@ fn curve_series(data: &SweepData, variant: &str, metric: Metric) -> Series {
     )
 }
 
+fn has_epochs(run: &RunData) -> bool {
+    run.metrics.as_ref().is_some_and(|m| !m.epochs.is_empty())
+}
+
+/// `failed` (or `cancelled`) when every run of `variant` ended so, without
+/// a result.
+fn ended_without_result(data: &SweepData, variant: &str) -> Option<&'static str> {
+    let runs: Vec<&RunData> = data.runs_of(variant).collect();
+    let ended: Vec<Unsuccessful> = runs.iter().filter_map(|r| r.unsuccessful()).collect();
+    if runs.is_empty() || ended.len() < runs.len() {
+        None
+    } else if ended.iter().all(|u| u.state == "cancelled") {
+        Some("cancelled")
+    } else {
+        Some("failed")
+    }
+}
+
+/// What a variant's empty chart says: that its runs failed before an epoch,
+/// or that none has come yet.
+fn no_epochs(data: &SweepData, variant: &str) -> String {
+    match ended_without_result(data, variant) {
+        Some(state) => format!("{state}: no epoch recorded"),
+        None => "no epochs yet".to_string(),
+    }
+}
+
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}\
 h1{font-size:1.7em;margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}h3{margin-top:1.6em}\
 table{border-collapse:collapse;margin:.8em 0;font-variant-numeric:tabular-nums}th,td{padding:.3em .7em;white-space:nowrap;border-bottom:1px solid #e4e4e4;text-align:right}\
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.base{font-weight:600}\
 svg{max-width:100%;height:auto}.grid{display:flex;flex-wrap:wrap;gap:12px}.grid>figure{margin:0;flex:1 1 360px}\
+.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:12px}.panels>figure{margin:0}\
+.wide{overflow-x:auto}.results th{white-space:normal;vertical-align:bottom}.results td:first-child{white-space:normal;min-width:12em}\
+.results .ci{color:#666;font-size:.85em;font-weight:400}.problems h2,.failed h2{margin-top:.2em}\
+.clusters>figure{margin:.5em 0}.clusters img{image-rendering:auto}.failed{background:#fdecea;border:1px solid #ef9a9a;padding:.6em 1em}\
 figure{margin:1em 0}figcaption{color:#555;font-size:.9em}.meta{color:#555}.problems{background:#fff6e5;border:1px solid #f0c36d;padding:.6em 1em}\
 .up{color:#0a7a3e}.down{color:#b3261e}img{max-width:100%;image-rendering:pixelated}.note{color:#555;font-size:.92em}";
 
@@ -226,6 +290,11 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
     let table = data.table();
     let rows = table_rows(data, &table);
     let finished = data.runs.iter().filter(|r| r.finished()).count();
+    let unsuccessful: Vec<(&RunData, Unsuccessful)> = data
+        .runs
+        .iter()
+        .filter_map(|r| Some((r, r.unsuccessful()?)))
+        .collect();
     let mut html = String::new();
     let mut md = String::new();
     let title = format!("Sweep {}", data.name);
@@ -235,13 +304,41 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
         escape(&title),
         escape(&title)
     );
+    let ended = match (table.failed, table.cancelled) {
+        (0, 0) => String::new(),
+        (failed, 0) => format!(" ({failed} failed)"),
+        (0, cancelled) => format!(" ({cancelled} cancelled)"),
+        (failed, cancelled) => format!(" ({failed} failed, {cancelled} cancelled)"),
+    };
     let status = format!(
-        "{finished} of {} runs finished; baseline: {}; mean ± sample std (n−1) over seeds; 95% CI: Student's t; Δ: difference of means to the baseline with Welch's 95% CI; p: two-sided Welch's t-test.",
+        "{finished} of {} runs finished{ended}; baseline: {}; mean ± sample std (n−1) over seeds; 95% CI: Student's t; Δ: difference of means to the baseline with Welch's 95% CI; p: two-sided Welch's t-test.",
         data.runs.len(),
         data.baseline
     );
     let _ = writeln!(html, "<p class=\"meta\">{}</p>", escape(&status));
     let _ = writeln!(md, "# {title}\n\n{status}\n");
+
+    if !unsuccessful.is_empty() {
+        let _ = writeln!(
+            html,
+            "<section class=\"failed\"><h2>Runs without a result ({})</h2>\n<p>No row or figure counts them; <code>sweepctl logs JOB</code> has their output, and <code>sweepctl retry --sweep {}</code> runs them again.</p>\n<ul>",
+            unsuccessful.len(),
+            escape(&data.name)
+        );
+        let _ = writeln!(md, "## Runs without a result ({})\n", unsuccessful.len());
+        for (run, how) in &unsuccessful {
+            let job = run
+                .provenance
+                .as_ref()
+                .map(|p| format!(" (job {})", p.job_id))
+                .unwrap_or_default();
+            let line = format!("{} seed {}{job}: {how}", run.variant, run.seed);
+            let _ = writeln!(html, "<li>{}</li>", escape(&line));
+            let _ = writeln!(md, "- {line}");
+        }
+        html.push_str("</ul></section>\n");
+        md.push('\n');
+    }
 
     if !data.problems.is_empty() {
         let _ = writeln!(
@@ -259,9 +356,23 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
     }
 
     // Results.
-    html.push_str("<h2>Results</h2>\n<table>\n<tr>");
-    for h in HEADER {
-        let _ = write!(html, "<th>{}</th>", escape(h));
+    // In the page a confidence interval goes under its value, in the same
+    // cell: twelve columns side by side are wider than the page.
+    let header = header(&table);
+    let is_ci = |h: &str| h.ends_with("95% CI");
+    html.push_str("<h2>Results</h2>\n<div class=\"wide\"><table class=\"results\">\n<tr>");
+    for (h, next) in header
+        .iter()
+        .zip(header.iter().skip(1).map(Some).chain([None]))
+    {
+        if is_ci(h) {
+            continue;
+        }
+        let _ = write!(html, "<th>{}", breakable(h, '.'));
+        if next.is_some_and(|n| is_ci(n)) {
+            html.push_str("<br/><span class=\"ci\">95% CI</span>");
+        }
+        html.push_str("</th>");
     }
     html.push_str("</tr>\n");
     for (row, v) in rows.iter().zip(&table.variants) {
@@ -271,12 +382,20 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
             ""
         };
         let _ = write!(html, "<tr{class}>");
-        for c in &row.cells {
-            let _ = write!(html, "<td>{}</td>", escape(c));
+        for (i, (c, h)) in row.cells.iter().zip(&header).enumerate() {
+            if is_ci(h) {
+                let _ = write!(html, "<br/><span class=\"ci\">{}</span></td>", escape(c));
+                continue;
+            }
+            let text = if i == 0 { breakable(c, '_') } else { escape(c) };
+            let _ = write!(html, "<td>{text}");
+            if !header.get(i + 1).is_some_and(|n| is_ci(n)) {
+                html.push_str("</td>");
+            }
         }
         html.push_str("</tr>\n");
     }
-    html.push_str("</table>\n");
+    html.push_str("</table></div>\n");
     if table.variants.is_empty() {
         html.push_str("<p>No finished runs yet.</p>\n");
     }
@@ -302,8 +421,8 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
         md,
         "## Results\n\nAs `sweepctl results --format md` prints it:\n\n{}\nWith 95% confidence intervals:\n\n| {} |\n|{}|",
         table.render(Format::Markdown),
-        HEADER.join(" | "),
-        HEADER.iter().map(|_| " --- ").collect::<Vec<_>>().join("|")
+        header.join(" | "),
+        header.iter().map(|_| " --- ").collect::<Vec<_>>().join("|")
     );
     for row in &rows {
         let _ = writeln!(md, "| {} |", row.cells.join(" | "));
@@ -384,43 +503,72 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
         );
     }
 
-    // Learning curves.
+    // Learning curves. Variants without a single epoch (their runs failed
+    // before one, or have not started) have no line: they are named under
+    // the charts instead of taking a colour and a legend row.
+    let drawn: Vec<&String> = variants
+        .iter()
+        .filter(|v| data.runs_of(v).any(has_epochs))
+        .collect();
+    let undrawn: Vec<String> = variants
+        .iter()
+        .filter(|v| !drawn.contains(v))
+        .map(|v| {
+            format!(
+                "{v} ({})",
+                ended_without_result(data, v).unwrap_or("none yet")
+            )
+        })
+        .collect();
     html.push_str("<h2>Learning curves</h2>\n<p class=\"note\">Line: the mean over seeds; band: ± 1 sample std; at an epoch that only some seeds reached (early stopping), over those seeds.</p>\n");
     for metric in CURVES {
-        let series = variants
+        let series = drawn
             .iter()
-            .map(|v| curve_series(data, v, metric))
+            .map(|v| curve_series(data, v, v, metric))
             .collect();
         let mut chart = CurveChart::new(metric.title, metric.y_label, series);
         chart.show_seeds = false;
         chart.size = (980, 460);
         let _ = writeln!(html, "<figure>{}</figure>", figure::svg(&chart)?);
     }
-    html.push_str("<h3>Each variant with its seeds</h3>\n<p class=\"note\">Faint lines: one seed each; the same y axis for every variant.</p>\n");
+    if !undrawn.is_empty() {
+        let _ = writeln!(
+            html,
+            "<p class=\"note\">Not drawn, no epoch recorded: {}.</p>",
+            escape(&undrawn.join("; "))
+        );
+    }
+    html.push_str("<h3>Each variant with its seeds</h3>\n<p class=\"note\">Faint lines: one seed each; the same axes for every variant.</p>\n");
+    let last_epoch = data
+        .runs
+        .iter()
+        .filter_map(|r| Some(r.metrics.as_ref()?.epochs.len()))
+        .max()
+        .unwrap_or(0) as u32;
     for metric in CURVES {
-        let _ = writeln!(html, "<h4>{}</h4>\n<div class=\"grid\">", metric.title);
-        let all: Vec<Series> = variants
+        let _ = writeln!(html, "<h4>{}</h4>\n<div class=\"panels\">", metric.title);
+        // Named "mean" in the panel's legend: its title names the variant,
+        // which a legend that narrow would cut.
+        let all: Vec<(&String, Series)> = variants
             .iter()
-            .map(|v| curve_series(data, v, metric))
+            .map(|v| (v, curve_series(data, v, "mean", metric)))
             .collect();
         let (lo, hi) = all
             .iter()
-            .flat_map(|s| s.seeds.iter().flatten())
+            .flat_map(|(_, s)| s.seeds.iter().flatten())
             .filter(|v| v.is_finite())
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
                 (l.min(*v), h.max(*v))
             });
         let pad = 0.05 * (hi - lo).max(1e-9);
-        for series in all {
-            let n = series.seeds.len();
-            let title = format!(
-                "{} ({n} seed{})",
-                series.name,
-                if n == 1 { "" } else { "s" }
-            );
+        for (variant, series) in all {
+            let n = data.runs_of(variant).count();
+            let title = format!("{variant} ({n} seed{})", if n == 1 { "" } else { "s" });
             let mut chart = CurveChart::new(title, metric.y_label, vec![series]);
             chart.size = (560, 330);
             chart.y_range = Some((lo - pad, hi + pad));
+            chart.x_max = Some(last_epoch);
+            chart.empty_text = no_epochs(data, variant);
             let _ = writeln!(html, "<figure>{}</figure>", figure::svg(&chart)?);
         }
         html.push_str("</div>\n");
@@ -430,12 +578,27 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
     html.push_str("<h2>Per variant: where the errors are</h2>\n");
     let _ = writeln!(md, "## Per variant: where the errors are\n");
     let base_acc = summed_confusion(data, &data.baseline).map(|(c, _)| class_accuracy(&c));
-    for v in &variants {
+    // The analysis (predictions, confusion, failures) is the built-in
+    // trainer's; a sweep of the user's own program has none, by design.
+    let commands_only = !data.runs.is_empty() && data.runs.iter().all(|r| r.command);
+    if commands_only {
+        let why = "The runs are command jobs (the user's program): the analysis of predictions is the built-in trainer's, so there is none here.";
+        let _ = writeln!(html, "<p>{why}</p>");
+        let _ = writeln!(md, "{why}\n");
+    }
+    for v in variants.iter().filter(|_| !commands_only) {
         let _ = writeln!(html, "<h3>{}</h3>", escape(v));
         let _ = writeln!(md, "### {v}\n");
         let Some((confusion, seeds)) = summed_confusion(data, v) else {
-            html.push_str("<p>No analysis of any seed of this variant (see above).</p>\n");
-            md.push_str("No analysis of any seed of this variant.\n\n");
+            let why = if let Some(state) = ended_without_result(data, v) {
+                format!("Every seed of this variant {state}, so none was analysed (see above).")
+            } else if data.runs_of(v).all(|r| r.command) {
+                "Command jobs (the user's program): the analysis is the built-in trainer's, so there is none.".to_string()
+            } else {
+                "No analysis of any seed of this variant (see above).".to_string()
+            };
+            let _ = writeln!(html, "<p>{}</p>", escape(&why));
+            let _ = writeln!(md, "{why}\n");
             continue;
         };
         let chart = ConfusionChart::new(
@@ -568,7 +731,9 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
                     );
                     let _ = writeln!(md, "| {} | {} | {pairs} | {members} |", c.id, c.size);
                 }
-                html.push_str("</table>\n<div class=\"grid\">\n");
+                // One per row, at their own size: scaled down side by side,
+                // their titles and "true → predicted" captions are unreadable.
+                html.push_str("</table>\n<div class=\"clusters\">\n");
                 md.push('\n');
                 for c in &clusters.clusters {
                     if let Some(uri) = png_data_uri(&dir.join(format!("cluster_{}.png", c.id))) {

@@ -1,6 +1,8 @@
 //! Reading a sweep back from disk: `runs/<sweep>/<variant>/seed-<seed>/`
-//! with each run's `metrics.json` and, where the analysis ran,
-//! `analysis/summary.json`.
+//! with each run's `metrics.json`, `provenance.json` (the job's state and
+//! each attempt's outcome, so that a failed run reads as failed rather than
+//! as not started), `config.yaml` (a command job runs the user's program,
+//! which has no analysis) and, where the analysis ran, `analysis/summary.json`.
 //!
 //! The results table is rebuilt with the very code `sweepctl results` and the
 //! coordinator use ([`sweep_core::results::summarize`]) from the same numbers
@@ -12,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use sweep_core::command::JobConfig;
 use sweep_core::metrics::RunMetrics;
 use sweep_core::provenance::{self, RunProvenance};
 use sweep_core::results::{self, ResultsTable, RunOutcome};
@@ -28,15 +31,64 @@ pub struct RunData {
     pub metrics: Option<RunMetrics>,
     /// `analysis/summary.json`, when present and readable.
     pub analysis: Option<AnalysisSummary>,
-    /// `provenance.json` (where and how each attempt ran), when present and
-    /// readable: the table flags variants whose seeds ran on different devices.
+    /// `provenance.json` (where and how each attempt ran, and the job's
+    /// state), when present and readable: the table flags variants whose
+    /// seeds ran on different devices, and the report lists failed runs.
     pub provenance: Option<RunProvenance>,
+    /// The run's `config.yaml` is a command job's (the user's program): it
+    /// never has an analysis, so none is missing.
+    pub command: bool,
+}
+
+/// A run that ended without a result: failed, or cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsuccessful {
+    /// The job's state: `failed` or `cancelled`.
+    pub state: String,
+    /// Attempts it was given.
+    pub attempts: usize,
+    /// Why its last attempt ended (the error), when it was recorded.
+    pub message: String,
+}
+
+impl std::fmt::Display for Unsuccessful {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.state)?;
+        if self.attempts > 1 {
+            write!(f, " after {} attempts", self.attempts)?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
 }
 
 impl RunData {
     /// True when the run finished (its best checkpoint was tested).
     pub fn finished(&self) -> bool {
         self.metrics.as_ref().is_some_and(|m| m.test.is_some())
+    }
+
+    /// How the run ended when it ended without a result (its provenance says
+    /// failed or cancelled); `None` for a finished run or one still to come.
+    pub fn unsuccessful(&self) -> Option<Unsuccessful> {
+        let provenance = self.provenance.as_ref()?;
+        if self.finished() || !matches!(provenance.state.as_str(), "failed" | "cancelled") {
+            return None;
+        }
+        Some(Unsuccessful {
+            state: provenance.state.clone(),
+            attempts: provenance.attempts.len(),
+            // On one line: an error often ends with the program's stderr.
+            message: provenance
+                .attempts
+                .iter()
+                .rev()
+                .map(|a| a.message.split_whitespace().collect::<Vec<_>>().join(" "))
+                .find(|m| !m.is_empty())
+                .unwrap_or_default(),
+        })
     }
 
     /// The run's line of the results table, as the coordinator builds it.
@@ -71,7 +123,9 @@ pub struct SweepData {
     /// there); empty for a sweep of named variants.
     pub swept_keys: Vec<String>,
     pub swept: BTreeMap<String, Vec<String>>,
-    /// Files that could not be read, and runs without results, one line each.
+    /// Files that could not be read, and runs without results that did not
+    /// fail (still running, or of unknown state), one line each; failed and
+    /// cancelled runs are [`RunData::unsuccessful`] instead.
     pub problems: Vec<String>,
 }
 
@@ -144,11 +198,15 @@ impl SweepData {
         self.runs.iter().filter_map(RunData::outcome).collect()
     }
 
-    /// The results table: the same function and inputs as `sweepctl results`.
+    /// The results table: the same function and inputs as `sweepctl results`,
+    /// failed and cancelled runs counted apart from those still to finish.
     pub fn table(&self) -> ResultsTable {
-        let unfinished = self.runs.iter().filter(|r| !r.finished()).count();
+        let ended: Vec<Unsuccessful> = self.runs.iter().filter_map(RunData::unsuccessful).collect();
+        let unfinished = self.runs.iter().filter(|r| !r.finished()).count() - ended.len();
         let mut table =
             results::summarize(&self.name, &self.baseline, &self.outcomes(), unfinished);
+        table.failed = ended.iter().filter(|u| u.state == "failed").count();
+        table.cancelled = ended.len() - table.failed;
         if !self.swept_keys.is_empty() {
             table.set_swept(&self.swept_keys, &self.swept);
         }
@@ -184,51 +242,6 @@ fn written_results(sweep_dir: &Path, problems: &mut Vec<String>) -> Option<Resul
 }
 
 fn load_run(variant: &str, seed: u64, dir: PathBuf, problems: &mut Vec<String>) -> RunData {
-    let metrics_path = dir.join("metrics.json");
-    let metrics = match std::fs::read_to_string(&metrics_path) {
-        Ok(text) => match serde_json::from_str::<RunMetrics>(&text) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                problems.push(format!("{}: unreadable: {e}", metrics_path.display()));
-                None
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            problems.push(format!(
-                "{}: missing (the run has not started)",
-                metrics_path.display()
-            ));
-            None
-        }
-        Err(e) => {
-            problems.push(format!("{}: {e}", metrics_path.display()));
-            None
-        }
-    };
-    if metrics.as_ref().is_some_and(|m| m.test.is_none()) {
-        problems.push(format!(
-            "{variant} seed {seed}: no final result yet ({} epochs so far; still running, or failed)",
-            metrics.as_ref().map_or(0, |m| m.epochs.len())
-        ));
-    }
-    let summary_path = dir.join(ANALYSIS_DIR).join(SUMMARY_FILE);
-    let analysis = if summary_path.exists() {
-        match AnalysisSummary::load(&summary_path) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                problems.push(e.to_string());
-                None
-            }
-        }
-    } else {
-        if metrics.as_ref().is_some_and(|m| m.test.is_some()) {
-            problems.push(format!(
-                "{}: missing (no analysis of this run)",
-                summary_path.display()
-            ));
-        }
-        None
-    };
     let provenance_path = dir.join(provenance::FILE_NAME);
     let provenance = match std::fs::read_to_string(&provenance_path) {
         Ok(text) => match serde_json::from_str::<RunProvenance>(&text) {
@@ -241,6 +254,59 @@ fn load_run(variant: &str, seed: u64, dir: PathBuf, problems: &mut Vec<String>) 
         // Runs of an older coordinator have none: nothing to flag then.
         Err(_) => None,
     };
+    // A run that failed or was cancelled is listed as such (the report's
+    // own section); what it did not leave behind is not a problem.
+    let ended = provenance
+        .as_ref()
+        .is_some_and(|p| matches!(p.state.as_str(), "failed" | "cancelled"));
+    let metrics_path = dir.join("metrics.json");
+    let metrics = match std::fs::read_to_string(&metrics_path) {
+        Ok(text) => match serde_json::from_str::<RunMetrics>(&text) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                problems.push(format!("{}: unreadable: {e}", metrics_path.display()));
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !ended {
+                problems.push(format!(
+                    "{}: missing (the run has not started)",
+                    metrics_path.display()
+                ));
+            }
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{}: {e}", metrics_path.display()));
+            None
+        }
+    };
+    if !ended && metrics.as_ref().is_some_and(|m| m.test.is_none()) {
+        problems.push(format!(
+            "{variant} seed {seed}: no final result yet ({} epochs so far; still running, or failed)",
+            metrics.as_ref().map_or(0, |m| m.epochs.len())
+        ));
+    }
+    let command = is_command_job(&dir.join("config.yaml"));
+    let summary_path = dir.join(ANALYSIS_DIR).join(SUMMARY_FILE);
+    let analysis = if summary_path.exists() {
+        match AnalysisSummary::load(&summary_path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        }
+    } else {
+        if !command && metrics.as_ref().is_some_and(|m| m.test.is_some()) {
+            problems.push(format!(
+                "{}: missing (no analysis of this run)",
+                summary_path.display()
+            ));
+        }
+        None
+    };
     RunData {
         variant: variant.to_string(),
         seed,
@@ -248,7 +314,18 @@ fn load_run(variant: &str, seed: u64, dir: PathBuf, problems: &mut Vec<String>) 
         metrics,
         analysis,
         provenance,
+        command,
     }
+}
+
+/// Whether the run's resolved config is a command job's (a top-level
+/// `command:` key); false when it is missing or unreadable, so that a
+/// built-in run's missing analysis is still named.
+fn is_command_job(config_path: &Path) -> bool {
+    std::fs::read_to_string(config_path)
+        .ok()
+        .and_then(|text| JobConfig::from_yaml(&text, config_path).ok())
+        .is_some_and(|config| config.is_command())
 }
 
 fn sorted_dirs(dir: &Path) -> Result<Vec<PathBuf>, SweepDirError> {

@@ -1,10 +1,12 @@
 //! The sweep report from a constructed sweep directory: its numbers equal the
 //! results table's, it is well-formed and self-contained with one SVG per
-//! chart, and corrupt or missing files are named while the rest is written.
+//! chart, and corrupt or missing files are named while the rest is written;
+//! failed runs read as failed, and command jobs miss no analysis.
 
 use std::path::Path;
 
 use sweep_core::metrics::{EpochMetrics, RunMetrics, TestMetrics};
+use sweep_core::provenance::{AttemptProvenance, RunProvenance};
 use sweep_core::results::{self, RunOutcome};
 use sweep_report::analysis::{self, AnalysisSummary, Prediction};
 use sweep_report::{SweepData, write_report};
@@ -344,4 +346,219 @@ fn a_grid_sweep_plots_the_metric_against_each_swept_key() {
         md.contains("training.learning_rate"),
         "swept column in {md}"
     );
+}
+
+/// The page parsed (as XML, which is stricter than HTML needs).
+fn parse(html: &str) -> roxmltree::Document<'_> {
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    roxmltree::Document::parse_with_options(html, options).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The text of a node and its descendants (a `<wbr/>` adds none).
+fn text_of(node: roxmltree::Node<'_, '_>) -> String {
+    node.descendants()
+        .filter(|n| n.is_text())
+        .filter_map(|n| n.text())
+        .collect()
+}
+
+/// A command job's resolved config, as the coordinator writes it.
+fn command_config(variant: &str, seed: u64) -> String {
+    format!(
+        "{{\"command\": [\"./train.sh\"], \"name\": \"{variant}\", \"seed\": {seed}, \"training\": {{\"epochs\": 3}}}}\n"
+    )
+}
+
+/// `cmd/`: a command job's sweep: `ok` seeds 1 and 2 finished (no analysis,
+/// as always for the user's program); `crash` seeds 1 and 2 failed on every
+/// attempt before an epoch, so they have no metrics.json.
+fn build_command_sweep(root: &Path) -> std::path::PathBuf {
+    let sweep = root.join("cmd");
+    for seed in [1u64, 2] {
+        let ok = sweep.join("ok").join(format!("seed-{seed}"));
+        write_json(&ok.join("metrics.json"), &metrics(seed, 0.0, 3, true));
+        std::fs::write(ok.join("config.yaml"), command_config("ok", seed)).unwrap();
+        let crash = sweep.join("crash").join(format!("seed-{seed}"));
+        std::fs::create_dir_all(&crash).unwrap();
+        std::fs::write(crash.join("config.yaml"), command_config("crash", seed)).unwrap();
+        let attempt = |n: u32, outcome: &str| AttemptProvenance {
+            attempt: n,
+            outcome: outcome.into(),
+            message: "the program exited with status 3; last lines of stderr:\nRuntimeError: boom"
+                .into(),
+            ..Default::default()
+        };
+        write_json(
+            &crash.join("provenance.json"),
+            &RunProvenance {
+                job_id: format!("crash-seed-{seed}-0000"),
+                sweep: "cmd".into(),
+                variant: "crash".into(),
+                seed,
+                state: "failed".into(),
+                config_sha256: String::new(),
+                attempts: vec![attempt(1, "retry"), attempt(2, "failed")],
+            },
+        );
+    }
+    sweep
+}
+
+#[test]
+fn failed_runs_read_as_failed_and_command_jobs_miss_no_analysis() {
+    let root = tempfile::tempdir().unwrap();
+    let sweep = build_command_sweep(root.path());
+    let data = SweepData::load(&sweep, Some("ok")).unwrap();
+    let table = data.table();
+    assert_eq!(
+        (table.pending, table.failed),
+        (0, 2),
+        "failed, not unfinished"
+    );
+    let written = sweep_report::report::write_data(&data, &root.path().join("out")).unwrap();
+    // Neither the failed runs' missing metrics nor the command jobs' missing
+    // analysis is a problem: nothing is missing that should be there.
+    assert!(written.problems.is_empty(), "{:?}", written.problems);
+    let html = std::fs::read_to_string(&written.html).unwrap();
+    assert!(!html.contains("Missing or unreadable"), "{html}");
+    assert!(!html.contains("has not started"), "{html}");
+    assert!(html.contains("2 of 4 runs finished (2 failed)"), "{html}");
+    assert!(html.contains("Runs without a result (2)"), "{html}");
+    assert!(
+        html.contains(
+            "crash seed 1 (job crash-seed-1-0000): failed after 2 attempts: the program exited \
+             with status 3; last lines of stderr: RuntimeError: boom"
+        ),
+        "the error, on one line: {html}"
+    );
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    assert!(md.contains("2 jobs failed"), "{md}");
+    assert!(!md.contains("not finished yet"), "{md}");
+    assert!(
+        md.contains("command jobs"),
+        "why there is no analysis: {md}"
+    );
+
+    let doc = parse(&html);
+    let svgs: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "svg")
+        .collect();
+    let texts = |svg: &roxmltree::Node<'_, '_>| -> Vec<String> {
+        svg.descendants()
+            .filter(|n| n.tag_name().name() == "text")
+            .map(|n| text_of(n).trim().to_string())
+            .collect()
+    };
+    // The all-variant curves have no legend row for crash, which has no line.
+    let all: Vec<_> = svgs
+        .iter()
+        .filter(|s| texts(s).iter().any(|t| t == "Validation accuracy"))
+        .collect();
+    assert_eq!(all.len(), 1);
+    assert!(
+        !texts(all[0]).iter().any(|t| t.contains("crash")),
+        "{:?}",
+        texts(all[0])
+    );
+    assert!(html.contains("Not drawn, no epoch recorded: crash (failed)."));
+    // Its panel says it failed, on the same epochs as ok's panel (1 to 3).
+    let panel = svgs
+        .iter()
+        .find(|s| texts(s).iter().any(|t| t == "crash (2 seeds)"))
+        .expect("crash's panel");
+    let panel_texts = texts(panel);
+    assert!(
+        panel_texts.iter().any(|t| t == "failed: no epoch recorded"),
+        "{panel_texts:?}"
+    );
+    assert!(
+        panel_texts.iter().any(|t| t == "3"),
+        "x axis to epoch 3: {panel_texts:?}"
+    );
+}
+
+#[test]
+fn a_missing_analysis_of_a_built_in_run_is_still_named() {
+    let root = tempfile::tempdir().unwrap();
+    let sweep = build_sweep(root.path());
+    let summary = sweep.join("wide/seed-1/analysis/summary.json");
+    std::fs::remove_file(&summary).unwrap();
+    let data = SweepData::load(&sweep, None).unwrap();
+    assert!(
+        data.problems
+            .iter()
+            .any(|p| p.contains(&summary.display().to_string()) && p.contains("no analysis")),
+        "{:?}",
+        data.problems
+    );
+}
+
+#[test]
+fn the_results_table_has_the_swept_columns_and_clusters_show_one_per_row() {
+    let root = tempfile::tempdir().unwrap();
+    let sweep = build_sweep(root.path());
+    let keys = ["model.hidden".to_string()];
+    let values = [("baseline", "64"), ("wide", "512")]
+        .map(|(v, x)| (v.to_string(), vec![x.to_string()]))
+        .into();
+    let mut table = SweepData::load(&sweep, None).unwrap().table();
+    table.set_swept(&keys, &values);
+    write_json(&sweep.join("results.json"), &table);
+    // Baseline seed 1 has one failure cluster and its figure.
+    let run = sweep.join("baseline/seed-1/analysis");
+    let mut with_clusters = summary(1);
+    with_clusters.clusters = Some(analysis::FailureClusters {
+        failures: 29,
+        embedding: "penultimate layer".into(),
+        pca_dims: 8,
+        explained_variance: 0.9,
+        k: 1,
+        k_rule: "one".into(),
+        seed: 0,
+        clusters: vec![analysis::FailureCluster {
+            id: 1,
+            size: 29,
+            pairs: Vec::new(),
+            typical: vec![7],
+        }],
+    });
+    write_json(&run.join("summary.json"), &with_clusters);
+    let png = sweep_report::curves_png(&sweep_report::CurveChart::new("c", "y", vec![])).unwrap();
+    std::fs::write(run.join("cluster_1.png"), png).unwrap();
+
+    let written = write_report(&sweep, &root.path().join("out"), None).unwrap();
+    let html = std::fs::read_to_string(&written.html).unwrap();
+    let doc = parse(&html);
+    let results = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("results"))
+        .expect("the results table");
+    let rows: Vec<Vec<String>> = results
+        .children()
+        .filter(|n| n.tag_name().name() == "tr")
+        .map(|tr| {
+            tr.children()
+                .filter(|c| c.is_element())
+                .map(text_of)
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows[0][..3], ["variant", "model.hidden", "n"], "{rows:?}");
+    assert_eq!(rows[1][..3], ["baseline", "64", "3"], "{rows:?}");
+    assert_eq!(rows[2][..3], ["wide", "512", "2"], "{rows:?}");
+    // The interval under its value, not a column of its own.
+    assert!(rows[0][3].starts_with("test acc %") && rows[0][3].ends_with("95% CI"));
+
+    // A cluster's figure is shown alone on its row, at its own size, not
+    // shrunk into a row of several.
+    let img = doc
+        .descendants()
+        .find(|n| n.attribute("alt") == Some("cluster 1 of baseline seed 1"))
+        .expect("the cluster's image");
+    let container = img.parent().and_then(|f| f.parent()).unwrap();
+    assert_eq!(container.attribute("class"), Some("clusters"));
 }

@@ -64,6 +64,8 @@ pub struct SweepSummary {
     pub jobs: JobCounts,
     /// Every job ended and the results are written.
     pub finished: bool,
+    /// Pending command jobs that no live worker runs (`--allow-commands`).
+    pub waiting_for_command_worker: u32,
 }
 
 impl SweepSummary {
@@ -74,17 +76,20 @@ impl SweepSummary {
             description: row.description.clone(),
             jobs: JobCounts::default(),
             finished: row.results_written,
+            waiting_for_command_worker: 0,
         }
     }
 }
 
 pub async fn sweep_summaries(state: &AppState) -> ApiResult<Vec<SweepSummary>> {
+    let alive_since_ms = store::now_ms() - state.shared.lease_timeout.as_millis() as i64;
     Ok(state
         .shared
         .store
-        .call(|db| {
+        .call(move |db| {
             let counts = db.state_counts()?;
             let sweeps = db.sweeps()?;
+            let waiting = db.waiting_for_command_worker(alive_since_ms)?;
             Ok(sweeps
                 .iter()
                 .map(|row| {
@@ -92,6 +97,10 @@ pub async fn sweep_summaries(state: &AppState) -> ApiResult<Vec<SweepSummary>> {
                     for (state, n) in counts.get(&row.name).into_iter().flatten() {
                         summary.jobs.add(state.as_str(), *n);
                     }
+                    summary.waiting_for_command_worker = waiting
+                        .iter()
+                        .find(|(name, _)| *name == row.name)
+                        .map_or(0, |(_, n)| *n);
                     summary
                 })
                 .collect())
@@ -128,6 +137,7 @@ pub async fn sweep_snapshot(state: &AppState, name: String) -> ApiResult<SweepSn
     // Read before the store: an event published meanwhile is both in the
     // snapshot and replayed, which the page tolerates; none is lost.
     let last_event_id = state.shared.events.last_id();
+    let alive_since_ms = store::now_ms() - state.shared.lease_timeout.as_millis() as i64;
     Ok(state
         .shared
         .store
@@ -135,6 +145,11 @@ pub async fn sweep_snapshot(state: &AppState, name: String) -> ApiResult<SweepSn
             let row = db.sweep(&name)?;
             let mut curves = db.epochs_of_sweep(&name)?;
             let mut summary = SweepSummary::new(&row);
+            summary.waiting_for_command_worker = db
+                .waiting_for_command_worker(alive_since_ms)?
+                .into_iter()
+                .find(|(sweep, _)| *sweep == name)
+                .map_or(0, |(_, n)| n);
             let jobs = db
                 .jobs(Some(&name))?
                 .iter()
@@ -285,9 +300,15 @@ pub struct JobDetail {
     #[serde(flatten)]
     pub job: JobView,
     pub epochs_list: Vec<EpochMetrics>,
+    /// In the order of each attempt (see `store::events`).
     pub log: Vec<JobEvent>,
     pub run_dir: String,
+    /// The run directory's own files (`config.yaml`, `metrics.json`,
+    /// `provenance.json`, a command job's `output.log`, ...).
+    pub files: Vec<String>,
     pub figures: Vec<String>,
+    /// The sweep's report (`<sweep>/report/index.html`), once written.
+    pub report: Option<String>,
     /// Where and how each attempt ran (worker, device, versions, times).
     pub attempts: Vec<sweep_core::provenance::AttemptProvenance>,
 }
@@ -311,12 +332,22 @@ pub async fn job_detail(state: &AppState, id: String) -> ApiResult<JobDetail> {
                 .into_iter()
                 .map(|name| format!("{relative}/{name}"))
                 .collect();
+            // None yet (a job not leased) or unreadable: nothing to link.
+            let files = crate::layout::plain_files(&run_dir)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, _)| format!("{relative}/{name}"))
+                .collect();
+            let report = format!("{}/report/index.html", job.sweep);
+            let report = state_dir.join(&report).is_file().then_some(report);
             Ok(JobDetail {
                 job: JobView::from(&job),
                 epochs_list,
                 log,
                 run_dir: relative,
+                files,
                 figures,
+                report,
                 attempts,
             })
         })

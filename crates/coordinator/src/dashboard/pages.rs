@@ -243,6 +243,14 @@ pub async fn sweep(State(state): State<AppState>, Path(name): Path<String>) -> A
             h1 { "Sweep " (name) }
             @if !snapshot.description.is_empty() { p.desc { (snapshot.description) } }
             div #progress { (progress(&snapshot.summary)) }
+            @match snapshot.summary.waiting_for_command_worker {
+                0 => {}
+                n => p.waiting {
+                    (n) @if n == 1 { " command job waits" } @else { " command jobs wait" }
+                    ": no connected worker runs a sweep's own program. Start one with "
+                    code { "sweep-worker --allow-commands" } " (as this page was drawn)."
+                }
+            }
             p.links {
                 a href={ "/api/v1/sweeps/" (seg(&name)) } { "JSON" } " · "
                 a href={ "/api/v1/sweeps/" (seg(&name)) "/results" } { "results JSON" }
@@ -339,6 +347,29 @@ pub async fn workers(
     .into_response())
 }
 
+/// `/files/...` of a path relative to the state directory.
+fn file_url(relative: &str) -> String {
+    format!(
+        "/files/{}",
+        relative.split('/').map(seg).collect::<Vec<_>>().join("/")
+    )
+}
+
+/// Why a job's page shows no figure: they are drawn by the analysis after a
+/// built-in job succeeds, so a job that ended otherwise never gets them.
+fn no_figures(job: &crate::events::JobView) -> &'static str {
+    match job.state {
+        "failed" => "None: the job failed, and figures are drawn only after a run succeeds.",
+        "cancelled" => {
+            "None: the job was cancelled, and figures are drawn only after a run succeeds."
+        }
+        "succeeded" => {
+            "None: figures come from the built-in trainer's analysis, and this run has none (a command job, or its analysis failed)."
+        }
+        _ => "No figures yet: they are drawn when the job succeeds.",
+    }
+}
+
 pub async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -392,7 +423,9 @@ pub async fn job(
                             td { (a.host) }
                             td { (a.device_type().unwrap_or_default()) }
                             td.num { (a.threads) }
-                            td { (a.libtorch_version) " · " (a.sweeprun_version)
+                            // A command job's program brings its own libraries.
+                            td { @if a.libtorch_version.is_empty() { "—" } @else { (a.libtorch_version) }
+                                " · " (a.sweeprun_version)
                                 @if !a.git_commit.is_empty() { " (" (a.git_commit) ")" } }
                             td { @if a.started_ms > 0 { (ago(a.started_ms)) } }
                             td { @if a.ended_ms > 0 { (ago(a.ended_ms)) } }
@@ -402,11 +435,24 @@ pub async fn job(
                 }
             }
         }
+        h2 { "Files" }
+        @if detail.files.is_empty() { p.empty { "None yet: the run directory is written when the job is leased." } } @else {
+            p.links {
+                @for (i, f) in detail.files.iter().enumerate() {
+                    @if i > 0 { " · " }
+                    a href=(file_url(f)) { (f.rsplit('/').next().unwrap_or(f)) }
+                }
+            }
+        }
+        @if let Some(report) = &detail.report {
+            p.links { a href=(file_url(report)) { "The sweep's report" }
+                " (every variant's curves and results, over seeds)" }
+        }
         h2 { "Figures" }
-        @if detail.figures.is_empty() { p.empty { "No figures yet: they are drawn when the job ends." } } @else {
+        @if detail.figures.is_empty() { p.empty { (no_figures(job)) } } @else {
             div.figures {
                 @for f in &detail.figures {
-                    @let url = format!("/files/{}", f.split('/').map(seg).collect::<Vec<_>>().join("/"));
+                    @let url = file_url(f);
                     figure { a href=(url) { img src=(url) alt=(f) loading="lazy"; }
                         figcaption { (f.rsplit('/').next().unwrap_or(f)) } }
                 }

@@ -156,11 +156,31 @@
     return el;
   }
 
+  // The legend goes under the plot, in columns as wide as the longest name,
+  // so that names are shown whole: grid variants such as
+  // learning_rate-0.001_width-32 and ..._width-64 differ only at the end.
+  const LEGEND_ROW = 18, CHAR_W = 6.4; // the legend's 11px font, a little generously
+  function legendLayout(names, width) {
+    const longest = Math.max(0, ...names.map((n) => n.length));
+    const column = Math.min(width, 22 + longest * CHAR_W + 16);
+    const columns = Math.max(1, Math.floor(width / column));
+    return { column, columns, rows: Math.ceil(names.length / columns), chars: Math.floor((width - 22) / CHAR_W) };
+  }
+  // A name longer than the whole chart loses its middle, never its end.
+  function fit(name, chars) {
+    if (name.length <= chars) return name;
+    const tail = Math.ceil((chars - 1) / 2);
+    return name.slice(0, chars - 1 - tail) + '…' + name.slice(name.length - tail);
+  }
+
   function chart(title, key, scale, unit, variants) {
-    const W = 620, H = 320, L = 62, R = 170, T = 30, B = 44;
+    const W = 620, PLOT_H = 320, L = 62, R = 20, T = 30, B = 44;
+    const series = variants.map(([name, jobs]) => [name, bands(jobs, key, scale)]);
+    const drawn = series.filter(([, s]) => s.length > 0).map(([name]) => name);
+    const legend = legendLayout(drawn, W - 2 * 14);
+    const H = PLOT_H + (drawn.length ? legend.rows * LEGEND_ROW + 8 : 0);
     const svg = node('svg', { class: 'curve', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': title });
     node('text', { x: L, y: 18, class: 'title' }, svg, title);
-    const series = variants.map(([name, jobs]) => [name, bands(jobs, key, scale)]);
     const points = series.flatMap(([, s]) => s);
     if (points.length === 0) {
       node('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty' }, svg, 'no epoch reported yet');
@@ -172,19 +192,19 @@
     const pad = (hi - lo) * 0.06 || Math.abs(hi) * 0.01 || 1;
     lo -= pad; hi += pad;
     const x = (e) => L + (e - 1) / (maxEpoch - 1) * (W - L - R);
-    const y = (v) => T + (hi - v) / (hi - lo) * (H - T - B);
+    const y = (v) => T + (hi - v) / (hi - lo) * (PLOT_H - T - B);
     for (const t of niceTicks(lo, hi, 5)) {
       node('line', { x1: L, x2: W - R, y1: y(t), y2: y(t), class: 'grid' }, svg);
       node('text', { x: L - 6, y: y(t) + 4, 'text-anchor': 'end', class: 'tick' }, svg, String(t));
     }
     for (const e of niceTicks(1, maxEpoch, Math.min(10, maxEpoch - 1)).filter((e) => Number.isInteger(e) && e >= 1)) {
-      node('text', { x: x(e), y: H - B + 16, 'text-anchor': 'middle', class: 'tick' }, svg, String(e));
+      node('text', { x: x(e), y: PLOT_H - B + 16, 'text-anchor': 'middle', class: 'tick' }, svg, String(e));
     }
-    node('line', { x1: L, x2: W - R, y1: H - B, y2: H - B, class: 'axis' }, svg);
-    node('line', { x1: L, x2: L, y1: T, y2: H - B, class: 'axis' }, svg);
-    node('text', { x: (L + W - R) / 2, y: H - 8, 'text-anchor': 'middle', class: 'label' }, svg, 'epoch');
-    node('text', { x: 14, y: (T + H - B) / 2, 'text-anchor': 'middle', class: 'label',
-      transform: `rotate(-90 14 ${(T + H - B) / 2})` }, svg, unit);
+    node('line', { x1: L, x2: W - R, y1: PLOT_H - B, y2: PLOT_H - B, class: 'axis' }, svg);
+    node('line', { x1: L, x2: L, y1: T, y2: PLOT_H - B, class: 'axis' }, svg);
+    node('text', { x: (L + W - R) / 2, y: PLOT_H - 8, 'text-anchor': 'middle', class: 'label' }, svg, 'epoch');
+    node('text', { x: 14, y: (T + PLOT_H - B) / 2, 'text-anchor': 'middle', class: 'label',
+      transform: `rotate(-90 14 ${(T + PLOT_H - B) / 2})` }, svg, unit);
     series.forEach(([name, s], i) => {
       if (s.length === 0) return;
       const color = PALETTE[i % PALETTE.length];
@@ -197,10 +217,12 @@
       if (s.length <= 30) {
         for (const p of s) node('circle', { cx: x(p.epoch), cy: y(p.mean), r: 2.5, fill: color }, svg);
       }
-      const ly = T + 8 + i * 18;
-      node('rect', { x: W - R + 14, y: ly - 9, width: 12, height: 12, fill: color }, svg);
-      const label = name.length > 20 ? name.slice(0, 19) + '…' : name;
-      node('text', { x: W - R + 32, y: ly + 2, class: 'legend' }, svg, label);
+      const k = drawn.indexOf(name);
+      const lx = 14 + (k % legend.columns) * legend.column;
+      const ly = PLOT_H + 4 + Math.floor(k / legend.columns) * LEGEND_ROW + 9;
+      node('rect', { x: lx, y: ly - 9, width: 12, height: 12, fill: color }, svg);
+      const label = node('text', { x: lx + 18, y: ly + 2, class: 'legend' }, svg, fit(name, legend.chars));
+      node('title', {}, label, name);
     });
     return svg;
   }
