@@ -304,8 +304,13 @@ impl Shared {
         Ok(Some(job.leased(checkpoints).into()))
     }
 
+    /// Workers heard from since then are alive: within a lease timeout.
+    pub fn alive_since_ms(&self) -> i64 {
+        store::now_ms() - self.lease_timeout.as_millis() as i64
+    }
+
     async fn snapshot(&self, sweep: Option<String>) -> Result<pb::StatusSnapshot> {
-        let alive_since_ms = store::now_ms() - self.lease_timeout.as_millis() as i64;
+        let alive_since_ms = self.alive_since_ms();
         let snapshot = self
             .store
             .call(move |db| db.status(sweep.as_deref(), alive_since_ms))
@@ -450,14 +455,11 @@ impl Coordinator for Service {
             slots: req.slots.max(1),
             allow_commands: req.allow_commands,
         };
-        let (max_workers, alive_ms) = (
-            limits.max_workers,
-            self.shared.lease_timeout.as_millis() as i64,
-        );
+        let (max_workers, alive_since_ms) = (limits.max_workers, self.shared.alive_since_ms());
         let worker_id = self
             .shared
             .store
-            .call(move |db| db.register_worker(&row, max_workers, store::now_ms() - alive_ms))
+            .call(move |db| db.register_worker(&row, max_workers, alive_since_ms))
             .await?;
         tracing::info!(worker = %worker_id, allow_commands = req.allow_commands, "worker registered");
         self.shared.bump();
@@ -960,11 +962,11 @@ impl Coordinator for Service {
         &self,
         _request: Request<pb::ListWorkersRequest>,
     ) -> std::result::Result<Response<pb::ListWorkersResponse>, Status> {
-        let alive_ms = self.shared.lease_timeout.as_millis() as i64;
+        let alive_since_ms = self.shared.alive_since_ms();
         let workers = self
             .shared
             .store
-            .call(move |db| db.workers(store::now_ms() - alive_ms))
+            .call(move |db| db.workers(alive_since_ms))
             .await?;
         Ok(Response::new(pb::ListWorkersResponse {
             workers: workers.into_iter().map(Into::into).collect(),

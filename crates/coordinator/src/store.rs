@@ -1968,14 +1968,16 @@ fn events(conn: &Connection, job_id: &str) -> Result<Vec<JobEvent>> {
 
 /// A job's log as its attempts ran: the submission, then per attempt its
 /// lease, what it reported and printed, and how it ended; a retry asked for
-/// after that end comes last. A batch of output is stamped when it arrives,
+/// after that end comes last. A cancellation is when it was asked for, which
+/// the program's last output (it handles SIGTERM) follows: by time, like
+/// epochs and output. A batch of output is stamped when it arrives,
 /// after its lines were printed, and the attempt's end follows it often
 /// within the same millisecond: by time alone, a log could read
 /// "succeeded", then the last line the program printed.
 fn in_attempt_order(mut log: Vec<JobEvent>) -> Vec<JobEvent> {
     let phase = |kind: &str| match kind {
         "submitted" | "leased" => 0,
-        "succeeded" | "failed" | "retry" | "expired" | "cancelled" => 2,
+        "succeeded" | "failed" | "retry" | "expired" => 2,
         "retried" => 3,
         _ => 1,
     };

@@ -646,4 +646,5 @@ async fn a_command_sweep_without_a_worker_for_it_says_why_it_waits() {
         .expect("register");
     let page = http.get("/sweeps/own").await.body;
     assert!(!page.contains("command job waits"), "{page}");
+    harness.stop().await;
 }

@@ -590,13 +590,18 @@ impl ResultsTable {
                 && !self.variants.iter().any(|v| v.variant == self.baseline)
                 && !self.omitted.contains(&self.baseline)
             {
-                notes.push(if self.pending > 0 {
-                    format!("The baseline {:?} has no finished runs yet.", self.baseline)
-                } else {
-                    format!(
+                // Whether the baseline's own jobs failed is not known here,
+                // only whether any job did.
+                notes.push(match (self.pending, self.failed + self.cancelled) {
+                    (_, 0) => format!("The baseline {:?} has no finished runs yet.", self.baseline),
+                    (0, _) => format!(
                         "The baseline {:?} has no run that succeeded, so nothing is compared with it.",
                         self.baseline
-                    )
+                    ),
+                    _ => format!(
+                        "The baseline {:?} has no run that succeeded yet, so nothing is compared with it.",
+                        self.baseline
+                    ),
                 });
             }
         }

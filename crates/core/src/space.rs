@@ -217,8 +217,6 @@ impl Space {
         self.section.key_location()
     }
 
-    /// Every point: a grid's in row-major order (the first key varies
-    /// slowest), a random space's trials in draw order.
     /// `err`, from validating point `point`, told as the user wrote it: a
     /// random space's value was drawn, not written, so the message says from
     /// where (the error's location is the range's).
@@ -231,7 +229,7 @@ impl Space {
                     key,
                     message,
                 },
-            ) => ConfigError::Invalid {
+            ) if self.key_entry(&key).is_some() => ConfigError::Invalid {
                 message: format!(
                     "{message}, a value drawn for {point} from the range here: keep the range within what {key} accepts"
                 ),
@@ -242,6 +240,8 @@ impl Space {
         }
     }
 
+    /// Every point: a grid's in row-major order (the first key varies
+    /// slowest), a random space's trials in draw order.
     pub(crate) fn points(&self) -> Result<Vec<Point>, ConfigError> {
         let rows: Vec<Vec<Node>> = match &self.kind {
             Kind::Grid(lists) => {

@@ -382,6 +382,31 @@ fn find_point(spec: &Entry, space: &Space, points: &[Point]) -> Result<String, S
     }
 }
 
+/// The variant name that `baseline` is most likely a typo of: one or two
+/// letters off (one for names under ten letters). Short names (`cnn`, `rnn`)
+/// and names that differ only in their digits (`v0`, `lr-0.001`) are
+/// different names, not slips.
+fn slip_for<'a>(baseline: &str, variants: &'a [Variant]) -> Option<&'a str> {
+    let length = baseline.chars().count();
+    if length < 5 {
+        return None;
+    }
+    let letters = |name: &str| -> String { name.chars().filter(|c| !c.is_ascii_digit()).collect() };
+    let slip = (length / 5).clamp(1, 2);
+    variants
+        .iter()
+        .filter(|variant| letters(&variant.name) != letters(baseline))
+        .map(|variant| {
+            (
+                strsim::osa_distance(&variant.name, baseline),
+                variant.name.as_str(),
+            )
+        })
+        .filter(|(distance, _)| *distance <= slip)
+        .min()
+        .map(|(_, name)| name)
+}
+
 fn default_seeds() -> Vec<u64> {
     vec![42, 123, 456]
 }
@@ -537,18 +562,14 @@ impl SweepSpec {
         // the name is a slip for a variant's: then the Δ and p columns would
         // compare every variant with the wrong run.
         if !baseline.is_empty() && !variants.iter().any(|variant| variant.name == baseline) {
-            let written = tree.entries().iter().any(|entry| entry.key == "baseline");
-            let slip = 1.max(baseline.chars().count() / 5);
-            if let Some(near) = variants
-                .iter()
-                .find(|variant| written && strsim::osa_distance(&variant.name, &baseline) <= slip)
+            if tree.entries().iter().any(|entry| entry.key == "baseline")
+                && let Some(near) = slip_for(&baseline, &variants)
             {
                 return Err(tree
                     .error_at(
                         "baseline",
                         format!(
-                            "{baseline:?} names no variant; did you mean {:?}? (a name that is no variant's means the base config, run under that name)",
-                            near.name
+                            "{baseline:?} names no variant; did you mean {near:?}? (to run the base config under a name of its own, pick one further from the variants' names)"
                         ),
                     )
                     .into());
@@ -1137,6 +1158,21 @@ mod tests {
         );
         let spec = SweepSpec::load(&dir).expect("sweep");
         assert_eq!(spec.variants[0].name, "reference");
+    }
+
+    #[test]
+    fn names_that_differ_on_purpose_are_not_slips() {
+        let variant = |name: &str| Variant {
+            name: name.into(),
+            config: JobConfig::from_yaml("command: [x]\n", Path::new("c")).expect("config"),
+            swept: Vec::new(),
+        };
+        let variants = ["cnn", "v1", "mlp2", "learning_rate-0.01", "no_dropout"].map(variant);
+        for name in ["rnn", "v0", "mlp", "learning_rate-0.001", "baseline"] {
+            assert_eq!(slip_for(name, &variants), None, "{name}");
+        }
+        assert_eq!(slip_for("no_dropuot", &variants), Some("no_dropout"));
+        assert_eq!(slip_for("nodropout", &variants), Some("no_dropout"));
     }
 
     #[test]

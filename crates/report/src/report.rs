@@ -321,7 +321,7 @@ pub fn render(data: &SweepData) -> Result<(String, String), ChartError> {
     if !unsuccessful.is_empty() {
         let _ = writeln!(
             html,
-            "<section class=\"failed\"><h2>Runs without a result ({})</h2>\n<p>No row or figure counts them; <code>sweepctl logs JOB</code> has their output, and <code>sweepctl retry --sweep {}</code> runs them again.</p>\n<ul>",
+            "<section class=\"failed\"><h2>Runs without a result ({})</h2>\n<p>No row of the table counts them (the curves show the epochs they reported); <code>sweepctl logs JOB</code> has their output, and <code>sweepctl retry --sweep {}</code> runs them again.</p>\n<ul>",
             unsuccessful.len(),
             escape(&data.name)
         );

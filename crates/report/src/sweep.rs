@@ -205,8 +205,8 @@ impl SweepData {
         let unfinished = self.runs.iter().filter(|r| !r.finished()).count() - ended.len();
         let mut table =
             results::summarize(&self.name, &self.baseline, &self.outcomes(), unfinished);
-        table.failed = ended.iter().filter(|u| u.state == "failed").count();
-        table.cancelled = ended.len() - table.failed;
+        let failed = ended.iter().filter(|u| u.state == "failed").count();
+        table.set_unsuccessful(failed, ended.len() - failed);
         if !self.swept_keys.is_empty() {
             table.set_swept(&self.swept_keys, &self.swept);
         }

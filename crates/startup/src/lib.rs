@@ -115,7 +115,7 @@ fn error_report(error: &(dyn Error + 'static)) -> String {
     let mut causes = Vec::new();
     for cause in std::iter::successors(error.source(), |e| (*e).source()) {
         let text = cause.to_string();
-        if !above.ends_with(&text) {
+        if above != text && !above.ends_with(&format!(": {text}")) {
             causes.push(text.clone());
         }
         above = text;

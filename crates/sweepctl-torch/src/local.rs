@@ -65,11 +65,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     eprintln!(
         "training {} ({}, seed {}) into {}{}",
         config.name,
-        // As the config spells it (`fc_scratch`), not as Rust does.
-        serde_json::to_value(config.model.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        config.model.kind.name(),
         config.seed,
         run_dir.display(),
         if resume { " (resuming)" } else { "" }

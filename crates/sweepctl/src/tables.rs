@@ -189,7 +189,7 @@ pub fn render_status(snapshot: &pb::StatusSnapshot, all: bool) -> String {
             n => {
                 let _ = writeln!(
                     out,
-                    "{n} command {} {} for a worker started with `sweep-worker --allow-commands`: no connected worker runs a sweep's own program.",
+                    "{n} command {} {} for a worker started with `sweep-worker --allow-commands` (or `sweep-coordinator --allow-commands` for its local workers): no connected worker runs a sweep's own program.",
                     if n == 1 { "job" } else { "jobs" },
                     if n == 1 { "waits" } else { "wait" },
                 );
@@ -257,7 +257,7 @@ pub fn workers_table(workers: &[WorkerStatus], now_ms: i64) -> Table {
         "slots",
         "alive",
         "last seen",
-        // Held now; `sweepctl status` and the dashboard count those done.
+        // Held now (the dashboard's workers page counts those done).
         "running jobs",
     ]);
     for w in workers {

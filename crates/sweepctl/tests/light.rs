@@ -89,10 +89,7 @@ fn alone_it_runs_and_says_how_to_get_the_torch_commands() {
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!(
-            "{}: no such directory (give --runs",
-            dir.path().join("runs").display()
-        )),
+        err.contains("runs: no such directory (give --runs"),
         "{err}"
     );
 }

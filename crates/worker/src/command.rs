@@ -182,8 +182,9 @@ struct Execution<'a> {
     last_line_at: Instant,
     /// The epoch of this attempt's previous line, to notice one going back.
     last_epoch: Option<u32>,
-    /// Keys already warned about, so that each is named once per attempt.
-    warned_keys: HashSet<String>,
+    /// Near-miss keys already warned about, so that each is named once per
+    /// attempt.
+    warned: HashSet<String>,
     /// Set once the coordinator refused a report: nothing more is sent.
     fenced: bool,
 }
@@ -349,7 +350,7 @@ impl<'a> Execution<'a> {
             test: None,
             last_line_at: now,
             last_epoch: None,
-            warned_keys: HashSet::new(),
+            warned: HashSet::new(),
             fenced: false,
         })
     }
@@ -544,20 +545,24 @@ impl<'a> Execution<'a> {
                 )
             })?;
             let at = format!("{} line {number}", self.metrics.path.display());
-            for key in parsed.near_misses {
-                if self.warned_keys.insert(key.clone()) {
-                    self.warn(format!("{at}: {key}")).await;
+            for miss in parsed.near_misses {
+                if self.warned.insert(miss.clone()) {
+                    self.warn(format!("{at}: {miss}")).await;
                 }
             }
             if let Some(epoch) = parsed.epoch {
-                if let Some(previous) = self.last_epoch
-                    && epoch.epoch <= previous
-                {
-                    self.warn(format!(
-                        "{at}: epoch {} after epoch {previous}; it replaces epochs {} to {previous}",
+                let again = match self.last_epoch {
+                    Some(previous) if epoch.epoch == previous => Some(format!(
+                        "epoch {previous} again; it replaces the earlier one"
+                    )),
+                    Some(previous) if epoch.epoch < previous => Some(format!(
+                        "epoch {} after epoch {previous}; it replaces epochs {} to {previous}",
                         epoch.epoch, epoch.epoch
-                    ))
-                    .await;
+                    )),
+                    _ => None,
+                };
+                if let Some(again) = again {
+                    self.warn(format!("{at}: {again}")).await;
                 }
                 self.last_epoch = Some(epoch.epoch);
                 // A resumed program may redo epochs: later reports replace them.
@@ -793,7 +798,8 @@ const METRIC_KEYS: [&str; 9] = [
 
 /// `"train_los" is not read (did you mean "train_loss"?)` for a key one
 /// letter dropped, added or swapped with its neighbour away from a metric
-/// key. A letter replaced is not a slip: `val_auc` is a metric of its own.
+/// key. A letter replaced is not a slip: `val_auc` is a metric of its own,
+/// nor is a digit added at the end (`val_acc5`).
 fn near_miss(key: &str) -> Option<String> {
     if METRIC_KEYS.contains(&key) {
         return None;
@@ -809,6 +815,8 @@ fn near_miss(key: &str) -> Option<String> {
         .find(|known| {
             strsim::osa_distance(known, key) == 1
                 && (known.len() != key.len() || letters(known) == letters(key))
+                // `val_acc5`: a top-5 accuracy of the program's own.
+                && !key.strip_prefix(*known).is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
         })
         .map(|known| format!("{key:?} is not read (did you mean {known:?}?)"))
 }
@@ -1098,7 +1106,7 @@ mod tests {
     #[test]
     fn keys_that_nearly_name_a_metric_are_pointed_out() {
         let line = parse_line(
-            r#"{"epoch": 1, "val_loss": 1, "val_acc": 0.5, "train_los": 0.3, "valacc": 0.5, "trian_acc": 0.4, "val_auc": 0.9, "grad_norm": 2, "lr": 0.1}"#,
+            r#"{"epoch": 1, "val_loss": 1, "val_acc": 0.5, "train_los": 0.3, "valacc": 0.5, "trian_acc": 0.4, "val_auc": 0.9, "val_acc5": 0.99, "grad_norm": 2, "lr": 0.1}"#,
             0.0,
         )
         .expect("epoch line");

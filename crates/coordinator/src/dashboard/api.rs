@@ -82,7 +82,7 @@ impl SweepSummary {
 }
 
 pub async fn sweep_summaries(state: &AppState) -> ApiResult<Vec<SweepSummary>> {
-    let alive_since_ms = store::now_ms() - state.shared.lease_timeout.as_millis() as i64;
+    let alive_since_ms = state.shared.alive_since_ms();
     Ok(state
         .shared
         .store
@@ -137,7 +137,7 @@ pub async fn sweep_snapshot(state: &AppState, name: String) -> ApiResult<SweepSn
     // Read before the store: an event published meanwhile is both in the
     // snapshot and replayed, which the page tolerates; none is lost.
     let last_event_id = state.shared.events.last_id();
-    let alive_since_ms = store::now_ms() - state.shared.lease_timeout.as_millis() as i64;
+    let alive_since_ms = state.shared.alive_since_ms();
     Ok(state
         .shared
         .store
@@ -267,11 +267,11 @@ pub struct WorkerView {
 }
 
 pub async fn worker_views(state: &AppState) -> ApiResult<Vec<WorkerView>> {
-    let alive_ms = state.shared.lease_timeout.as_millis() as i64;
+    let alive_since_ms = state.shared.alive_since_ms();
     let workers = state
         .shared
         .store
-        .call(move |db| db.workers(store::now_ms() - alive_ms))
+        .call(move |db| db.workers(alive_since_ms))
         .await?;
     Ok(workers
         .into_iter()

@@ -248,7 +248,8 @@ pub async fn sweep(State(state): State<AppState>, Path(name): Path<String>) -> A
                 n => p.waiting {
                     (n) @if n == 1 { " command job waits" } @else { " command jobs wait" }
                     ": no connected worker runs a sweep's own program. Start one with "
-                    code { "sweep-worker --allow-commands" } " (as this page was drawn)."
+                    code { "sweep-worker --allow-commands" } " (or local workers with "
+                    code { "sweep-coordinator --allow-commands" } "). As of when this page was loaded."
                 }
             }
             p.links {

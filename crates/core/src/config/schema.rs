@@ -66,6 +66,17 @@ pub enum ModelKind {
     FcScratch,
 }
 
+impl ModelKind {
+    /// As a config spells it (`fc_scratch`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Fc => "fc",
+            ModelKind::Cnn => "cnn",
+            ModelKind::FcScratch => "fc_scratch",
+        }
+    }
+}
+
 /// Weight initialisation schemes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -468,5 +479,20 @@ impl TryFrom<String> for DeviceSpec {
 impl From<DeviceSpec> for String {
     fn from(device: DeviceSpec) -> Self {
         device.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModelKind;
+
+    #[test]
+    fn model_names_are_the_configs_spelling() {
+        for kind in [ModelKind::Fc, ModelKind::Cnn, ModelKind::FcScratch] {
+            assert_eq!(
+                serde_json::to_value(kind).expect("serialises"),
+                serde_json::Value::from(kind.name())
+            );
+        }
     }
 }
