@@ -159,16 +159,7 @@ async fn pages_keep_what_users_wrote_as_text_under_a_strict_policy() {
         .await
         .expect("record the attempt");
     worker
-        .complete_job(pb::CompleteJobRequest {
-            worker_id: worker_id.clone(),
-            job_id: job.job_id.clone(),
-            attempt: job.attempt,
-            lease_next: false,
-            outcome: Some(pb::complete_job_request::Outcome::Failure(pb::Failure {
-                message: "<script>alert(2)</script>".into(),
-                permanent: true,
-            })),
-        })
+        .complete_job(failure(&worker_id, &job, "<script>alert(2)</script>", true))
         .await
         .expect("fail the job");
 
@@ -574,16 +565,7 @@ async fn a_job_page_links_its_files_and_the_report_and_says_why_it_has_no_figure
     let worker_id = register(&mut worker, "w1").await;
     let job = lease(&mut worker, &worker_id).await;
     worker
-        .complete_job(pb::CompleteJobRequest {
-            worker_id: worker_id.clone(),
-            job_id: job.job_id.clone(),
-            attempt: job.attempt,
-            lease_next: false,
-            outcome: Some(pb::complete_job_request::Outcome::Failure(pb::Failure {
-                message: "out of memory".into(),
-                permanent: true,
-            })),
-        })
+        .complete_job(failure(&worker_id, &job, "out of memory", true))
         .await
         .expect("fail the job");
     // The sweep's report, as the coordinator writes it when the sweep ends.

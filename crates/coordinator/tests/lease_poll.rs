@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, lease, one_job_sweep, register, report, success};
+use common::{Harness, failure, lease, one_job_sweep, register, report, success};
 use sweep_proto::pb;
 
 /// Starts worker `name`'s LeaseJob call in the background once nothing is
@@ -61,16 +61,7 @@ async fn a_waiting_poll_gets_the_job_a_transient_failure_returns() {
     assert!(!poll.is_finished(), "an epoch report leased nothing");
 
     first
-        .complete_job(pb::CompleteJobRequest {
-            worker_id: a.clone(),
-            job_id: job.job_id.clone(),
-            attempt: job.attempt,
-            lease_next: false,
-            outcome: Some(pb::complete_job_request::Outcome::Failure(pb::Failure {
-                message: "out of memory".into(),
-                permanent: false,
-            })),
-        })
+        .complete_job(failure(&a, &job, "out of memory", false))
         .await
         .expect("complete");
     let (_, retried) = poll.await.expect("poll");

@@ -206,3 +206,22 @@ pub fn success(
         })),
     }
 }
+
+/// A failed attempt of `job`: retried unless `permanent`.
+pub fn failure(
+    worker_id: &str,
+    job: &pb::Job,
+    message: &str,
+    permanent: bool,
+) -> pb::CompleteJobRequest {
+    pb::CompleteJobRequest {
+        worker_id: worker_id.into(),
+        job_id: job.job_id.clone(),
+        attempt: job.attempt,
+        lease_next: false,
+        outcome: Some(pb::complete_job_request::Outcome::Failure(pb::Failure {
+            message: message.into(),
+            permanent,
+        })),
+    }
+}
