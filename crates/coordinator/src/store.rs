@@ -670,8 +670,12 @@ impl Db {
     }
 
     /// See [`waiting_for_command_worker`].
-    pub fn waiting_for_command_worker(&self, alive_since_ms: i64) -> Result<Vec<(String, u32)>> {
-        waiting_for_command_worker(&self.conn, None, alive_since_ms)
+    pub fn waiting_for_command_worker(
+        &self,
+        sweep: Option<&str>,
+        alive_since_ms: i64,
+    ) -> Result<Vec<(String, u32)>> {
+        waiting_for_command_worker(&self.conn, sweep, alive_since_ms)
     }
 
     pub fn sweeps(&self) -> Result<Vec<SweepRow>> {

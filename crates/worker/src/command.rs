@@ -478,16 +478,22 @@ impl<'a> Execution<'a> {
     }
 
     async fn on_output(&mut self, stream: &'static str, line: String) {
-        let _ = self
-            .output_file
-            .write_all(format!("[{stream}] {line}\n").as_bytes())
-            .await;
         if stream == "stderr" {
             if self.stderr_tail.len() == STDERR_TAIL_LINES {
                 self.stderr_tail.pop_front();
             }
             self.stderr_tail.push_back(line.clone());
         }
+        self.record(stream, line).await;
+    }
+
+    /// A line of the job's log: in `output.log` here, and on its way to the
+    /// coordinator (sent at once when much is pending).
+    async fn record(&mut self, stream: &'static str, line: String) {
+        let _ = self
+            .output_file
+            .write_all(format!("[{stream}] {line}\n").as_bytes())
+            .await;
         self.log.push(stream, line);
         if self.log.pending_bytes() >= 64 << 10 {
             self.flush_log().await;
@@ -499,12 +505,7 @@ impl<'a> Execution<'a> {
     /// `sweepctl logs` and the dashboard show it) and in this worker's.
     async fn warn(&mut self, text: String) {
         tracing::warn!(job = %self.job.id, "{text}");
-        let line = format!("sweep-worker: {text}");
-        let _ = self
-            .output_file
-            .write_all(format!("[stderr] {line}\n").as_bytes())
-            .await;
-        self.log.push("stderr", line);
+        self.record("stderr", format!("sweep-worker: {text}")).await;
     }
 
     async fn flush_log(&mut self) {

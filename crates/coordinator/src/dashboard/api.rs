@@ -89,7 +89,7 @@ pub async fn sweep_summaries(state: &AppState) -> ApiResult<Vec<SweepSummary>> {
         .call(move |db| {
             let counts = db.state_counts()?;
             let sweeps = db.sweeps()?;
-            let waiting = db.waiting_for_command_worker(alive_since_ms)?;
+            let waiting = db.waiting_for_command_worker(None, alive_since_ms)?;
             Ok(sweeps
                 .iter()
                 .map(|row| {
@@ -146,10 +146,9 @@ pub async fn sweep_snapshot(state: &AppState, name: String) -> ApiResult<SweepSn
             let mut curves = db.epochs_of_sweep(&name)?;
             let mut summary = SweepSummary::new(&row);
             summary.waiting_for_command_worker = db
-                .waiting_for_command_worker(alive_since_ms)?
-                .into_iter()
-                .find(|(sweep, _)| *sweep == name)
-                .map_or(0, |(_, n)| n);
+                .waiting_for_command_worker(Some(&name), alive_since_ms)?
+                .first()
+                .map_or(0, |(_, n)| *n);
             let jobs = db
                 .jobs(Some(&name))?
                 .iter()
