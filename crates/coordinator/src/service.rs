@@ -936,24 +936,48 @@ impl Coordinator for Service {
             Target::Sweep(s) => (Some(s), None),
             Target::JobId(j) => (None, Some(j)),
         };
-        let done = self
+        // Each retried run's provenance.json says it is pending again, so a
+        // report drawn before its next attempt does not list it as failed.
+        let (done, provenances) = self
             .shared
             .store
-            .call(move |db| db.retry(sweep.as_deref(), job.as_deref()))
+            .call(move |db| {
+                let done = db.retry(sweep.as_deref(), job.as_deref())?;
+                let provenances = done
+                    .jobs
+                    .iter()
+                    .map(|id| db.provenance(id))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((done, provenances))
+            })
             .await?;
+        let retried = done.jobs.len() as u32;
         tracing::info!(
-            retried = done.retried,
+            retried,
             still_stopping = done.still_stopping,
             "retried on request"
         );
-        if done.retried > 0 {
+        let files = provenances
+            .into_iter()
+            .map(|provenance| RunFile::Provenance {
+                dir: layout::run_dir(
+                    &self.shared.state_dir,
+                    &provenance.sweep,
+                    &provenance.variant,
+                    provenance.seed,
+                ),
+                provenance,
+            })
+            .collect();
+        self.shared.files.write(files).await;
+        if retried > 0 {
             self.shared.job_queued();
         }
         for sweep in done.sweeps {
             self.shared.events.publish(Event::Sweep { sweep });
         }
         Ok(Response::new(pb::RetryResponse {
-            retried: done.retried,
+            retried,
             still_stopping: done.still_stopping,
         }))
     }

@@ -1905,7 +1905,7 @@ fn retry(conn: &mut Connection, sweep: Option<&str>, job_id: Option<&str>) -> Re
     tx.commit()?;
     Ok(Retried {
         sweeps,
-        retried: targets.len() as u32,
+        jobs: targets.into_iter().map(|t| t.0).collect(),
         still_stopping: stopping.len() as u32,
     })
 }
@@ -1915,7 +1915,8 @@ fn retry(conn: &mut Connection, sweep: Option<&str>, job_id: Option<&str>) -> Re
 pub struct Retried {
     /// The sweeps reopened.
     pub sweeps: Vec<String>,
-    pub retried: u32,
+    /// The ids of the jobs made pending again.
+    pub jobs: Vec<String>,
     /// Cancelled jobs whose lease has not expired yet: left alone.
     pub still_stopping: u32,
 }
@@ -2666,7 +2667,7 @@ mod tests {
             retried,
             Retried {
                 sweeps: vec!["s".to_string()],
-                retried: 1,
+                jobs: vec![id.clone()],
                 still_stopping: 0
             }
         );
@@ -2686,7 +2687,12 @@ mod tests {
         assert_eq!(again.job.state, JobState::Pending);
         assert_same_row(&again.job, &get_job(&conn, &id).expect("job"));
         // A job that is not failed or cancelled is left alone.
-        assert_eq!(retry(&mut conn, None, Some(&id)).expect("retry").retried, 0);
+        assert!(
+            retry(&mut conn, None, Some(&id))
+                .expect("retry")
+                .jobs
+                .is_empty()
+        );
 
         // Cancelled while a worker runs it: not retried until its lease has
         // expired, since that worker may not have stopped yet.
@@ -2695,11 +2701,11 @@ mod tests {
             .expect("the job again");
         cancel(&mut conn, None, Some(&id)).expect("cancel");
         let early = retry(&mut conn, None, Some(&id)).expect("retry");
-        assert_eq!((early.retried, early.still_stopping), (0, 1));
+        assert_eq!((early.jobs.len(), early.still_stopping), (0, 1));
         conn.execute("UPDATE jobs SET lease_deadline_ms = 0 WHERE id = ?1", [&id])
             .expect("expire");
         let late = retry(&mut conn, None, Some(&id)).expect("retry");
-        assert_eq!((late.retried, late.still_stopping), (1, 0));
+        assert_eq!((late.jobs.len(), late.still_stopping), (1, 0));
         // The cancelled attempt's late report is refused: the retry is a new attempt.
         assert!(complete(&mut conn, &a, (&id, MAX_ATTEMPTS + 2), &transient, 0).is_err());
         // Once the retried job ends, the sweep's results are due again.

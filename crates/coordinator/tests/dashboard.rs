@@ -609,10 +609,15 @@ async fn a_command_sweep_without_a_worker_for_it_says_why_it_waits() {
     let http = Http::new(&harness);
     let page = http.get("/sweeps/own").await.body;
     assert!(
-        page.contains("1 command job waits: no connected worker runs a sweep's own program"),
+        page.contains("1 command job waits: no connected worker runs a sweep's own program")
+            && page.contains("data-live=\"/sweeps/own/waiting\""),
         "{page}"
     );
-    // A worker that runs them takes the note away.
+    let live = http.get("/sweeps/own/waiting").await.body;
+    assert!(live.contains("1 command job waits"), "{live}");
+    assert_eq!(http.get("/sweeps/nope/waiting").await.status, 404);
+    // A worker that runs them takes the note away, and the page's live
+    // region (fetched again on the worker's event) with it.
     let mut worker = harness.worker().await;
     worker
         .register_worker(pb::RegisterWorkerRequest {
@@ -628,5 +633,7 @@ async fn a_command_sweep_without_a_worker_for_it_says_why_it_waits() {
         .expect("register");
     let page = http.get("/sweeps/own").await.body;
     assert!(!page.contains("command job waits"), "{page}");
+    let live = http.get("/sweeps/own/waiting").await.body;
+    assert_eq!(live, "", "nothing waits");
     harness.stop().await;
 }

@@ -29,7 +29,8 @@
 //! (default: the last epoch of the data), `empty_text` (what an empty chart
 //! says, default "no epochs yet"). Legend names too long for the legend's
 //! strip wrap onto more lines (after `_`, `-`, `.` where they can), so that
-//! grid variants that differ only at the end stay apart.
+//! grid variants that differ only at the end stay apart; a legend taller
+//! than `size` makes the figure taller rather than run off its bottom.
 //!
 //! At an epoch that only some seeds reached, the mean and band are over those
 //! seeds (the count is in [`epoch_stats`]); the band needs at least two.
@@ -148,6 +149,8 @@ pub fn curves_png(chart: &CurveChart) -> Result<Vec<u8>, ChartError> {
 }
 
 const LEGEND_LINE: i32 = 26;
+/// The first legend row's centre, below the title.
+const LEGEND_TOP: i32 = 44;
 const LEGEND_ROW: i32 = 22;
 /// A wrapped legend name's further lines, closer than rows.
 const LEGEND_WRAP: i32 = 19;
@@ -207,6 +210,18 @@ impl CurveChart {
             .collect()
     }
 
+    /// Where the legend's rows end: a figure too short for them grows.
+    fn legend_bottom(&self, stats: &[Vec<EpochStat>]) -> i32 {
+        let named: i32 = self
+            .legend_lines()
+            .iter()
+            .zip(stats)
+            .filter(|(_, stats)| !stats.is_empty())
+            .map(|(lines, _)| LEGEND_ROW + (lines.len().max(1) as i32 - 1) * LEGEND_WRAP)
+            .sum();
+        LEGEND_TOP + named + self.extra_legend().len() as i32 * LEGEND_ROW
+    }
+
     /// Legend rows that explain the styles rather than name a series.
     fn extra_legend(&self) -> Vec<(&'static str, bool)> {
         let mut rows = Vec::new();
@@ -224,7 +239,8 @@ impl Figure for CurveChart {
     const KIND: &'static str = "learning curves";
 
     fn size(&self) -> (u32, u32) {
-        self.size
+        let legend = self.legend_bottom(&self.stats()).max(0) as u32;
+        (self.size.0, self.size.1.max(legend))
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -250,7 +266,7 @@ impl Figure for CurveChart {
             .unwrap_or(1)
             .max(2) as i32;
 
-        let (w, _) = self.size;
+        let (w, h) = self.size();
         let (plot_area, legend_area) = area.split_horizontally(w - self.legend_width());
         let decimals = figure::tick_decimals(y1 - y0);
         let mut chart = ChartBuilder::on(&plot_area)
@@ -279,7 +295,7 @@ impl Figure for CurveChart {
         {
             plot_area.draw(&Text::new(
                 self.empty_text.as_str(),
-                ((w / 3) as i32, (self.size.1 / 2) as i32),
+                ((w / 3) as i32, (h / 2) as i32),
                 (FONT, TEXT).into_font().color(&RGBColor(120, 120, 120)),
             ))?;
         }
@@ -337,7 +353,7 @@ impl Figure for CurveChart {
         }
 
         // The legend, in its own strip to the right of the plot.
-        let mut y = 44;
+        let mut y = LEGEND_TOP;
         let x = 8;
         let font = (FONT, TEXT).into_font();
         // A series without a value has no line, and so no legend row.
@@ -471,6 +487,28 @@ mod tests {
                 "{line:?} is cut at the figure's edge"
             );
         }
+    }
+
+    #[test]
+    fn a_figure_grows_to_hold_a_legend_longer_than_the_plot() {
+        let series = (0..14)
+            .map(|i| {
+                Series::new(
+                    format!("optimizer-adamw_learning_rate-0.00{i}_width-{}", 32 * i),
+                    vec![vec![90.0, 94.0]],
+                )
+            })
+            .collect();
+        let mut chart = CurveChart::new("Validation accuracy", "accuracy (%)", series);
+        chart.size = (560, 330);
+        let (w, h) = chart.size();
+        assert_eq!(w, 560);
+        assert!(h > 330, "{h}: the legend of 14 wrapped names is taller");
+        assert!(chart.legend_bottom(&chart.stats()) <= h as i32);
+        let png = curves_png(&chart).unwrap();
+        assert_eq!(crate::figure::png_size(&png), (w, h));
+        // A short legend leaves the size as asked.
+        assert_eq!(sample().size(), sample().size);
     }
 
     #[test]

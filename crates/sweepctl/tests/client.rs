@@ -246,12 +246,26 @@ fn submit_status_results_cancel_logs_without_workers() {
         "{results}"
     );
 
+    // The run directory says so too, and says so again once retried: a
+    // report drawn before its next attempt must not list it as cancelled.
+    let provenance_state = || {
+        let path = root
+            .path()
+            .join("runs/tiny/baseline/seed-1/provenance.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let json: serde_json::Value = serde_json::from_str(&text).expect("provenance JSON");
+        json["state"].as_str().expect("a state").to_string()
+    };
+    assert_eq!(provenance_state(), "cancelled");
+
     // Retried, the cancelled jobs are back in the queue.
     let out = ok(&addr, &["retry", "--job", &job_id]);
     assert!(
         out.starts_with(&format!("job {job_id}: 1 job back in the queue")),
         "{out}"
     );
+    assert_eq!(provenance_state(), "pending");
     let out = ok(&addr, &["retry", "--sweep", "tiny"]);
     assert!(
         out.starts_with("sweep tiny: 3 jobs back in the queue"),

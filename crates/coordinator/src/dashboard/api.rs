@@ -133,6 +133,26 @@ pub struct SweepSnapshot {
     pub jobs: Vec<JobWithCurve>,
 }
 
+/// The sweep's pending command jobs that no live worker runs.
+pub async fn waiting_for_command_worker(state: &AppState, name: String) -> ApiResult<u32> {
+    let alive_since_ms = state.shared.alive_since_ms();
+    Ok(state
+        .shared
+        .store
+        .call(move |db| {
+            db.sweep(&name)?;
+            waiting_in(db, &name, alive_since_ms)
+        })
+        .await?)
+}
+
+fn waiting_in(db: &store::Db, sweep: &str, alive_since_ms: i64) -> crate::error::Result<u32> {
+    Ok(db
+        .waiting_for_command_worker(Some(sweep), alive_since_ms)?
+        .first()
+        .map_or(0, |(_, n)| *n))
+}
+
 pub async fn sweep_snapshot(state: &AppState, name: String) -> ApiResult<SweepSnapshot> {
     // Read before the store: an event published meanwhile is both in the
     // snapshot and replayed, which the page tolerates; none is lost.
@@ -145,10 +165,7 @@ pub async fn sweep_snapshot(state: &AppState, name: String) -> ApiResult<SweepSn
             let row = db.sweep(&name)?;
             let mut curves = db.epochs_of_sweep(&name)?;
             let mut summary = SweepSummary::new(&row);
-            summary.waiting_for_command_worker = db
-                .waiting_for_command_worker(Some(&name), alive_since_ms)?
-                .first()
-                .map_or(0, |(_, n)| *n);
+            summary.waiting_for_command_worker = waiting_in(db, &name, alive_since_ms)?;
             let jobs = db
                 .jobs(Some(&name))?
                 .iter()

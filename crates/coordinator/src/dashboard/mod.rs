@@ -128,6 +128,7 @@ fn router(state: AppState) -> Router {
         .route("/sweeps/{name}", get(pages::sweep))
         .route("/sweeps/{name}/grid", get(pages::sweep_grid))
         .route("/sweeps/{name}/results", get(pages::sweep_results))
+        .route("/sweeps/{name}/waiting", get(pages::sweep_waiting))
         .route("/workers", get(pages::workers))
         .route("/jobs/{id}", get(pages::job))
         .route("/files/{*path}", get(files::serve))

@@ -243,14 +243,9 @@ pub async fn sweep(State(state): State<AppState>, Path(name): Path<String>) -> A
             h1 { "Sweep " (name) }
             @if !snapshot.description.is_empty() { p.desc { (snapshot.description) } }
             div #progress { (progress(&snapshot.summary)) }
-            @match snapshot.summary.waiting_for_command_worker {
-                0 => {}
-                n => p.waiting {
-                    (n) @if n == 1 { " command job waits" } @else { " command jobs wait" }
-                    ": no connected worker runs a sweep's own program. Start one with "
-                    code { "sweep-worker --allow-commands" } " (or local workers with "
-                    code { "sweep-coordinator --allow-commands" } "). As of when this page was loaded."
-                }
+            // Live: a worker that registers or takes a job can end the wait.
+            div #waiting data-live={ (sweep_url) "/waiting" } data-on="worker job sweep reset" {
+                (waiting_note(snapshot.summary.waiting_for_command_worker))
             }
             p.links {
                 a href={ "/api/v1/sweeps/" (seg(&name)) } { "JSON" } " · "
@@ -278,6 +273,29 @@ pub async fn sweep_grid(
 ) -> ApiResult<Html<String>> {
     let snapshot = api::sweep_snapshot(&state, name).await?;
     Ok(Html(grid(&snapshot.jobs).into_string()))
+}
+
+/// Why a sweep's command jobs wait, if they do (nothing when none waits).
+fn waiting_note(waiting: u32) -> Markup {
+    html! {
+        @match waiting {
+            0 => {}
+            n => p.waiting {
+                (n) @if n == 1 { " command job waits" } @else { " command jobs wait" }
+                ": no connected worker runs a sweep's own program. Start one with "
+                code { "sweep-worker --allow-commands" } " (or local workers with "
+                code { "sweep-coordinator --allow-commands" } ")."
+            }
+        }
+    }
+}
+
+pub async fn sweep_waiting(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Html<String>> {
+    let waiting = api::waiting_for_command_worker(&state, name).await?;
+    Ok(Html(waiting_note(waiting).into_string()))
 }
 
 pub async fn sweep_results(
