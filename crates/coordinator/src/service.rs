@@ -15,7 +15,7 @@ use sweep_core::command::JobConfig;
 use sweep_core::lease::{JobFailure, StoredFile};
 use sweep_core::metrics::{EpochMetrics, RunMetrics};
 use sweep_core::names;
-use sweep_core::provenance::AttemptProvenance;
+use sweep_core::provenance::{AttemptProvenance, RunProvenance};
 use sweep_core::results::{self, Format, ResultsTable};
 use sweep_core::sweep::SweepSpec;
 use sweep_proto::pb::{self, coordinator_server::Coordinator};
@@ -114,6 +114,19 @@ impl Shared {
 
     fn run_dir(&self, job: &store::JobRow) -> PathBuf {
         layout::run_dir(&self.state_dir, &job.sweep, &job.variant, job.seed)
+    }
+
+    /// The run's `provenance.json`, replaced by this content.
+    fn provenance_file(&self, provenance: RunProvenance) -> RunFile {
+        RunFile::Provenance {
+            dir: layout::run_dir(
+                &self.state_dir,
+                &provenance.sweep,
+                &provenance.variant,
+                provenance.seed,
+            ),
+            provenance,
+        }
     }
 
     /// Records a sweep and writes each job's config.yaml.
@@ -959,15 +972,7 @@ impl Coordinator for Service {
         );
         let files = provenances
             .into_iter()
-            .map(|provenance| RunFile::Provenance {
-                dir: layout::run_dir(
-                    &self.shared.state_dir,
-                    &provenance.sweep,
-                    &provenance.variant,
-                    provenance.seed,
-                ),
-                provenance,
-            })
+            .map(|provenance| self.shared.provenance_file(provenance))
             .collect();
         self.shared.files.write(files).await;
         if retried > 0 {
@@ -1030,16 +1035,8 @@ impl Coordinator for Service {
                 db.provenance(&job_id)
             })
             .await?;
-        let dir = layout::run_dir(
-            &self.shared.state_dir,
-            &provenance.sweep,
-            &provenance.variant,
-            provenance.seed,
-        );
-        self.shared
-            .files
-            .write(vec![RunFile::Provenance { dir, provenance }])
-            .await;
+        let file = self.shared.provenance_file(provenance);
+        self.shared.files.write(vec![file]).await;
         Ok(Response::new(pb::RecordAttemptResponse {}))
     }
 
