@@ -313,3 +313,58 @@ async fn check_report(sweep_dir: &Path) {
         "{md}"
     );
 }
+
+/// A dataset that neither the worker nor the coordinator has fails the job
+/// once, saying where it was looked for, instead of a worker retrying the
+/// fetch for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_data_dir_fails_the_job_with_the_path() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let sweep = sweep_e2e::TinySweep {
+        name: "nodata",
+        seeds: &[1],
+        ..Default::default()
+    }
+    .write(&root.path().join("nodata"));
+    let base = sweep.join("base.yaml");
+    let yaml = std::fs::read_to_string(&base).expect("base.yaml");
+    let missing = root.path().join("no-such-data");
+    let yaml = yaml.replace(
+        &sweep_e2e::mnist_dir().display().to_string(),
+        &missing.display().to_string(),
+    );
+    std::fs::write(&base, yaml).expect("base.yaml");
+
+    let mut config = CoordinatorConfig::new(root.path().join("runs"));
+    config.sweep = Some(sweep);
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.local_workers = 1;
+    config.worker_binary = Some(sweep_e2e::release_bin_dir().join("sweep-worker"));
+    config.local_worker_threads = Some(1);
+    let shutdown = CancellationToken::new();
+    let coordinator = sweep_coordinator::start(config, shutdown.clone())
+        .await
+        .expect("start");
+    let mut client = CoordinatorClient::connect(format!("http://{}", coordinator.addr))
+        .await
+        .expect("connect");
+    let served = tokio::spawn(coordinator.wait());
+
+    let status = sweep_e2e::wait_for_status(
+        &mut client,
+        "the job to fail",
+        SWEEP_TIMEOUT,
+        sweep_e2e::all_sweeps_done,
+    )
+    .await;
+    let job = &status.jobs[0];
+    assert_eq!(job.state, "failed", "{job:?}");
+    assert_eq!(job.attempt, 1, "not worth another attempt: {job:?}");
+    assert!(
+        job.error.contains("data.data_dir") && job.error.contains(&missing.display().to_string()),
+        "{}",
+        job.error
+    );
+    shutdown.cancel();
+    served.await.expect("join").expect("served");
+}

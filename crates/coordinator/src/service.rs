@@ -823,6 +823,19 @@ impl Coordinator for Service {
                 job.id
             ))
         })?;
+        // Not an internal error the worker would retry forever: the job
+        // fails, and says where the data was looked for.
+        if !dir.is_dir() {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "data.data_dir {} is a directory neither on the worker nor on the coordinator \
+                 (a relative path is relative to each one's working directory; the \
+                 coordinator's is {})",
+                dir.display(),
+                cwd.display()
+            ))
+            .into());
+        }
         let files = layout::plain_files(&dir)?;
         tracing::info!(job = %job.id, dir = %dir.display(), files = files.len(), "serving dataset");
         Ok(Response::new(stream_files(
@@ -922,12 +935,27 @@ impl Coordinator for Service {
             Target::Sweep(s) => (Some(s), None),
             Target::JobId(j) => (None, Some(j)),
         };
-        let (sweeps, cancelled) = self
+        // Each cancelled run's provenance.json says so at once, not only
+        // once its whole sweep has ended.
+        let (sweeps, provenances) = self
             .shared
             .store
-            .call(move |db| db.cancel(sweep.as_deref(), job.as_deref()))
+            .call(move |db| {
+                let (sweeps, jobs) = db.cancel(sweep.as_deref(), job.as_deref())?;
+                let provenances = jobs
+                    .iter()
+                    .map(|id| db.provenance(id))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((sweeps, provenances))
+            })
             .await?;
+        let cancelled = provenances.len() as u32;
         tracing::info!(cancelled, "cancelled on request");
+        let files = provenances
+            .into_iter()
+            .map(|provenance| self.shared.provenance_file(provenance))
+            .collect();
+        self.shared.files.write(files).await;
         self.shared.bump();
         for sweep in &sweeps {
             self.shared.events.publish(Event::Sweep {

@@ -843,7 +843,7 @@ impl Db {
         &mut self,
         sweep: Option<&str>,
         job_id: Option<&str>,
-    ) -> Result<(Vec<String>, u32)> {
+    ) -> Result<(Vec<String>, Vec<String>)> {
         cancel(&mut self.conn, sweep, job_id)
     }
 
@@ -1812,12 +1812,12 @@ fn expire_leases(conn: &mut Connection) -> Result<Expired> {
 }
 
 /// Cancels every job of a sweep, or one job, that has not ended. Returns the
-/// affected sweeps and the number of jobs cancelled.
+/// affected sweeps and the ids of the jobs cancelled.
 fn cancel(
     conn: &mut Connection,
     sweep: Option<&str>,
     job_id: Option<&str>,
-) -> Result<(Vec<String>, u32)> {
+) -> Result<(Vec<String>, Vec<String>)> {
     let tx = Savepoint::begin(conn)?;
     let targets: Vec<(String, String, u32)> = {
         let mut stmt = tx.prepare_cached(
@@ -1848,7 +1848,7 @@ fn cancel(
         }
     }
     tx.commit()?;
-    Ok((sweeps, targets.len() as u32))
+    Ok((sweeps, targets.into_iter().map(|t| t.0).collect()))
 }
 
 /// Returns the failed and cancelled jobs of `sweep` (or the job `job_id`)

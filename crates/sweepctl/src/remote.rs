@@ -86,8 +86,11 @@ pub async fn submit(connect: &ConnectArgs, path: PathBuf) -> anyhow::Result<()> 
         .map_err(|s| client::status_error(&connect.coordinator, &what, s))?
         .into_inner();
     println!(
-        "submitted sweep {}: {} jobs ({} new)",
-        spec.name, answer.jobs, answer.new_jobs
+        "submitted sweep {}: {} {} ({} new)",
+        spec.name,
+        answer.jobs,
+        if answer.jobs == 1 { "job" } else { "jobs" },
+        answer.new_jobs
     );
     Ok(())
 }
@@ -291,7 +294,7 @@ pub async fn retry(connect: &ConnectArgs, args: RetryArgs) -> anyhow::Result<()>
         }
     }
     if answer.still_stopping > 0 {
-        println!(
+        let wait = format!(
             "{what}: {} cancelled {} may still be stopping on a worker; retry again once \
              the lease has expired (the coordinator's --lease-timeout, 30 s by default)",
             answer.still_stopping,
@@ -301,6 +304,11 @@ pub async fn retry(connect: &ConnectArgs, args: RetryArgs) -> anyhow::Result<()>
                 "jobs"
             }
         );
+        // Nothing done at all is a refusal a script must see.
+        if answer.retried == 0 {
+            anyhow::bail!(wait);
+        }
+        println!("{wait}");
     }
     Ok(())
 }

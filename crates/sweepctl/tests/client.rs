@@ -222,8 +222,20 @@ fn submit_status_results_cancel_logs_without_workers() {
     let err = fails(&addr, &["logs", "no-such-job"]);
     assert!(err.contains("no-such-job"), "{err}");
 
+    // The run directory says so at once (not only once the sweep ends), and
+    // again once retried: a report drawn meanwhile must read the job's state.
+    let provenance_state = || {
+        let path = root
+            .path()
+            .join("runs/tiny/baseline/seed-1/provenance.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let json: serde_json::Value = serde_json::from_str(&text).expect("provenance JSON");
+        json["state"].as_str().expect("a state").to_string()
+    };
     let out = ok(&addr, &["cancel", "--job", &job_id]);
     assert_eq!(out.trim(), format!("job {job_id}: cancelled 1 job"));
+    assert_eq!(provenance_state(), "cancelled");
     let out = ok(&addr, &["cancel", "--sweep", "tiny"]);
     assert_eq!(out.trim(), "sweep tiny: cancelled 3 jobs");
     let out = ok(&addr, &["cancel", "--sweep", "tiny"]);
@@ -245,19 +257,6 @@ fn submit_status_results_cancel_logs_without_workers() {
         results.contains("no run succeeded") && results.contains("4 jobs cancelled"),
         "{results}"
     );
-
-    // The run directory says so too, and says so again once retried: a
-    // report drawn before its next attempt must not list it as cancelled.
-    let provenance_state = || {
-        let path = root
-            .path()
-            .join("runs/tiny/baseline/seed-1/provenance.json");
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let json: serde_json::Value = serde_json::from_str(&text).expect("provenance JSON");
-        json["state"].as_str().expect("a state").to_string()
-    };
-    assert_eq!(provenance_state(), "cancelled");
 
     // Retried, the cancelled jobs are back in the queue.
     let out = ok(&addr, &["retry", "--job", &job_id]);

@@ -143,6 +143,15 @@ async fn run_leased(ctx: &Ctx, job: &LeasedJob, stop: &Arc<AtomicBool>) {
             tracing::warn!(job = %job.id, error = %status.message(), "job abandoned before it started");
             return;
         }
+        // The coordinator says the job itself is wrong (its dataset is
+        // nowhere): another attempt would meet the same answer.
+        Err(PrepareError::Transfer(TransferError::Status(status)))
+            if status.code() == Code::InvalidArgument =>
+        {
+            let message = format!("preparing the job: {}", status.message());
+            fail(ctx, job, message, true).await;
+            return;
+        }
         Err(err) => {
             let message = format!("preparing the job: {err}");
             fail(ctx, job, message, false).await;
